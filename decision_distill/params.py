@@ -1,0 +1,175 @@
+"""params.yaml, validated: a typo or a wrong type is a one-line error naming the key.
+
+Each stage reads only its own sections, and `dvc.yaml` declares exactly those
+keys, so `dvc exp run -S student.mlp.hidden=256` reruns only `train@mlp` and
+what depends on it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import UserError
+
+
+class Section(BaseModel):
+    # Unknown keys are errors: a mistyped key must never be silently ignored.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Teacher(Section):
+    model: str = "packaged"
+    revision: str = "main"
+    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    chat_template: bool = False
+    readout: Literal["tokens", "verbalized"] = "tokens"
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+
+
+class Generate(Section):
+    source: Literal["teacher", "import"] = "teacher"
+    states: int = Field(2000, ge=1)
+    seed: int = 0
+    cache: str = ".cache/teacher.sqlite"
+
+
+class Import(Section):
+    path: str = "examples/imported_decisions.csv"
+    features: list[str] = Field(default_factory=lambda: ["traits", "contexts"], min_length=1)
+    probability: str | list[str] = "p_buy"
+    options: list[str] = Field(default_factory=lambda: ["yes", "no"], min_length=2)
+
+
+class Split(Section):
+    seed: int = 0
+    val: float = Field(0.1, ge=0.0, lt=1.0)
+    test: float = Field(0.2, gt=0.0, lt=1.0)
+    ood_holdout: list[list[str]] = Field(default_factory=list)
+
+
+class Train(Section):
+    loss: Literal["soft_ce", "mse"] = "soft_ce"
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1)
+    weight_decay: float = Field(0.01, ge=0.0)
+    patience: int = Field(20, ge=1)
+    seed: int = 0
+
+
+class LogReg(Section):
+    lr: float = Field(0.05, gt=0.0)
+
+
+class MLP(Section):
+    lr: float = Field(0.003, gt=0.0)
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TransformerStudent(Section):
+    lr: float = Field(0.001, gt=0.0)
+    d_model: int = Field(64, ge=1)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class Student(Section):
+    logreg: LogReg = LogReg()
+    mlp: MLP = MLP()
+    encoder: TransformerStudent = TransformerStudent()
+    decoder: TransformerStudent = TransformerStudent()
+
+
+class Evaluate(Section):
+    ece_bins: int = Field(10, ge=1)
+
+
+class Params(Section):
+    scenario: str = "scenarios/ice_cream.yaml"
+    teacher: Teacher = Teacher()
+    generate: Generate = Generate()
+    # "import" is a Python keyword, hence the alias.
+    import_: Import = Field(Import(), alias="import")
+    split: Split = Split()
+    train: Train = Train()
+    student: Student = Student()
+    evaluate: Evaluate = Evaluate()
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+
+
+ARCHITECTURES = tuple(Student.model_fields)
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names (aliases included) valid at `loc`, for did-you-mean hints."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        if field is None or not isinstance(field.annotation, type) or not issubclass(
+            field.annotation, BaseModel
+        ):
+            return []
+        model = field.annotation
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = tuple(str(p) for p in first["loc"])
+    key = ".".join(loc)
+    if first["type"] == "extra_forbidden":
+        hint = difflib.get_close_matches(loc[-1], _known_keys(Params, loc), n=1)
+        fix = f"did you mean '{hint[0]}'?" if hint else "remove it"
+        return f"{source}: unknown key '{key}'; {fix}"
+    got = first.get("input")
+    return f"{source}: {key}: {first['msg']} (got {got!r})"
+
+
+def _reject_nan(node, path: str, source: str) -> None:
+    if isinstance(node, float) and (math.isnan(node) or math.isinf(node)):
+        raise UserError(f"{source}: {path}: must be a finite number (got {node})")
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _reject_nan(v, f"{path}.{k}" if path else str(k), source)
+    if isinstance(node, list):
+        for i, v in enumerate(node):
+            _reject_nan(v, f"{path}[{i}]", source)
+
+
+def parse_params(raw: object, source: str = "params.yaml") -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: must be a mapping of sections, got {type(raw).__name__}")
+    _reject_nan(raw, "", source)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(_one_line(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: not found; run the stage from the project root")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f" line {line + 1}" if line is not None else ""
+        raise UserError(f"{path}:{where} is not valid YAML; fix the syntax there") from None
+    return parse_params(raw, str(path))

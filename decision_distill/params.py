@@ -31,7 +31,7 @@ class Teacher(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     chat_template: bool = False
     readout: Literal["tokens", "verbalized"] = "tokens"
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(0.0, ge=0.0)
 

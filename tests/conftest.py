@@ -8,8 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import sys
+
 from decision_distill.atomic import write_parquet
 from decision_distill.schema import Feature, Schema
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers such as tiny_teacher
 
 TRAITS = tuple(f"t{i}" for i in range(6))
 CONTEXTS = tuple(f"c{i}" for i in range(5))
@@ -69,3 +73,16 @@ def synthetic_splits(tmp_path) -> Path:
     directory = tmp_path / "splits"
     write_synthetic_splits(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """A teacher directory made by the real download code from a tiny in-process model."""
+    from tiny_teacher import build_tiny_teacher
+
+    from decision_distill.teacher import download
+
+    root = tmp_path_factory.mktemp("tiny_teacher")
+    weights = build_tiny_teacher(root / "weights")
+    download(str(weights), "main", root / "teacher")
+    return root / "teacher"

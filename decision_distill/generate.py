@@ -1,0 +1,154 @@
+"""The generate stage: ask the teacher about every sampled state, through the cache.
+
+Resumable by construction: answers are committed to the answer cache batch by
+batch, and the dataset is written (atomically) only from the cache at the end.
+A killed run loses at most one batch; the rerun asks only what is missing, and
+the dataset can hold no lost or duplicated row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .answer_cache import AnswerCache, answer_key
+from .atomic import write_json, write_parquet
+from .errors import UserError
+from .params import Params
+from .scenario import Scenario, State
+from .teacher import TokenScorer, VerbalizedReader, load_teacher, read_teacher_json
+
+MIN_USEFUL_P_STD = 0.05
+
+
+@dataclass(frozen=True)
+class Prompts:
+    prefix: str  # shared by every state (intro + worked examples)
+    suffixes: list[str]  # one per state, ending where the answer begins
+
+
+def build_prompts(scenario: Scenario, states: list[State], params: Params, tokenizer=None) -> Prompts:
+    """Completion-style prompts, or the tokenizer's chat template around them."""
+    verbal = params.teacher.readout == "verbalized"
+    prefix = scenario.verbalized_prefix() if verbal else scenario.token_prefix()
+    cases = [scenario.describe(s) for s in states]
+    if not params.teacher.chat_template:
+        return Prompts(prefix, cases)
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise UserError("teacher.chat_template: this tokenizer has no chat template; set it to false")
+    marker = "\x00STATE\x00"
+    wrapped = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prefix + marker}], add_generation_prompt=True, tokenize=False
+    )
+    head, tail = wrapped.split(marker)
+    return Prompts(head, [c + tail for c in cases])
+
+
+def _keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: Params) -> list[str]:
+    t = params.teacher
+    settings = {"readout": t.readout, "options": [o.text for o in scenario.options]}
+    if t.readout == "verbalized":
+        settings |= {"max_new_tokens": t.max_new_tokens, "temperature": t.temperature,
+                     "key": scenario.verbalized_key}
+    return [answer_key(model=fingerprint, prompt=prompts.prefix + s, **settings) for s in prompts.suffixes]
+
+
+def _ask(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: list[int]):
+    """Yield (indices, answers) batch by batch for the states in `todo`."""
+    t = params.teacher
+    if t.readout == "tokens":
+        scorer = TokenScorer(teacher, [o.text for o in scenario.options], t.batch_size)
+        for start in range(0, len(todo), t.batch_size):
+            idx = todo[start : start + t.batch_size]
+            scores = scorer.score(prompts.prefix, [prompts.suffixes[i] for i in idx])
+            yield idx, [
+                {"ok": True, "probs": scores.probs[j].tolist(), "option_mass": float(scores.option_mass[j]),
+                 "logodds": float(scores.logodds[j])}
+                for j in range(len(idx))
+            ]
+    else:
+        reader = VerbalizedReader(teacher, scenario.verbalized_key, t.max_new_tokens, t.temperature, t.batch_size)
+        for start in range(0, len(todo), t.batch_size):
+            idx = todo[start : start + t.batch_size]
+            parsed = reader.answer([prompts.prefix + prompts.suffixes[i] for i in idx], seed=params.generate.seed)
+            yield idx, [_verbalized_answer(p) for p in parsed]
+
+
+def _verbalized_answer(parsed: dict) -> dict:
+    p = parsed["probability"]
+    return {"ok": parsed["ok"], "probs": None if p is None else [p, 1.0 - p], "option_mass": None,
+            "logodds": None if p is None or p in (0.0, 1.0) else float(np.log(p / (1 - p))),
+            "explanation": parsed["explanation"], "raw": parsed["raw"], "error": parsed["error"]}
+
+
+def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_dataset: str | Path,
+             out_schema: str | Path, out_metrics: str | Path) -> dict:
+    t = params.teacher
+    if t.readout == "verbalized" and len(scenario.options) != 2:
+        raise UserError("teacher.readout: verbalized needs a two-option scenario; use tokens")
+    states = scenario.sample_states(params.generate.states, params.generate.seed)
+    fingerprint = read_teacher_json(teacher_dir)["fingerprint"]
+    cache = AnswerCache(params.generate.cache)
+
+    teacher = None
+    if t.chat_template:  # the prompt text itself depends on the tokenizer
+        teacher = load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code)
+    prompts = build_prompts(scenario, states, params, teacher.tokenizer if teacher else None)
+    keys = _keys(fingerprint, prompts, scenario, params)
+    known = cache.get_many(keys)
+    todo = [i for i, k in enumerate(keys) if k not in known]
+    print(f"{len(states)} states: {len(states) - len(todo)} answered before (cache {cache.path}), "
+          f"{len(todo)} to ask", flush=True)
+    if todo:
+        teacher = teacher or load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code)
+        with tqdm(total=len(todo), desc="teacher", unit="state") as bar:
+            for idx, answers in _ask(teacher, scenario, params, prompts, todo):
+                cache.put_many({keys[i]: a for i, a in zip(idx, answers)})
+                bar.update(len(idx))
+
+    answers = cache.get_many(keys)
+    cache.close()
+    frame = decisions_frame(scenario, states, prompts.suffixes, [answers[k] for k in keys], t.readout)
+    metrics = teacher_metrics(frame, scenario, t.readout)
+    write_parquet(frame, out_dataset)
+    scenario.schema().save(out_schema)
+    write_json(metrics, out_metrics)
+    if metrics["p_std"] is not None and metrics["p_std"] < MIN_USEFUL_P_STD:
+        print(f"warning: the teacher's P(action) barely varies across states (p_std={metrics['p_std']:.3f}); "
+              "every student will look perfect. Improve the prompt or use a stronger teacher.", flush=True)
+    return metrics
+
+
+def decisions_frame(scenario: Scenario, states: list[State], questions: list[str], answers: list[dict],
+                    readout: str) -> pd.DataFrame:
+    """The dataset contract of decision_distill.schema, one row per state."""
+    rows = []
+    for state_id, (state, question, a) in enumerate(zip(states, questions, answers)):
+        row = {"state_id": state_id, **state}
+        probs = a["probs"] or [None] * len(scenario.options)
+        row.update({f"p_{o.id}": p for o, p in zip(scenario.options, probs)})
+        row.update(ok=a["ok"], option_mass=a["option_mass"], logodds=a["logodds"], question=question)
+        if readout == "verbalized":
+            row.update(explanation=a["explanation"], raw=a["raw"], error=a["error"])
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for col in [f"p_{o.id}" for o in scenario.options] + ["option_mass", "logodds"]:
+        frame[col] = frame[col].astype("float64")
+    return frame
+
+
+def teacher_metrics(frame: pd.DataFrame, scenario: Scenario, readout: str) -> dict:
+    ok = frame[frame["ok"]]
+    p_action = ok[f"p_{scenario.options[0].id}"]
+    return {
+        "states": int(len(frame)),
+        "readout": readout,
+        "p_std": float(p_action.std(ddof=0)) if len(ok) else None,
+        "p_mean": float(p_action.mean()) if len(ok) else None,
+        "option_mass_mean": float(ok["option_mass"].mean()) if readout == "tokens" and len(ok) else None,
+        "parse_failures": int((~frame["ok"]).sum()),
+    }

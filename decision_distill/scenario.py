@@ -1,0 +1,319 @@
+"""Scenarios are data: a YAML file defines the state features, conflicts, answer
+options and prompt. This module loads one, samples valid states from it, and
+renders prompts. Nothing here knows about ice cream or assumes two options.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .errors import UserError
+from .schema import Feature, Schema
+
+State = dict  # feature name -> list[str] (set) | str (choice) | float (number)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    kind: str
+    texts: dict[str, str]  # value id -> prompt text (set / choice)
+    min: int = 1
+    max: int = 1
+    low: float = 0.0
+    high: float = 0.0
+    step: float = 1.0
+    format: str = "{value}"
+
+    def to_schema(self) -> Feature:
+        if self.kind == "number":
+            return Feature(self.name, "number", low=self.low, high=self.high)
+        return Feature(self.name, self.kind, tuple(self.texts))
+
+
+@dataclass(frozen=True)
+class Option:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Example:
+    state: State
+    answer: str
+    probability: float | None
+    explanation: str | None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    action: str
+    features: tuple[FeatureSpec, ...]
+    conflicts: tuple[frozenset[str], ...]
+    options: tuple[Option, ...]
+    intro: str
+    case: str
+    joiner: str
+    examples: tuple[Example, ...]
+    verbalized_key: str
+
+    # ---- the dataset contract -------------------------------------------------
+    def schema(self) -> Schema:
+        return Schema(
+            features=tuple(f.to_schema() for f in self.features),
+            options=tuple(o.id for o in self.options),
+            action=self.action,
+            extra={"scenario": self.name},
+        )
+
+    # ---- prompts --------------------------------------------------------------
+    def describe(self, state: State) -> str:
+        """The state's case text, ending where the answer begins."""
+        fields = {}
+        for f in self.features:
+            value = state[f.name]
+            if f.kind == "set":
+                fields[f.name] = self.joiner.join(f.texts[v] for v in value)
+            elif f.kind == "choice":
+                fields[f.name] = f.texts[value]
+            else:
+                fields[f.name] = f.format.format(value=value)
+        return self.case.format(**fields)
+
+    def token_prefix(self) -> str:
+        """Intro plus worked examples answered with the option text: shared by every state."""
+        shots = [
+            self.describe(ex.state) + self.option(ex.answer).text for ex in self.examples
+        ]
+        return "\n\n".join([self.intro, *shots]) + "\n\n"
+
+    def verbalized_prefix(self) -> str:
+        """Intro plus worked examples answered with the JSON the verbalized readout parses."""
+        shots = [
+            self.describe(ex.state) + " " + self.verbalized_answer(ex) for ex in self.examples
+        ]
+        return "\n\n".join([self.intro, *shots]) + "\n\n"
+
+    def verbalized_answer(self, ex: Example) -> str:
+        return json.dumps({self.verbalized_key: ex.probability, "explanation": ex.explanation})
+
+    def option(self, option_id: str) -> Option:
+        return next(o for o in self.options if o.id == option_id)
+
+    # ---- sampling -------------------------------------------------------------
+    def sample_states(self, n: int, seed: int) -> list[State]:
+        """`n` distinct valid states, reproducible from `seed`.
+
+        States come from one seeded stream and duplicates are skipped, so the
+        first n states are the same whatever n is: asking for more states later
+        extends the dataset instead of replacing it.
+        """
+        rng = np.random.default_rng(seed)
+        seen: set[str] = set()
+        states: list[State] = []
+        misses_in_a_row = 0
+        while len(states) < n:
+            state = self._sample_one(rng)
+            key = state_key(state)
+            if key in seen:
+                misses_in_a_row += 1
+                if misses_in_a_row > 5000:  # the state space is (nearly) exhausted
+                    raise UserError(
+                        f"generate.states: asked for {n} distinct states but scenario "
+                        f"'{self.name}' yielded only {len(states)}; lower generate.states"
+                    )
+                continue
+            misses_in_a_row = 0
+            seen.add(key)
+            states.append(state)
+        return states
+
+    def _sample_one(self, rng: np.random.Generator) -> State:
+        state: State = {}
+        chosen: set[str] = set()
+        for f in self.features:
+            if f.kind == "number":
+                steps = int(round((f.high - f.low) / f.step))
+                state[f.name] = float(round(f.low + f.step * rng.integers(0, steps + 1), 10))
+                continue
+            state[f.name] = self._draw_values(f, rng, chosen)
+            chosen.update([state[f.name]] if f.kind == "choice" else state[f.name])
+        return state
+
+    def _draw_values(self, f: FeatureSpec, rng: np.random.Generator, chosen: set[str]):
+        """Draw a size, then add values in random order, skipping any that conflict."""
+        values = list(f.texts)
+        for _ in range(1000):
+            size = int(rng.integers(f.min, f.max + 1))
+            picked: list[str] = []
+            for idx in rng.permutation(len(values)):
+                v = values[idx]
+                if not any(self.in_conflict(v, other) for other in [*chosen, *picked]):
+                    picked.append(v)
+                if len(picked) == size:
+                    break
+            if len(picked) == size:
+                return picked[0] if f.kind == "choice" else sorted(picked, key=values.index)
+        raise UserError(
+            f"scenario '{self.name}': features.{f.name} cannot be sampled under its conflicts; "
+            "relax `conflicts` or lower its `min`"
+        )
+
+    def in_conflict(self, a: str, b: str) -> bool:
+        return frozenset((a, b)) in self.conflicts
+
+    def violates_conflicts(self, state: State) -> bool:
+        values = [v for f in self.features if f.kind != "number"
+                  for v in ([state[f.name]] if f.kind == "choice" else state[f.name])]
+        return any(self.in_conflict(a, b) for a, b in itertools.combinations(values, 2))
+
+
+def state_key(state: State) -> str:
+    return json.dumps(state, sort_keys=True)
+
+
+# ---- loading and validation ---------------------------------------------------
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    if not path.exists():
+        known = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.exists() else []
+        hint = f" (known: {', '.join(known)})" if known else ""
+        raise UserError(f"scenario: {path} not found{hint}; set `scenario` in params.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise UserError(f"scenario: {path} is not valid YAML; fix its syntax") from None
+    return parse_scenario(raw, str(path))
+
+
+def _need(raw: dict, key: str, kind: type | tuple, where: str):
+    if not isinstance(raw, dict) or key not in raw:
+        raise UserError(f"{where}.{key}: missing; add it to the scenario file")
+    value = raw[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise UserError(f"{where}.{key}: must be {names} (got {value!r})")
+    return value
+
+
+def _parse_feature(name: str, raw: dict, where: str) -> FeatureSpec:
+    kind = _need(raw, "kind", str, where)
+    if kind == "number":
+        low = float(_need(raw, "low", (int, float), where))
+        high = float(_need(raw, "high", (int, float), where))
+        step = float(raw.get("step", 1.0))
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high and step > 0):
+            raise UserError(f"{where}: needs finite low <= high and step > 0")
+        return FeatureSpec(name, kind, {}, low=low, high=high, step=step,
+                           format=str(raw.get("format", "{value:g}")))
+    if kind not in ("set", "choice"):
+        raise UserError(f"{where}.kind: must be set, choice or number (got {kind!r})")
+    texts = _need(raw, "values", dict, where)
+    if not texts:
+        raise UserError(f"{where}.values: empty; list at least one value")
+    texts = {str(k): str(v) for k, v in texts.items()}
+    lo, hi = (1, 1) if kind == "choice" else (
+        int(_need(raw, "min", int, where)), int(_need(raw, "max", int, where)))
+    if not 0 <= lo <= hi <= len(texts):
+        raise UserError(f"{where}: needs 0 <= min <= max <= {len(texts)} values (got {lo}, {hi})")
+    return FeatureSpec(name, kind, texts, min=lo, max=hi)
+
+
+def parse_scenario(raw: object, source: str) -> Scenario:
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: must be a mapping")
+    name = str(raw.get("name", Path(source).stem))
+    feats_raw = _need(raw, "features", dict, source)
+    features = tuple(_parse_feature(k, v, f"{source}: features.{k}") for k, v in feats_raw.items())
+    all_values = [v for f in features for v in f.texts]
+    dupes = {v for v in all_values if all_values.count(v) > 1}
+    if dupes:
+        raise UserError(f"{source}: features: value ids must be unique across features ({sorted(dupes)})")
+
+    conflicts = []
+    for i, pair in enumerate(raw.get("conflicts") or []):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(p in all_values for p in pair)):
+            raise UserError(f"{source}: conflicts[{i}]: must be a pair of known value ids (got {pair!r})")
+        conflicts.append(frozenset(map(str, pair)))
+
+    opts_raw = _need(raw, "options", list, source)
+    if len(opts_raw) < 2:
+        raise UserError(f"{source}: options: needs at least two answer options")
+    options = tuple(
+        Option(str(_need(o, "id", str, f"{source}: options[{i}]")),
+               str(_need(o, "text", str, f"{source}: options[{i}]")))
+        for i, o in enumerate(opts_raw)
+    )
+    if len({o.id for o in options}) != len(options):
+        raise UserError(f"{source}: options: ids must be unique")
+
+    prompt = _need(raw, "prompt", dict, source)
+    where = f"{source}: prompt"
+    scenario = Scenario(
+        name=name,
+        action=str(raw.get("action", options[0].id)),
+        features=features,
+        conflicts=tuple(conflicts),
+        options=options,
+        intro=str(_need(prompt, "intro", str, where)),
+        case=str(_need(prompt, "case", str, where)),
+        joiner=str(prompt.get("joiner", ", ")),
+        examples=tuple(_parse_example(e, i, features, options, where)
+                       for i, e in enumerate(prompt.get("examples") or [])),
+        verbalized_key=str(prompt.get("verbalized_key", "p")),
+    )
+    _check_renders(scenario, where)
+    _check_feasible(scenario, source)
+    return scenario
+
+
+def _parse_example(raw, i, features, options, where) -> Example:
+    where = f"{where}.examples[{i}]"
+    state = _need(raw, "state", dict, where)
+    answer = str(_need(raw, "answer", str, where))
+    if answer not in {o.id for o in options}:
+        raise UserError(f"{where}.answer: {answer!r} is not an option id")
+    for f in features:
+        if f.name not in state:
+            raise UserError(f"{where}.state.{f.name}: missing")
+        values = state[f.name] if f.kind == "set" else [state[f.name]] if f.kind == "choice" else []
+        unknown = [v for v in values if v not in f.texts]
+        if unknown:
+            raise UserError(f"{where}.state.{f.name}: unknown value(s) {unknown}")
+    prob = raw.get("probability")
+    return Example(state, answer, None if prob is None else float(prob), raw.get("explanation"))
+
+
+def _check_renders(s: Scenario, where: str) -> None:
+    placeholders = {f.name: "x" for f in s.features}
+    try:
+        s.case.format(**placeholders)
+    except (KeyError, IndexError, ValueError) as err:
+        raise UserError(f"{where}.case: bad placeholder {err}; use {{feature_name}} only") from None
+
+
+def _check_feasible(s: Scenario, source: str) -> None:
+    """Fail early when a feature's `min` can never be met under the conflicts."""
+    for f in s.features:
+        if f.kind == "number" or len(f.texts) > 16:
+            continue  # brute force is cheap only for small groups
+        best = max(
+            (len(c) for r in range(len(f.texts), -1, -1)
+             for c in itertools.combinations(f.texts, r)
+             if not any(s.in_conflict(a, b) for a, b in itertools.combinations(c, 2))),
+            default=0,
+        )
+        if best < f.min:
+            raise UserError(
+                f"{source}: features.{f.name}.min is {f.min} but its conflicts allow at most "
+                f"{best} values together; lower `min` or relax `conflicts`"
+            )

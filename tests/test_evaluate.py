@@ -1,0 +1,153 @@
+"""Evaluate and plot: the predictions frame, the metrics JSON, the figures, the stage CLIs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from decision_distill.atomic import write_parquet
+from decision_distill.evaluate import evaluate_students, metrics_from_predictions, prediction_rows
+from decision_distill.metrics import all_metrics
+from decision_distill.plots import make_plots
+from decision_distill.schema import Feature, Schema
+from conftest import synthetic_policy_frame, write_synthetic_splits
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC_KEYS = ["mse", "mae", "pearson", "spearman", "kl", "ce", "brier", "ece", "agreement"]
+
+
+def blurred(P: np.ndarray, amount: float) -> np.ndarray:
+    """A fake student: the teacher's distribution mixed with uniform."""
+    return (1 - amount) * P + amount / P.shape[1]
+
+
+def fake_predictions(options=("yes", "no"), students=("logreg", "mlp"), n=120) -> tuple[Schema, pd.DataFrame]:
+    schema, frame = synthetic_policy_frame(n, options)
+    P = frame[schema.prob_columns].to_numpy()
+    parts = [
+        prediction_rows(frame.iloc[idx].reset_index(drop=True), schema, split, student, blurred(P[idx], 0.1 * (i + 1)))
+        for i, student in enumerate(students)
+        for split, idx in (("test", slice(0, n - 20)), ("ood", slice(n - 20, n)))
+    ]
+    return schema, pd.concat(parts, ignore_index=True)
+
+
+def load_stage(name: str):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("options", [("yes", "no"), ("a", "b", "c")])
+def test_predictions_layout_and_metrics_shape(options):
+    schema, predictions = fake_predictions(options)
+    assert list(predictions.columns) == [
+        "state_id", "split", "student", "traits", "contexts", "game", "temperature",
+        *[f"teacher_{o}" for o in options], *[f"student_{o}" for o in options],
+    ]
+    assert len(predictions) == 2 * 120
+    metrics = metrics_from_predictions(predictions, options, ece_bins=10)
+    assert list(metrics) == ["logreg", "mlp"]
+    assert list(metrics["mlp"]) == [*METRIC_KEYS, "ood"]
+    assert list(metrics["mlp"]["ood"]) == METRIC_KEYS
+    assert metrics["logreg"]["kl"] < metrics["mlp"]["kl"]  # less blurred student is closer
+    test = predictions[(predictions.student == "mlp") & (predictions.split == "test")]
+    expected = all_metrics(test[[f"teacher_{o}" for o in options]].to_numpy(),
+                           test[[f"student_{o}" for o in options]].to_numpy(), 10)
+    assert metrics["mlp"]["mse"] == pytest.approx(expected["mse"])
+    json.dumps(metrics, allow_nan=False)
+
+
+@pytest.fixture
+def fake_students(monkeypatch):
+    """Stand-in for decision_distill.students: each 'model' is its architecture's blur amount."""
+    amounts = {"logreg": 0.3, "mlp": 0.1}
+    module = types.ModuleType("decision_distill.students")
+    module.load_student = lambda directory: (amounts[Path(directory).name], None)
+    module.predict = lambda model, encoder, frame: blurred(frame[["p_yes", "p_no"]].to_numpy(), model)
+    monkeypatch.setitem(sys.modules, "decision_distill.students", module)
+    return amounts
+
+
+def test_evaluate_students_drops_failed_rows_and_adds_ood(tmp_path, fake_students):
+    splits = tmp_path / "splits"
+    write_synthetic_splits(splits, n=200)
+    test = pd.read_parquet(splits / "test.parquet")
+    test.loc[test.index[:5], "ok"] = False
+    write_parquet(test, splits / "test.parquet")
+    for arch in fake_students:
+        (tmp_path / "students" / arch).mkdir(parents=True)
+
+    metrics, predictions = evaluate_students(splits, tmp_path / "students", list(fake_students), 10)
+    assert list(metrics) == ["logreg", "mlp"] and "ood" not in metrics["mlp"]
+    assert (predictions.groupby("student").size() == len(test) - 5).all()
+
+    write_parquet(test.iloc[:30], splits / "ood.parquet")
+    metrics, predictions = evaluate_students(splits, tmp_path / "students", list(fake_students), 10)
+    assert list(metrics["mlp"]["ood"]) == METRIC_KEYS
+    assert set(predictions["split"]) == {"test", "ood"}
+
+
+@pytest.mark.parametrize("options", [("yes", "no"), ("a", "b", "c")])
+def test_make_plots_writes_figures_and_data(tmp_path, options):
+    schema, predictions = fake_predictions(options)
+    metrics = metrics_from_predictions(predictions, options, ece_bins=10)
+    curves = tmp_path / "dvclive" / "mlp" / "plots" / "metrics"
+    for phase in ("train", "val"):
+        (curves / phase).mkdir(parents=True)
+        pd.DataFrame({"step": range(5), "loss": np.linspace(1, 0.2, 5)}).to_csv(curves / phase / "loss.tsv", sep="\t", index=False)
+
+    out = tmp_path / "plots"
+    make_plots(predictions, metrics, schema, tmp_path / "dvclive", out)
+    for name in ("loss_curves", "scatter", "calibration", "error_heatmap", "comparison"):
+        assert (out / f"{name}.png").stat().st_size > 0
+    columns = {
+        "scatter": ["student", "teacher", "prediction"],
+        "calibration": ["student", "bin_mean_student", "bin_mean_teacher", "count"],
+        "error_by_size": ["student", "n_traits", "n_contexts", "mean_abs_error", "count"],
+        "comparison": ["student", "metric", "value"],
+    }
+    for name, expected in columns.items():
+        assert list(pd.read_csv(out / "data" / f"{name}.csv").columns) == expected
+    assert set(pd.read_csv(out / "data" / "error_by_size.csv")["student"]) == {"logreg"}  # lowest KL
+    assert len(pd.read_csv(out / "data" / "scatter.csv")) == 2 * 100  # test rows only
+
+
+def test_plot_stage_without_two_set_features_or_curves(tmp_path):
+    schema, predictions = fake_predictions()
+    schema = Schema(features=(schema.features[0], Feature("game", "choice", ("pd",))), options=schema.options)
+    (tmp_path / "splits").mkdir()
+    schema.save(tmp_path / "splits" / "features.json")
+    write_parquet(predictions, tmp_path / "predictions.parquet")
+    (tmp_path / "students.json").write_text(json.dumps(metrics_from_predictions(predictions, schema.options, 10)))
+    out = tmp_path / "plots"
+    load_stage("plot").main([
+        "--predictions", str(tmp_path / "predictions.parquet"), "--metrics", str(tmp_path / "students.json"),
+        "--splits", str(tmp_path / "splits"), "--live", str(tmp_path / "no_dvclive"), "--out", str(out),
+    ])
+    assert sorted(p.name for p in out.glob("*.png")) == ["calibration.png", "comparison.png", "scatter.png"]
+    assert not (out / "data" / "error_by_size.csv").exists()
+
+
+def test_evaluate_stage_names_a_missing_student(tmp_path):
+    write_synthetic_splits(tmp_path / "splits", n=50)
+    (tmp_path / "params.yaml").write_text("evaluate:\n  ece_bins: 10\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--splits", str(tmp_path / "splits"),
+         "--students", str(tmp_path / "students"), "--metrics", str(tmp_path / "m.json"),
+         "--predictions", str(tmp_path / "p.parquet"), "--params", str(tmp_path / "params.yaml")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "students/logreg" in lines[0] and "train@logreg" in lines[0]
+    assert not (tmp_path / "m.json").exists()

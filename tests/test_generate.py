@@ -1,0 +1,132 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from decision_distill import teacher as teacher_module
+from decision_distill.generate import generate
+from decision_distill.params import parse_params
+from decision_distill.scenario import load_scenario
+from decision_distill.teacher import parse_verbalized
+
+SCENARIO = "scenarios/ice_cream.yaml"
+
+
+def params_for(tmp_path, **generate_overrides):
+    raw = {"teacher": {"batch_size": 4, "device": "cpu"},
+           "generate": {"states": 40, "cache": str(tmp_path / "cache.sqlite"), **generate_overrides}}
+    return raw, parse_params(raw)
+
+
+def run_generate(params, teacher_dir, out):
+    return generate(params, load_scenario(SCENARIO), teacher_dir, out / "d.parquet", out / "f.json", out / "m.json")
+
+
+def test_more_states_later_asks_only_the_new_ones(tmp_path, tiny_teacher, monkeypatch):
+    asked = []
+    real = teacher_module.TokenScorer._score_batch
+    monkeypatch.setattr(teacher_module.TokenScorer, "_score_batch",
+                        lambda self, seqs: asked.append(len(seqs)) or real(self, seqs))
+    _, small = params_for(tmp_path, states=20)
+    _, large = params_for(tmp_path, states=40)
+    run_generate(small, tiny_teacher, tmp_path / "a")
+    assert sum(asked) == 20
+    metrics = run_generate(large, tiny_teacher, tmp_path / "b")
+    assert sum(asked) == 40  # only the 20 new states were asked
+    first, second = pd.read_parquet(tmp_path / "a/d.parquet"), pd.read_parquet(tmp_path / "b/d.parquet")
+    pd.testing.assert_frame_equal(first, second.iloc[:20])
+    assert metrics["states"] == 40 and metrics["parse_failures"] == 0
+    assert 0 < metrics["option_mass_mean"] <= 1
+    run_generate(large, tiny_teacher, tmp_path / "c")
+    assert sum(asked) == 40  # a full cache loads no model and asks nothing
+
+
+def test_dataset_follows_the_contract(tmp_path, tiny_teacher):
+    _, params = params_for(tmp_path, states=12)
+    run_generate(params, tiny_teacher, tmp_path)
+    frame = pd.read_parquet(tmp_path / "d.parquet")
+    assert list(frame["state_id"]) == list(range(12))
+    assert ((frame.p_yes + frame.p_no) - 1).abs().max() < 1e-9
+    assert frame.ok.all() and frame.question.str.endswith("Bought ice cream:").all()
+    assert isinstance(frame.traits.iloc[0].tolist(), list)
+
+
+def _run_stage(tmp_path, params_raw, out_dir, teacher_dir):
+    params_file = out_dir / "params.yaml"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params_file.write_text(yaml.safe_dump(params_raw))
+    return subprocess.Popen(
+        [sys.executable, "stages/generate.py", "--params", str(params_file), "--teacher", str(teacher_dir),
+         "--dataset", str(out_dir / "d.parquet"), "--schema", str(out_dir / "f.json"),
+         "--metrics", str(out_dir / "m.json")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _cached(path) -> int:
+    try:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.slow
+def test_killed_generate_resumes_to_the_identical_dataset(tmp_path, tiny_teacher):
+    raw, _ = params_for(tmp_path, states=400)
+    killed_raw = {**raw, "generate": {**raw["generate"], "cache": str(tmp_path / "killed.sqlite")}}
+    proc = _run_stage(tmp_path, killed_raw, tmp_path / "killed", tiny_teacher)
+    deadline = time.time() + 120
+    while _cached(tmp_path / "killed.sqlite") < 40 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "generate finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = _cached(tmp_path / "killed.sqlite")
+    assert 0 < partial < 400
+    assert not (tmp_path / "killed/d.parquet").exists()  # nothing half-written
+
+    assert _run_stage(tmp_path, killed_raw, tmp_path / "killed", tiny_teacher).wait() == 0
+    assert _run_stage(tmp_path, raw, tmp_path / "clean", tiny_teacher).wait() == 0
+    resumed = pd.read_parquet(tmp_path / "killed/d.parquet")
+    clean = pd.read_parquet(tmp_path / "clean/d.parquet")
+    pd.testing.assert_frame_equal(resumed, clean)
+    assert resumed.state_id.is_unique and len(resumed) == 400
+    assert _cached(tmp_path / "killed.sqlite") == 400
+
+
+def test_verbalized_readout_counts_failures_and_never_invents_numbers(tmp_path, tiny_teacher):
+    raw, _ = params_for(tmp_path, states=6)
+    raw["teacher"] |= {"readout": "verbalized", "max_new_tokens": 12}
+    metrics = run_generate(parse_params(raw), tiny_teacher, tmp_path)
+    frame = pd.read_parquet(tmp_path / "d.parquet")
+    failed = frame[~frame.ok]
+    assert metrics["parse_failures"] == len(failed)
+    assert failed.p_yes.isna().all() and failed.raw.notna().all()
+    assert frame[frame.ok].p_yes.between(0, 1).all()
+
+
+@pytest.mark.parametrize("text, ok", [
+    ('{"buy": 0.7, "explanation": "Hot day."}', True),
+    (' {"buy": 1, "explanation": "Sure."}\nmore text', True),
+    ('{"buy": 1.2, "explanation": "Too sure."}', False),
+    ('{"buy": -0.1, "explanation": "No."}', False),
+    ('{"buy": "0.7", "explanation": "String."}', False),
+    ('{"buy": true, "explanation": "Bool."}', False),
+    ('{"buy": NaN, "explanation": "NaN."}', False),
+    ('{"explanation": "No number."}', False),
+    ('{"buy": 0.5}', False),
+    ('The answer is 0.7', False),
+    ('{"buy": 0.7, "explanation": "x", "extra": 1}', False),
+])
+def test_verbalized_parsing_is_strict(text, ok):
+    parsed = parse_verbalized(text, "buy")
+    assert parsed["ok"] is ok
+    assert parsed["raw"] == text
+    if not ok:
+        assert parsed["probability"] is None and parsed["error"]

@@ -1,0 +1,41 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from decision_distill.errors import UserError
+from decision_distill.params import load_params, parse_params
+
+
+def test_defaults_match_the_committed_params_file():
+    assert load_params("params.yaml") == parse_params({})
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"student": {"mlp": {"hiden": 3}}}, "unknown key 'student.mlp.hiden'; did you mean 'hidden'"),
+    ({"improt": {}}, "unknown key 'improt'; did you mean 'import'"),
+    ({"train": {"epochs": -1}}, r"train\.epochs: .*greater than or equal to 1"),
+    ({"train": {"epochs": "many"}}, r"train\.epochs: .*integer"),
+    ({"teacher": {"readout": "vibes"}}, r"teacher\.readout: .*'tokens' or 'verbalized'"),
+    ({"split": {"test": float("nan")}}, r"split\.test: must be a finite number"),
+    ({"import": {"options": []}}, r"import\.options"),
+    ([1, 2], "must be a mapping"),
+])
+def test_bad_params_are_one_line_errors_naming_the_key(raw, message):
+    with pytest.raises(UserError, match=message) as err:
+        parse_params(raw)
+    assert "\n" not in str(err.value)
+
+
+def test_stage_with_bad_params_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"split": {"tset": 0.2}}))
+    out = tmp_path / "splits"
+    result = subprocess.run(
+        [sys.executable, "stages/split.py", "--params", str(tmp_path / "params.yaml"), "--out", str(out)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "split.tset" in result.stderr and "did you mean 'test'" in result.stderr
+    assert not out.exists()

@@ -28,14 +28,17 @@ MIN_USEFUL_P_STD = 0.05
 @dataclass(frozen=True)
 class Prompts:
     prefix: str  # shared by every state (intro + worked examples)
-    suffixes: list[str]  # one per state, ending where the answer begins
+    suffixes: list[tuple[str, str]]  # per state (head, tail), ending where the answer begins
+
+    def full(self, i: int) -> str:
+        return self.prefix + "".join(self.suffixes[i])
 
 
 def build_prompts(scenario: Scenario, states: list[State], params: Params, tokenizer=None) -> Prompts:
     """Completion-style prompts, or the tokenizer's chat template around them."""
     verbal = params.teacher.readout == "verbalized"
     prefix = scenario.verbalized_prefix() if verbal else scenario.token_prefix()
-    cases = [scenario.describe(s) for s in states]
+    cases = [scenario.describe_parts(s) for s in states]
     if not params.teacher.chat_template:
         return Prompts(prefix, cases)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
@@ -45,7 +48,7 @@ def build_prompts(scenario: Scenario, states: list[State], params: Params, token
         [{"role": "user", "content": prefix + marker}], add_generation_prompt=True, tokenize=False
     )
     head, tail = wrapped.split(marker)
-    return Prompts(head, [c + tail for c in cases])
+    return Prompts(head, [(h, t + tail) for h, t in cases])
 
 
 def _keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: Params) -> list[str]:
@@ -54,7 +57,10 @@ def _keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: Params
     if t.readout == "verbalized":
         settings |= {"max_new_tokens": t.max_new_tokens, "temperature": t.temperature,
                      "key": scenario.verbalized_key}
-    return [answer_key(model=fingerprint, prompt=prompts.prefix + s, **settings) for s in prompts.suffixes]
+    # The segment boundaries are part of the key: each segment is tokenized on its own.
+    return [answer_key(model=fingerprint, prompt=prompts.full(i), **settings,
+                       segments=[len(prompts.prefix), len(prompts.suffixes[i][0])])
+            for i in range(len(prompts.suffixes))]
 
 
 def _ask(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: list[int]):
@@ -74,7 +80,7 @@ def _ask(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: li
         reader = VerbalizedReader(teacher, scenario.verbalized_key, t.max_new_tokens, t.temperature, t.batch_size)
         for start in range(0, len(todo), t.batch_size):
             idx = todo[start : start + t.batch_size]
-            parsed = reader.answer([prompts.prefix + prompts.suffixes[i] for i in idx], seed=params.generate.seed)
+            parsed = reader.answer([prompts.full(i) for i in idx], seed=params.generate.seed)
             yield idx, [_verbalized_answer(p) for p in parsed]
 
 
@@ -112,7 +118,8 @@ def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_da
 
     answers = cache.get_many(keys)
     cache.close()
-    frame = decisions_frame(scenario, states, prompts.suffixes, [answers[k] for k in keys], t.readout)
+    questions = [scenario.describe(s) for s in states]
+    frame = decisions_frame(scenario, states, questions, [answers[k] for k in keys], t.readout)
     metrics = teacher_metrics(frame, scenario, t.readout)
     write_parquet(frame, out_dataset)
     scenario.schema().save(out_schema)

@@ -77,6 +77,26 @@ class Scenario:
     # ---- prompts --------------------------------------------------------------
     def describe(self, state: State) -> str:
         """The state's case text, ending where the answer begins."""
+        return "".join(self.describe_parts(state))
+
+    def describe_parts(self, state: State) -> tuple[str, str]:
+        """The case text as (head, tail), split before the last feature's value.
+
+        States that differ only in that feature share the head, so the scorer
+        runs each distinct head through the teacher once. The split is part of
+        the prompt's definition: both halves are tokenized separately, always.
+        """
+        head_template, tail_template = self._split_case()
+        fields = self._fields(state)
+        head = head_template.format(**fields)
+        stripped = head.rstrip()  # whitespace belongs to the next word's token
+        return stripped, head[len(stripped):] + tail_template.format(**fields)
+
+    def _split_case(self) -> tuple[str, str]:
+        cut = max(self.case.rfind("{" + f.name + "}") for f in self.features)
+        return (self.case[:cut], self.case[cut:]) if cut > 0 else ("", self.case)
+
+    def _fields(self, state: State) -> dict[str, str]:
         fields = {}
         for f in self.features:
             value = state[f.name]
@@ -86,7 +106,7 @@ class Scenario:
                 fields[f.name] = f.texts[value]
             else:
                 fields[f.name] = f.format.format(value=value)
-        return self.case.format(**fields)
+        return fields
 
     def token_prefix(self) -> str:
         """Intro plus worked examples answered with the option text: shared by every state."""

@@ -222,14 +222,25 @@ def _right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
     return ids, mask
 
 
+Suffix = tuple[str, ...]  # a state's prompt after the shared prefix, in segments (see Scenario.describe_parts)
+
+# Below this many states per distinct head, a head's own forward pass costs more than sharing it saves.
+MIN_STATES_PER_HEAD = 4
+
+
 class TokenScorer:
     """Reads P(option | prefix + suffix) from the answer tokens' probabilities.
 
-    The shared prefix (intro and worked examples) is run through the model once
-    and its key/value cache reused for every state; each batch of suffixes then
-    costs only its own tokens, and the vocabulary projection runs on the last
-    real token of each suffix only. Suffixes are right-padded, so under causal
-    attention no real token ever attends to padding.
+    Work that states share is done once: the prefix (intro and worked examples)
+    is run through the model once, and a suffix's first segment (its "head",
+    e.g. everything before the last feature's value) once per distinct head;
+    their key/value caches are reused for every state. Each batch then costs
+    only its own remaining tokens, and the vocabulary projection runs on the
+    last real token only. Batches are right-padded, so under causal attention
+    no real token ever attends to padding.
+
+    A suffix is a tuple of text segments, tokenized one by one and concatenated:
+    the token sequence is the same whichever way the work is shared.
     """
 
     def __init__(self, teacher: LoadedTeacher, option_texts: list[str], batch_size: int = 16):
@@ -245,8 +256,9 @@ class TokenScorer:
         # A chat template writes the BOS token itself; otherwise the tokenizer adds it.
         return self.tokenizer(prefix, add_special_tokens=not _has_bos(self.tokenizer, prefix)).input_ids
 
-    def encode_suffix(self, suffix: str) -> list[int]:
-        return self.tokenizer(suffix, add_special_tokens=False).input_ids
+    def encode_suffix(self, suffix: Suffix | str) -> list[int]:
+        segments = (suffix,) if isinstance(suffix, str) else suffix
+        return [t for seg in segments if seg for t in self.tokenizer(seg, add_special_tokens=False).input_ids]
 
     @torch.inference_mode()
     def _ensure_prefix(self, prefix: str) -> None:
@@ -257,36 +269,83 @@ class TokenScorer:
         self._prefix, self._prefix_cache, self._prefix_len = prefix, out.past_key_values, ids.shape[1]
 
     @torch.inference_mode()
-    def score(self, prefix: str, suffixes: list[str]) -> Scores:
+    def score(self, prefix: str, suffixes: list[Suffix | str]) -> Scores:
         """Scores for each suffix, in batches of `batch_size`."""
         self._ensure_prefix(prefix)
-        seqs = [self.encode_suffix(s) for s in suffixes]
-        # Batch suffixes of similar length together: padding is wasted compute.
-        order = np.argsort([len(s) for s in seqs], kind="stable")
-        parts = [self._score_batch([seqs[j] for j in order[i : i + self.batch_size]])
-                 for i in range(0, len(seqs), self.batch_size)]
+        suffixes = [(s,) if isinstance(s, str) else s for s in suffixes]
+        heads = sorted({s[0] for s in suffixes if len(s) > 1})
+        if len(suffixes) < MIN_STATES_PER_HEAD * max(len(heads), 1) or not self._fits_window(suffixes):
+            heads = []  # too little sharing: one flat pass, the segments tokenized as always
+        head_index = {h: i for i, h in enumerate(heads)}
+        head_ids = [self.encode_suffix(h) for h in heads]
+        head_kv = self._head_caches(head_ids)
+        rows = [(head_index[s[0]], self.encode_suffix(s[1:])) if s[0] in head_index and len(s) > 1
+                else (-1, self.encode_suffix(s)) for s in suffixes]
+        # Batch rows of similar length together: padding is wasted compute.
+        order = np.argsort([len(head_ids[h]) + len(r) if h >= 0 else len(r) for h, r in rows], kind="stable")
+        parts = [self._score_batch([rows[j] for j in order[i : i + self.batch_size]], head_ids, head_kv)
+                 for i in range(0, len(rows), self.batch_size)]
         merged = _concat(parts)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
         return Scores(merged.probs[inverse], merged.option_mass[inverse], merged.logodds[inverse])
 
-    def _score_batch(self, seqs: list[list[int]]) -> Scores:
-        ids, mask = _right_pad(seqs, self.pad_id)
-        ids, mask = ids.to(self.device), mask.to(self.device)
+    def _fits_window(self, suffixes: list[Suffix]) -> bool:
+        """Shared heads are spliced into the cache by position; beyond a sliding
+        window the cache drops old entries, so long prompts take the flat path."""
+        window = getattr(self.model.config, "sliding_window", None)
+        longest = max(len(self.encode_suffix(s)) for s in suffixes)
+        return window is None or self._prefix_len + longest + 8 < window
+
+    def _head_caches(self, head_ids: list[list[int]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Per distinct head, its keys and values in every layer ([1, heads, len, dim]),
+        computed in right-padded batches on top of the prefix cache."""
+        per_head = []
+        for start in range(0, len(head_ids), self.batch_size):
+            batch = head_ids[start : start + self.batch_size]
+            ids, _ = _right_pad(batch, self.pad_id)
+            cache = copy.deepcopy(self._prefix_cache)
+            cache.batch_repeat_interleave(len(batch))
+            positions = torch.arange(self._prefix_len, self._prefix_len + ids.shape[1], device=self.device)
+            self.model.model(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True,
+                             position_ids=positions.unsqueeze(0).expand(len(batch), -1))
+            p = self._prefix_len
+            per_head += [[(layer.keys[b : b + 1, :, p : p + len(h)], layer.values[b : b + 1, :, p : p + len(h)])
+                          for layer in cache.layers] for b, h in enumerate(batch)]
+        return per_head
+
+    def _score_batch(self, rows: list[tuple[int, list[int]]], head_ids, head_kv) -> Scores:
+        """One forward pass over the rows' remaining tokens. The cache holds the
+        prefix, then each row's head padded to the longest head in the batch;
+        padding is masked out and positions continue from each row's real length."""
+        n = len(rows)
+        head_lens = [len(head_ids[h]) if h >= 0 else 0 for h, _ in rows]
+        width = max(head_lens)
+        ids, mask = _right_pad([r for _, r in rows], self.pad_id)
         cache = copy.deepcopy(self._prefix_cache)
-        cache.batch_repeat_interleave(len(seqs))
-        full_mask = torch.cat([torch.ones(len(seqs), self._prefix_len, dtype=mask.dtype, device=self.device), mask], 1)
-        positions = torch.arange(self._prefix_len, self._prefix_len + ids.shape[1], device=self.device)
+        cache.batch_repeat_interleave(n)
+        if width:
+            for layer_idx, layer in enumerate(cache.layers):
+                keys = layer.keys.new_zeros(n, layer.keys.shape[1], width, layer.keys.shape[3])
+                values = torch.zeros_like(keys)
+                for row, (h, _) in enumerate(rows):
+                    if h >= 0:
+                        k, v = head_kv[h][layer_idx]
+                        keys[row, :, : k.shape[2]], values[row, :, : v.shape[2]] = k[0], v[0]
+                cache.update(keys, values, layer_idx)
+        head_mask = (torch.arange(width).unsqueeze(0) < torch.tensor(head_lens).unsqueeze(1)).long()
+        full_mask = torch.cat([torch.ones(n, self._prefix_len, dtype=torch.long), head_mask, mask], 1)
+        positions = (self._prefix_len + torch.tensor(head_lens).unsqueeze(1)) + torch.arange(ids.shape[1])
         out = self.model.model(
-            input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True,
-            position_ids=positions.unsqueeze(0).expand(len(seqs), -1),
+            input_ids=ids.to(self.device), attention_mask=full_mask.to(self.device), past_key_values=cache,
+            position_ids=positions.to(self.device), use_cache=True,
         )
-        last = mask.sum(1) - 1
-        hidden = out.last_hidden_state[torch.arange(len(seqs), device=self.device), last]
+        last = (mask.sum(1) - 1).to(self.device)
+        hidden = out.last_hidden_state[torch.arange(n, device=self.device), last]
         return _scores_from_logits(_final_logits(self.model, hidden), self.option_ids)
 
     @torch.inference_mode()
-    def score_naive(self, prefix: str, suffixes: list[str]) -> Scores:
+    def score_naive(self, prefix: str, suffixes: list[Suffix | str]) -> Scores:
         """The unoptimised reference: the full prompt for every state and logits at
         every position, as a plain transformers loop would do it."""
         parts = []

@@ -32,7 +32,7 @@ def test_more_states_later_asks_only_the_new_ones(tmp_path, tiny_teacher, monkey
     asked = []
     real = teacher_module.TokenScorer._score_batch
     monkeypatch.setattr(teacher_module.TokenScorer, "_score_batch",
-                        lambda self, seqs: asked.append(len(seqs)) or real(self, seqs))
+                        lambda self, rows, *rest: asked.append(len(rows)) or real(self, rows, *rest))
     _, small = params_for(tmp_path, states=20)
     _, large = params_for(tmp_path, states=40)
     run_generate(small, tiny_teacher, tmp_path / "a")

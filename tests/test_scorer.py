@@ -11,8 +11,8 @@ from decision_distill.teacher import TokenScorer, load_teacher
 def setup(tiny_teacher):
     teacher = load_teacher(tiny_teacher, device="cpu")
     scenario = load_scenario("scenarios/ice_cream.yaml")
-    states = scenario.sample_states(24, seed=3)
-    return teacher, scenario, scenario.token_prefix(), [scenario.describe(s) for s in states]
+    states = scenario.sample_states(40, seed=3)
+    return teacher, scenario, scenario.token_prefix(), [scenario.describe_parts(s) for s in states]
 
 
 def manual_probs(teacher, option_ids, prompt_ids):
@@ -36,6 +36,16 @@ def test_scorer_equals_manual_softmax_with_and_without_prefix_reuse(setup):
         assert fast.logodds[i] == pytest.approx(np.log(expected[0] / expected[1]), abs=1e-4)
     # the answers do depend on the state
     assert fast.probs[:, 0].std() > 1e-4
+
+
+def test_shared_heads_are_reused_and_change_nothing(setup):
+    teacher, scenario, prefix, suffixes = setup
+    # many states with few distinct heads, so the grouped path runs
+    shared = [(head, tail) for head in {h for h, _ in suffixes[:3]} for _, tail in suffixes[:8]]
+    scorer = TokenScorer(teacher, [o.text for o in scenario.options], batch_size=5)
+    fast, naive = scorer.score(prefix, shared), scorer.score_naive(prefix, shared)
+    np.testing.assert_allclose(fast.probs, naive.probs, atol=1e-5)
+    np.testing.assert_allclose(fast.option_mass, naive.option_mass, atol=1e-5)
 
 
 def test_scores_do_not_depend_on_batch_composition(setup):

@@ -40,7 +40,7 @@ def build_tiny_teacher(directory: Path, scenario_path: str = "scenarios/ice_crea
     torch.manual_seed(seed)
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=64,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=512,
         layer_types=["sliding_attention", "full_attention"], max_position_embeddings=1024,
         pad_token_id=0, eos_token_id=1, bos_token_id=2,
     )

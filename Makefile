@@ -1,0 +1,26 @@
+# Two entry points, both self-installing: `make repro` and `make test`.
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup repro test bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml tools/offline_plot_template.py
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python tools/offline_plot_template.py
+	touch $@
+
+repro: setup
+	dvc repro
+
+test: setup
+	pytest -q
+
+bench: setup
+	python bench/teacher_throughput.py
+	python bench/student_throughput.py --student models/students/mlp

@@ -20,9 +20,11 @@ from .atomic import write_json, write_parquet
 from .errors import UserError
 from .params import Params
 from .scenario import Scenario, State
-from .teacher import TokenScorer, VerbalizedReader, load_teacher, read_teacher_json
+from .model_source import read_teacher_json
+from .teacher import TokenScorer, VerbalizedReader, load_teacher
 
 MIN_USEFUL_P_STD = 0.05
+BATCHES_PER_COMMIT = 16  # batches per cache commit: a kill loses at most this much work
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,18 @@ def _keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: Params
             for i in range(len(prompts.suffixes))]
 
 
-def _ask(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: list[int]):
-    """Yield (indices, answers) batch by batch for the states in `todo`."""
+def _ask(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: list[int], progress):
+    """Yield (indices, answers) chunk by chunk for the states in `todo`; `progress(n)`
+    is called as each batch of n states is done."""
     t = params.teacher
     if t.readout == "tokens":
         scorer = TokenScorer(teacher, [o.text for o in scenario.options], t.batch_size)
-        for start in range(0, len(todo), t.batch_size):
-            idx = todo[start : start + t.batch_size]
-            scores = scorer.score(prompts.prefix, [prompts.suffixes[i] for i in idx])
+        # Large chunks let the scorer share heads and sort by length across many
+        # states; each chunk is committed to the cache as a whole.
+        chunk = t.batch_size * BATCHES_PER_COMMIT
+        for start in range(0, len(todo), chunk):
+            idx = todo[start : start + chunk]
+            scores = scorer.score(prompts.prefix, [prompts.suffixes[i] for i in idx], on_batch=progress)
             yield idx, [
                 {"ok": True, "probs": scores.probs[j].tolist(), "option_mass": float(scores.option_mass[j]),
                  "logodds": float(scores.logodds[j])}
@@ -81,6 +87,7 @@ def _ask(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: li
         for start in range(0, len(todo), t.batch_size):
             idx = todo[start : start + t.batch_size]
             parsed = reader.answer([prompts.full(i) for i in idx], seed=params.generate.seed)
+            progress(len(idx))
             yield idx, [_verbalized_answer(p) for p in parsed]
 
 
@@ -112,9 +119,8 @@ def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_da
     if todo:
         teacher = teacher or load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code)
         with tqdm(total=len(todo), desc="teacher", unit="state") as bar:
-            for idx, answers in _ask(teacher, scenario, params, prompts, todo):
+            for idx, answers in _ask(teacher, scenario, params, prompts, todo, bar.update):
                 cache.put_many({keys[i]: a for i, a in zip(idx, answers)})
-                bar.update(len(idx))
 
     answers = cache.get_many(keys)
     cache.close()

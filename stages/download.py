@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decision_distill.atomic import write_json  # noqa: E402
 from decision_distill.errors import stage_main  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
-from decision_distill.teacher import TEACHER_JSON, download  # noqa: E402
+from decision_distill.model_source import TEACHER_JSON, download  # noqa: E402
 
 
 @stage_main

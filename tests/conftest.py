@@ -80,7 +80,7 @@ def tiny_teacher(tmp_path_factory) -> Path:
     """A teacher directory made by the real download code from a tiny in-process model."""
     from tiny_teacher import build_tiny_teacher
 
-    from decision_distill.teacher import download
+    from decision_distill.model_source import download
 
     root = tmp_path_factory.mktemp("tiny_teacher")
     weights = build_tiny_teacher(root / "weights")

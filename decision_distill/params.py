@@ -12,8 +12,9 @@ import math
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ruamel.yaml import YAML, YAMLError
 
 from .errors import UserError
 
@@ -72,7 +73,7 @@ class LogReg(Section):
 
 class MLP(Section):
     lr: float = Field(0.003, gt=0.0)
-    hidden: int = Field(128, ge=1)
+    hidden: int = Field(64, ge=1)
     layers: int = Field(2, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
@@ -167,8 +168,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.exists():
         raise UserError(f"{path}: not found; run the stage from the project root")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+        # YAML 1.2, as DVC writes it: `dvc exp run -S` leaves `yes` unquoted, which a
+        # YAML 1.1 reader would turn into True.
+        raw = YAML(typ="safe", pure=True).load(path.read_text())
+    except YAMLError as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" line {line + 1}" if line is not None else ""
         raise UserError(f"{path}:{where} is not valid YAML; fix the syntax there") from None

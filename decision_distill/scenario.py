@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from .errors import UserError
 from .schema import Feature, Schema
@@ -209,8 +209,8 @@ def load_scenario(path: str | Path) -> Scenario:
         hint = f" (known: {', '.join(known)})" if known else ""
         raise UserError(f"scenario: {path} not found{hint}; set `scenario` in params.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
+        raw = YAML(typ="safe", pure=True).load(path.read_text())  # YAML 1.2: `yes` stays a string
+    except YAMLError:
         raise UserError(f"scenario: {path} is not valid YAML; fix its syntax") from None
     return parse_scenario(raw, str(path))
 

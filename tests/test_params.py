@@ -39,3 +39,9 @@ def test_stage_with_bad_params_exits_2_with_one_line_and_writes_nothing(tmp_path
     assert result.stderr.strip().count("\n") == 0
     assert "split.tset" in result.stderr and "did you mean 'test'" in result.stderr
     assert not out.exists()
+
+
+def test_params_rewritten_by_dvc_keep_yes_and_no_as_strings(tmp_path):
+    # `dvc exp run -S` rewrites params.yaml in YAML 1.2 and drops the quotes
+    (tmp_path / "params.yaml").write_text("import:\n  options: [yes, no]\n")
+    assert load_params(tmp_path / "params.yaml").import_.options == ["yes", "no"]

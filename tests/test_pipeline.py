@@ -46,6 +46,8 @@ def project(tmp_path_factory, tiny_teacher):
     sh("git", "init", "-q", cwd=root)
     sh("dvc", "init", "-q", cwd=root)
     sh("dvc", "config", "core.autostage", "true", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "project", cwd=root)  # DVCLive refuses a git repo with no commit
     log = sh("dvc", "repro", cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "baseline", cwd=root)

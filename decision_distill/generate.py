@@ -1,9 +1,9 @@
 """The generate stage: ask the teacher about every sampled state, through the cache.
 
-Resumable by construction: answers are committed to the answer cache batch by
-batch, and the dataset is written (atomically) only from the cache at the end.
-A killed run loses at most one batch; the rerun asks only what is missing, and
-the dataset can hold no lost or duplicated row.
+Resumable by construction: answers are committed to the answer cache chunk by
+chunk (BATCHES_PER_COMMIT batches), and the dataset is written (atomically)
+only from the cache at the end. A killed run loses at most one chunk; the rerun
+asks only what is missing, and the dataset can hold no lost or duplicated row.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from .answer_cache import AnswerCache, answer_key
 from .atomic import write_json, write_parquet
 from .errors import UserError
 from .params import Params
-from .scenario import Scenario, State
 from .model_source import read_teacher_json
+from .scenario import Scenario, State
 from .teacher import TokenScorer, VerbalizedReader, load_teacher
 
 MIN_USEFUL_P_STD = 0.05

@@ -169,7 +169,12 @@ def load_student(directory: str | Path) -> tuple[nn.Module, FeatureEncoder]:
     config = json.loads((directory / CONFIG_FILE).read_text())
     encoder = FeatureEncoder.from_json(config["encoder"])
     model = build_student(config["arch"], config["hparams"], encoder)
-    model.load_state_dict(load_file(directory / WEIGHTS_FILE))
+    try:
+        weights = load_file(directory / WEIGHTS_FILE)  # safetensors only: never unpickles
+    except Exception as err:  # safetensors raises its own error type for a non-safetensors file
+        raise UserError(f"{directory / WEIGHTS_FILE}: not a safetensors file ({type(err).__name__}); "
+                        "only safetensors weights are loaded, retrain the student") from None
+    model.load_state_dict(weights)
     return model.eval(), encoder
 
 

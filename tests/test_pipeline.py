@@ -11,7 +11,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "decision_distill", "scenarios", "examples", ".dvcignore"]
-STAGES = ["download", "generate", "split", "train@logreg", "train@mlp", "train@encoder", "train@decoder",
+STAGES = ["download@teacher", "download@slm", "generate", "split", "train@logreg", "train@mlp", "train@encoder", "train@decoder",
           "evaluate", "plot"]
 
 
@@ -37,6 +37,7 @@ def project(tmp_path_factory, tiny_teacher):
     params = yaml.safe_load((root / "params.yaml").read_text())
     weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
     params["teacher"].update(model=weights, batch_size=8, device="cpu")
+    params["slm"].update(model=weights, batch_size=8, device="cpu")
     params["generate"].update(states=160, cache=".cache/teacher.sqlite")
     params["train"].update(epochs=4, patience=2, batch_size=32)
     for arch in ("encoder", "decoder"):

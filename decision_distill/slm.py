@@ -1,0 +1,53 @@
+"""The small causal LM student (SLM): the prompts it answers and the states they describe.
+
+The teacher reads a prompt with worked examples; the SLM gets the plain short
+prompt (the scenario's intro and the case, no examples) and is fine-tuned
+(lora-train) to put the teacher's distribution on the same answer tokens. Its
+answers are read by the teacher's own TokenScorer: one scorer, two models.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import UserError
+from .generate import Prompts
+from .scenario import Scenario, State
+
+
+def slm_prompts(scenario: Scenario, states: list[State]) -> Prompts:
+    """Short prompts: shared prefix (intro) and per-state (head, tail) segments."""
+    return Prompts(scenario.short_prefix(), [scenario.describe_parts(s) for s in states])
+
+
+def states_from_frame(frame: pd.DataFrame, scenario: Scenario) -> list[State]:
+    """The scenario states behind a decisions frame's rows (set features come back from
+    Parquet as arrays); a clear error when the data was not drawn from this scenario."""
+    states = []
+    for f in scenario.features:
+        if f.name not in frame.columns:
+            raise UserError(f"scenario: the decisions have no '{f.name}' column that {scenario.name} describes; "
+                            "set `scenario` to the file the data was generated from, or slm.enabled: false")
+    for _, row in frame.iterrows():
+        state = {}
+        for f in scenario.features:
+            value = row[f.name]
+            if f.kind == "set":
+                value = [str(v) for v in value]
+                unknown = [v for v in value if v not in f.texts]
+            elif f.kind == "choice":
+                value, unknown = str(value), [] if str(value) in f.texts else [str(value)]
+            else:
+                value, unknown = float(value), []
+            if unknown:
+                raise UserError(f"scenario: value(s) {unknown} of '{f.name}' are not in {scenario.name}; "
+                                "set `scenario` to the file the data was generated from, or slm.enabled: false")
+            state[f.name] = value
+        states.append(state)
+    return states
+
+
+def teacher_distribution(frame: pd.DataFrame, options: list[str]) -> np.ndarray:
+    """The teacher's P(option | state), [N, K], from the p_<option> columns."""
+    return frame[[f"p_{o}" for o in options]].to_numpy(dtype=np.float64)

@@ -12,6 +12,7 @@ Metric definitions live in `decision_distill.metrics`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -19,10 +20,20 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
-from .metrics import all_metrics
+from .metrics import all_metrics, gap_closed
+from .params import Params
+from .scenario import load_scenario
 from .schema import Schema
 
 HELD_OUT_SPLITS = ("test", "ood")
+SLM_BASE, SLM_TUNED = "slm_base", "slm_tuned"
+
+
+@dataclass(frozen=True)
+class SLMStudents:
+    """The small-LM rows: each model directory answers the short prompt, through the answer cache."""
+    params: Params  # reads scenario, slm (dtype, device, trust_remote_code, batch_size) and generate.cache
+    models: dict[str, Path]  # row name (SLM_BASE, SLM_TUNED) -> model directory
 
 
 def teacher_columns(options: Iterable[str]) -> list[str]:
@@ -95,11 +106,35 @@ def _split_metrics(rows: pd.DataFrame, options: list[str], ece_bins: int) -> dic
     return all_metrics(P, Q, ece_bins)
 
 
+NOISE_FLOOR_METRICS = ("kl", "mse")
+
+
+def add_noise_floor_ratios(metrics: dict, stability: dict) -> dict:
+    """`metrics` with `<m>_vs_noise_floor` = student <m> / the teacher's noise floor <m>
+    beside each kl and mse (ood blocks too). `stability` is metrics/stability.json; the
+    ratio is None where no noise floor was measured (skipped, or exactly 0). Near 1: the
+    student is as close to the teacher as the teacher is to itself under another wording."""
+    floor = stability.get("noise_floor") or {}
+    return {student: _with_ratios(scores, floor) for student, scores in metrics.items()}
+
+
+def _with_ratios(scores: dict, floor: dict) -> dict:
+    out = {}
+    for key, value in scores.items():
+        out[key] = _with_ratios(value, floor) if key == "ood" else value
+        if key in NOISE_FLOOR_METRICS:
+            out[f"{key}_vs_noise_floor"] = value / floor[key] if floor.get(key) else None
+    return out
+
+
 def evaluate_students(
-    splits_dir: str | Path, students_dir: str | Path, archs: Iterable[str], ece_bins: int
+    splits_dir: str | Path, students_dir: str | Path, archs: Iterable[str], ece_bins: int,
+    slm: SLMStudents | None = None, gap_min: float = 0.05,
 ) -> tuple[dict, pd.DataFrame]:
     """Load each student from `students_dir/<arch>`, predict the held-out splits in
-    `splits_dir`, and return (metrics, predictions) as described in the module docstring."""
+    `splits_dir`, and return (metrics, predictions) as described in the module docstring.
+    With `slm`, its models are rows too, and slm_tuned gets a "gap_closed" block
+    (metrics.gap_closed against slm_base, with `gap_min`)."""
     splits_dir, students_dir = Path(splits_dir), Path(students_dir)
     schema = Schema.load(splits_dir / "features.json")
     splits = read_held_out(splits_dir, schema)
@@ -111,5 +146,53 @@ def evaluate_students(
         model, encoder = load_student(directory)
         for split, frame in splits.items():
             parts.append(prediction_rows(frame, schema, split, arch, predict(model, encoder, frame)))
+    if slm is not None:
+        parts += slm_prediction_rows(splits, schema, slm)
     predictions = pd.concat(parts, ignore_index=True)
-    return metrics_from_predictions(predictions, schema.options, ece_bins), predictions
+    metrics = metrics_from_predictions(predictions, schema.options, ece_bins)
+    if SLM_BASE in metrics and SLM_TUNED in metrics:
+        metrics[SLM_TUNED]["gap_closed"] = gap_closed_block(predictions, schema.options, gap_min)
+    return metrics, predictions
+
+
+def slm_prediction_rows(splits: dict[str, pd.DataFrame], schema: Schema, slm: SLMStudents) -> list[pd.DataFrame]:
+    """Prediction rows of each SLM on every held-out split; one cache lookup (and at most
+    one model load) per model."""
+    from .answer_cache import AnswerCache
+    from .slm import slm_answers, states_from_frame
+
+    scenario = load_scenario(slm.params.scenario)
+    if [o.id for o in scenario.options] != list(schema.options):
+        raise UserError(f"scenario: the options of {scenario.name} differ from the data's {list(schema.options)}; "
+                        "set `scenario` to the file the data was generated from")
+    states = [s for frame in splits.values() for s in states_from_frame(frame, scenario)]
+    bounds = np.cumsum([0, *(len(frame) for frame in splits.values())])
+    cache = AnswerCache(slm.params.generate.cache)
+    parts = []
+    try:
+        for name, model_dir in slm.models.items():
+            Q = slm_answers(model_dir, scenario, states, slm.params, cache, desc=name)
+            parts += [prediction_rows(frame, schema, split, name, Q[bounds[i] : bounds[i + 1]])
+                      for i, (split, frame) in enumerate(splits.items())]
+    finally:
+        cache.close()
+    return parts
+
+
+def gap_closed_block(predictions: pd.DataFrame, options: Iterable[str], gap_min: float) -> dict:
+    """metrics.gap_closed of slm_tuned against slm_base on the test split, plus "ood" when present."""
+    options = list(options)
+    block = {}
+    for split in HELD_OUT_SPLITS:
+        rows = {name: predictions[(predictions["student"] == name) & (predictions["split"] == split)]
+                for name in (SLM_BASE, SLM_TUNED)}
+        if rows[SLM_BASE].empty:
+            continue
+        P = rows[SLM_BASE][teacher_columns(options)].to_numpy(float)
+        Q_base, Q_tuned = (rows[n][student_columns(options)].to_numpy(float) for n in (SLM_BASE, SLM_TUNED))
+        scores = gap_closed(P, Q_base, Q_tuned, gap_min)
+        if split == "test":
+            block.update(scores)
+        else:
+            block[split] = scores
+    return block

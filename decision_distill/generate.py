@@ -53,19 +53,24 @@ def build_prompts(scenario: Scenario, states: list[State], params: Params, token
     return Prompts(head, [(h, t + tail) for h, t in cases])
 
 
-def _keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: Params) -> list[str]:
+def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: Params,
+                samples: list[dict] | None = None) -> list[str]:
+    """The answer cache's key for each prompt. `samples` (one dict per prompt, e.g. the
+    repeat index and seed of a sampled answer) tells apart answers to the same prompt."""
     t = params.teacher
     settings = {"readout": t.readout, "options": [o.text for o in scenario.options]}
     if t.readout == "verbalized":
         settings |= {"max_new_tokens": t.max_new_tokens, "temperature": t.temperature,
                      "key": scenario.verbalized_key}
+    # Without `samples` the keys stay exactly what they were before samples existed.
+    extra = [{}] * len(prompts.suffixes) if samples is None else [{"sample": s} for s in samples]
     # The segment boundaries are part of the key: each segment is tokenized on its own.
-    return [answer_key(model=fingerprint, prompt=prompts.full(i), **settings,
+    return [answer_key(model=fingerprint, prompt=prompts.full(i), **settings, **extra[i],
                        segments=[len(prompts.prefix), len(prompts.suffixes[i][0])])
             for i in range(len(prompts.suffixes))]
 
 
-def _ask(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: list[int], progress):
+def ask_teacher(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: list[int], progress):
     """Yield (indices, answers) chunk by chunk for the states in `todo`; `progress(n)`
     is called as each batch of n states is done."""
     t = params.teacher
@@ -88,10 +93,24 @@ def _ask(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: li
             idx = todo[start : start + t.batch_size]
             parsed = reader.answer([prompts.full(i) for i in idx], seed=params.generate.seed)
             progress(len(idx))
-            yield idx, [_verbalized_answer(p) for p in parsed]
+            yield idx, [verbalized_answer(p) for p in parsed]
 
 
-def _verbalized_answer(parsed: dict) -> dict:
+def missing(cache: AnswerCache, keys: list[str]) -> list[int]:
+    """Indices of the keys the cache has no answer for."""
+    known = cache.get_many(keys)
+    return [i for i, k in enumerate(keys) if k not in known]
+
+
+def ask_into_cache(teacher, scenario: Scenario, params: Params, prompts: Prompts, keys: list[str],
+                   todo: list[int], cache: AnswerCache, desc: str = "teacher") -> None:
+    """Ask the teacher about the prompts in `todo`, committing each chunk to the cache."""
+    with tqdm(total=len(todo), desc=desc, unit="state") as bar:
+        for idx, answers in ask_teacher(teacher, scenario, params, prompts, todo, bar.update):
+            cache.put_many({keys[i]: a for i, a in zip(idx, answers)})
+
+
+def verbalized_answer(parsed: dict) -> dict:
     p = parsed["probability"]
     return {"ok": parsed["ok"], "probs": None if p is None else [p, 1.0 - p], "option_mass": None,
             "logodds": None if p is None or p in (0.0, 1.0) else float(np.log(p / (1 - p))),
@@ -111,16 +130,13 @@ def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_da
     if t.chat_template:  # the prompt text itself depends on the tokenizer
         teacher = load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code)
     prompts = build_prompts(scenario, states, params, teacher.tokenizer if teacher else None)
-    keys = _keys(fingerprint, prompts, scenario, params)
-    known = cache.get_many(keys)
-    todo = [i for i, k in enumerate(keys) if k not in known]
+    keys = answer_keys(fingerprint, prompts, scenario, params)
+    todo = missing(cache, keys)
     print(f"{len(states)} states: {len(states) - len(todo)} answered before (cache {cache.path}), "
           f"{len(todo)} to ask", flush=True)
     if todo:
         teacher = teacher or load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code)
-        with tqdm(total=len(todo), desc="teacher", unit="state") as bar:
-            for idx, answers in _ask(teacher, scenario, params, prompts, todo, bar.update):
-                cache.put_many({keys[i]: a for i, a in zip(idx, answers)})
+        ask_into_cache(teacher, scenario, params, prompts, keys, todo, cache)
 
     answers = cache.get_many(keys)
     cache.close()

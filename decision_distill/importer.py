@@ -58,13 +58,18 @@ def _as_list(value, column: str, row: int) -> list[str]:
     return value
 
 
+def _looks_like_list(value) -> bool:
+    return isinstance(value, (list, np.ndarray)) or (isinstance(value, str) and value.lstrip().startswith("["))
+
+
 def _feature(frame: pd.DataFrame, column: str) -> tuple[Feature, pd.Series]:
     values = frame[column]
     if values.isna().any():
         row = int(values.isna().to_numpy().argmax())
         raise UserError(f"import: column '{column}' row {row} is empty; fill it or drop the row")
-    first = values.iloc[0]
-    if isinstance(first, (list, np.ndarray)) or (isinstance(first, str) and first.lstrip().startswith("[")):
+    # One list cell makes it a list column, wherever it is: a cell that is not a list is then
+    # an error naming its row, never a silent switch of the whole column to a choice.
+    if any(_looks_like_list(v) for v in values):
         lists = pd.Series([_as_list(v, column, i) for i, v in enumerate(values)], index=values.index)
         vocab = sorted({v for items in lists for v in items})
         return Feature(column, "set", tuple(vocab)), lists.map(sorted)

@@ -155,3 +155,26 @@ def all_metrics(P: np.ndarray, Q: np.ndarray, bins: int) -> dict[str, float | No
         "ece": ece(P, Q, bins),
         "agreement": agreement(P, Q),
     }
+
+
+def gap_closed(P: np.ndarray, Q_base: np.ndarray, Q_tuned: np.ndarray, gap_min: float) -> dict:
+    """How much of the base model's distance to the teacher fine-tuning removed (1 = all of it,
+    0 = none, negative = it moved away).
+
+    p_action: mean over states of (Q_tuned - Q_base) / (P - Q_base) on P(action), taken only
+      over states where |P - Q_base| > gap_min, since a tiny denominator makes the ratio explode;
+      None when no state qualifies (`states` says how many did).
+    divergence: 1 - KL(P || Q_tuned) / KL(P || Q_base), with the mean KLs of `kl`; always
+      defined except when the base model already matches the teacher (KL_base == 0: None).
+    """
+    P, Q_base = _check(P, Q_base)
+    _, Q_tuned = _check(P, Q_tuned)
+    gap = P[:, 0] - Q_base[:, 0]
+    wide = np.abs(gap) > gap_min
+    kl_base = kl(P, Q_base)
+    return {
+        "p_action": float(np.mean((Q_tuned[wide, 0] - Q_base[wide, 0]) / gap[wide])) if wide.any() else None,
+        "states": int(wide.sum()),
+        "gap_min": gap_min,
+        "divergence": 1.0 - kl(P, Q_tuned) / kl_base if kl_base > 0 else None,
+    }

@@ -75,6 +75,7 @@ def _point_to_local(path: Path, out_dir: Path) -> dict:
     """Large local models are not copied: teacher.json points at them."""
     if not (path / "config.json").exists():
         raise UserError(f"teacher.model: {path} has no config.json; give a transformers model directory")
+    refuse_pickle_weights(path)
     out_dir.mkdir(parents=True, exist_ok=True)
     return {"source": "local", "path": str(path), "fingerprint": f"local:{fingerprint_dir(path)}"}
 
@@ -101,6 +102,21 @@ def _download_from_hub(repo_id: str, revision: str, out_dir: Path) -> dict:
             "fingerprint": f"hub:{repo_id}@{commit}"}
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def refuse_pickle_weights(path: Path) -> None:
+    """Pickle checkpoints (pytorch_model.bin and kin) can run code when loaded: a model
+    directory must hold safetensors weights, and its pickles are never read."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
+    if pickles:
+        raise UserError(f"teacher.model: {path} holds pickle weights ({', '.join(pickles)}) and no safetensors; "
+                        "only safetensors load: re-save the model with save_pretrained(dir) (safetensors "
+                        "is its default) and point the model key at that directory")
+
+
 def fingerprint_dir(path: Path) -> str:
     """A cheap content fingerprint of a model directory: names, sizes, and the first
     and last MiB of each weight/config file (hashing all of a 70B model takes minutes)."""
@@ -116,6 +132,23 @@ def fingerprint_dir(path: Path) -> str:
                 fh.seek(-(1 << 20), os.SEEK_END)
                 digest.update(fh.read(1 << 20))
     return digest.hexdigest()[:32]
+
+
+MARKER_SOURCE = "none"
+
+
+def write_model_marker(out_dir: str | Path, reason: str) -> dict:
+    """A model directory that says no model is there (the stage had nothing to do), so
+    downstream stages see a clear marker instead of a missing output."""
+    info = {"source": MARKER_SOURCE, "fingerprint": MARKER_SOURCE, "path": ".", "reason": reason}
+    with atomic_dir(out_dir) as staging:
+        write_json(info, Path(staging) / TEACHER_JSON)
+    return info
+
+
+def is_model_marker(model_dir: str | Path) -> bool:
+    path = Path(model_dir) / TEACHER_JSON
+    return path.exists() and json.loads(path.read_text()).get("source") == MARKER_SOURCE
 
 
 def read_teacher_json(model_dir: str | Path) -> dict:

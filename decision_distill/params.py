@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from ruamel.yaml import YAML, YAMLError
 
@@ -95,6 +95,8 @@ class Student(Section):
 
 class Evaluate(Section):
     ece_bins: int = Field(10, ge=1)
+    # gap_closed on P(action) counts only states where the base SLM misses the teacher by more than this
+    gap_min: float = Field(0.05, gt=0.0, lt=1.0)
 
 
 class SLM(Section):
@@ -115,12 +117,30 @@ class LoRA(Section):
     alpha: float = Field(16.0, gt=0.0)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
-    lr: float = Field(2e-4, gt=0.0)
+    lr: float = Field(5e-3, gt=0.0)
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)
-    max_steps: int = Field(200, ge=1)       # stops at whichever comes first, epochs or steps
-    checkpoint_every: int = Field(25, ge=1)  # steps between resumable checkpoints
+    max_steps: int = Field(30, ge=1)        # stops at whichever comes first, epochs or steps
+    checkpoint_every: int = Field(15, ge=1)  # steps between resumable checkpoints (and validation losses)
     explanation_weight: float = Field(0.0, ge=0.0)  # next-token loss on teacher explanations, when present
+    seed: int = 0
+
+
+class Perplexity(Section):
+    """perplexity: base and merged SLM on the teacher's held-out text."""
+    max_states: int = Field(200, ge=1)  # first states of the test split to score
+
+
+class Stability(Section):
+    """stability: how consistent the teacher is, and its noise floor. The rules that need
+    the scenario or several keys (repeats, temperature, paraphrases) are checked by
+    decision_distill.stability.check_settings, with messages that say why."""
+    states: int = Field(40, ge=2)           # the first states of generate's seeded stream
+    repeats: int = 5                        # R sampled verbalized answers per state (>= 2)
+    temperature: float = Field(0.7, ge=0.0)  # sampling temperature (> 0)
+    paraphrases: int = 3                    # K wordings of the prompt, the canonical one included (>= 2)
+    shot_orders: int = Field(2, ge=0)       # seeded reorderings of the worked examples
+    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 8], min_length=1)  # numerics check
     seed: int = 0
 
 
@@ -136,6 +156,8 @@ class Params(Section):
     evaluate: Evaluate = Evaluate()
     slm: SLM = SLM()
     lora: LoRA = LoRA()
+    perplexity: Perplexity = Perplexity()
+    stability: Stability = Stability()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 

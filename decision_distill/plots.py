@@ -11,8 +11,12 @@ the output directory (replaced as a whole, atomically):
   data/calibration.csv   student, bin_mean_student, bin_mean_teacher, count
   error_heatmap.png      mean |error| of P(action) by sizes of the first two set features,
   data/error_by_size.csv   for the student with the lowest KL (only if the schema has two set features)
-  comparison.png         KL, MSE and agreement of every student
-  data/comparison.csv    student, metric, value
+  comparison.png         KL, MSE and agreement of every student; with stability metrics, the
+  data/comparison.csv    teacher's noise floor as a band on KL and MSE (student, metric, value)
+  stability_spread.png   per-state std of P(action) across runs, sorted, per stability source
+  data/stability_spread.csv  source, rank, state_id, std
+  stability_icc.png      ICC(2,1) and ICC(3,1) with 95 % CIs per stability source
+  data/stability_icc.csv     source, icc, value, ci_low, ci_high (sources with an ICC only)
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .metrics import calibration_curve
 from .schema import Schema
 
 COMPARED_METRICS = ("kl", "mse", "agreement")
+STABILITY_SOURCES = ("sampling", "wording", "numerics")  # as in metrics/stability.json
 PANELS_PER_ROW = 4
 
 
@@ -41,8 +46,11 @@ def make_plots(
     live_root: Path | None,
     out_dir: Path,
     calibration_bins: int = 10,
+    stability: dict | None = None,
+    stability_readings: pd.DataFrame | None = None,
 ) -> None:
-    """Write every figure and its CSV (listed in the module docstring) into `out_dir`."""
+    """Write every figure and its CSV (listed in the module docstring) into `out_dir`.
+    `stability` / `stability_readings`: the stability stage's metrics and readings, if any."""
     test = predictions[predictions["split"] == "test"]
     students = list(pd.unique(test["student"]))
     with atomic_dir(out_dir) as tmp:
@@ -51,7 +59,10 @@ def make_plots(
         plot_scatter(test, students, schema, tmp)
         plot_calibration(test, students, schema, calibration_bins, tmp)
         plot_error_heatmap(test, schema, best_by_kl(metrics, students), tmp)
-        plot_comparison(metrics, students, tmp)
+        plot_comparison(metrics, students, tmp, (stability or {}).get("noise_floor"))
+        if stability and "skipped" not in stability and stability_readings is not None:
+            plot_stability_spread(stability_readings, tmp)
+            plot_stability_icc(stability, tmp)
 
 
 def _figure(panels: int = 1, panel_size: tuple[float, float] = (5.0, 4.0)) -> tuple[Figure, list]:
@@ -178,7 +189,8 @@ def plot_error_heatmap(test: pd.DataFrame, schema: Schema, student: str, out_dir
     table.assign(student=student)[["student", *table.columns]].to_csv(out_dir / "data" / "error_by_size.csv", index=False)
 
 
-def plot_comparison(metrics: dict, students: list[str], out_dir: Path) -> None:
+def plot_comparison(metrics: dict, students: list[str], out_dir: Path, noise_floor: dict | None = None) -> None:
+    """Bars per metric; the teacher's noise floor (mean line, band over wording runs) on kl and mse."""
     table = pd.DataFrame(
         [{"student": s, "metric": m, "value": metrics[s][m]} for m in COMPARED_METRICS for s in students]
     )
@@ -187,7 +199,63 @@ def plot_comparison(metrics: dict, students: list[str], out_dir: Path) -> None:
         values = table[table["metric"] == metric]
         ax.bar(values["student"], values["value"], color=f"C{color}")
         better = "higher" if metric == "agreement" else "lower"
+        if noise_floor and metric in ("kl", "mse"):
+            ax.axhspan(noise_floor[f"{metric}_min"], noise_floor[f"{metric}_max"], color="grey", alpha=0.25,
+                       label="teacher noise floor (range over wordings)")
+            ax.axhline(noise_floor[metric], color="grey", linestyle="--", linewidth=1)
+            ax.legend(fontsize=7)
         ax.set(xlabel="student", ylabel=metric, title=f"{metric} ({better} is better)")
     fig.suptitle("Students on the test split")
     fig.savefig(out_dir / "comparison.png")
     table.to_csv(out_dir / "data" / "comparison.csv", index=False)
+
+
+def stability_spread(readings: pd.DataFrame) -> pd.DataFrame:
+    """Per source, each state's std of P(action) across runs (ddof=1, states with two or
+    more readings), ranked from the most to the least variable."""
+    stds = (readings.dropna(subset=["p_action"]).groupby(["source", "state_id"])["p_action"]
+            .std(ddof=1).dropna().rename("std").reset_index())
+    stds = stds.sort_values(["source", "std"], ascending=[True, False], kind="stable")
+    stds.insert(1, "rank", stds.groupby("source").cumcount())
+    return stds.reset_index(drop=True)
+
+
+def plot_stability_spread(readings: pd.DataFrame, out_dir: Path) -> None:
+    table = stability_spread(readings)
+    sources = [source for source in STABILITY_SOURCES if source in set(table["source"])]
+    if not sources:
+        return
+    fig, axes = _figure(len(sources), panel_size=(4.0, 3.5))
+    for color, (ax, source) in enumerate(zip(axes, sources)):
+        rows = table[table["source"] == source]
+        ax.plot(rows["rank"], rows["std"], "o-", markersize=3, color=f"C{color}")
+        ax.set(xlabel="state (most variable first)", ylabel="std of P(action) across runs", title=source)
+    fig.suptitle("Teacher: per-state spread across runs")
+    fig.savefig(out_dir / "stability_spread.png")
+    table.to_csv(out_dir / "data" / "stability_spread.csv", index=False)
+
+
+def plot_stability_icc(stability: dict, out_dir: Path) -> None:
+    """ICC point estimates with their 95 % CIs; a source with no ICC (no variation, too few
+    answers, skipped) is named on the axis with the reason instead of a point."""
+    rows, labels = [], []
+    for source in STABILITY_SOURCES:
+        block = stability.get(source) or {}
+        found = [(kind, block[kind]) for kind in ("icc2", "icc3") if block.get(kind)]
+        labels.append(source if found else f"{source}\n(no ICC: {block.get('variation', 'skipped')})")
+        rows += [{"source": source, "icc": kind, "value": icc["value"], "ci_low": icc["ci95"][0],
+                  "ci_high": icc["ci95"][1]} for kind, icc in found]
+    table = pd.DataFrame(rows, columns=["source", "icc", "value", "ci_low", "ci_high"])
+    fig, (ax,) = _figure(panel_size=(6.0, 3.5))
+    for offset, (kind, name) in zip((-0.12, 0.12), (("icc2", "ICC(2,1)"), ("icc3", "ICC(3,1)"))):
+        part = table[table["icc"] == kind]
+        y = [STABILITY_SOURCES.index(source) + offset for source in part["source"]]
+        err = [part["value"] - part["ci_low"], part["ci_high"] - part["value"]]
+        ax.errorbar(part["value"], y, xerr=err, fmt="o", capsize=3, label=name)
+    ax.set_yticks(range(len(labels)), labels)
+    low = min([-0.1, *(table["ci_low"] - 0.05)])  # an ICC interval can reach below 0
+    ax.set(xlim=(low, 1.05), xlabel="intraclass correlation (95 % CI)", title="Teacher consistency per source")
+    ax.axvline(0, color="grey", linewidth=0.5)
+    ax.legend(fontsize=8)
+    fig.savefig(out_dir / "stability_icc.png")
+    table.to_csv(out_dir / "data" / "stability_icc.csv", index=False)

@@ -5,6 +5,7 @@ renders prompts. Nothing here knows about ice cream or assumes two options.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -64,6 +65,9 @@ class Scenario:
     joiner: str
     examples: tuple[Example, ...]
     verbalized_key: str
+    # Other wordings of the same question, (intro, case) each; the canonical
+    # intro and case above are wording 0. The stability stage reads them.
+    paraphrases: tuple[tuple[str, str], ...] = ()
 
     # ---- the dataset contract -------------------------------------------------
     def schema(self) -> Schema:
@@ -132,6 +136,19 @@ class Scenario:
 
     def option(self, option_id: str) -> Option:
         return next(o for o in self.options if o.id == option_id)
+
+    @property
+    def wordings(self) -> int:
+        """How many wordings of the prompt the scenario has, the canonical one included."""
+        return 1 + len(self.paraphrases)
+
+    def reworded(self, wording: int, example_order: tuple[int, ...] | None = None) -> "Scenario":
+        """The same scenario asked in wording `wording` (0 = canonical), with its worked
+        examples in `example_order` (default: as written)."""
+        intro, case = ((self.intro, self.case), *self.paraphrases)[wording]
+        order = range(len(self.examples)) if example_order is None else example_order
+        return dataclasses.replace(self, intro=intro, case=case,
+                                   examples=tuple(self.examples[i] for i in order))
 
     # ---- sampling -------------------------------------------------------------
     def sample_states(self, n: int, seed: int) -> list[State]:
@@ -295,6 +312,8 @@ def parse_scenario(raw: object, source: str) -> Scenario:
         examples=tuple(_parse_example(e, i, features, options, where)
                        for i, e in enumerate(prompt.get("examples") or [])),
         verbalized_key=str(prompt.get("verbalized_key", "p")),
+        paraphrases=tuple(_parse_paraphrase(p, i, features, where)
+                          for i, p in enumerate(prompt.get("paraphrases") or [])),
     )
     _check_renders(scenario, where)
     _check_feasible(scenario, source)
@@ -316,6 +335,21 @@ def _parse_example(raw, i, features, options, where) -> Example:
             raise UserError(f"{where}.state.{f.name}: unknown value(s) {unknown}")
     prob = raw.get("probability")
     return Example(state, answer, None if prob is None else float(prob), raw.get("explanation"))
+
+
+def _parse_paraphrase(raw, i, features, where) -> tuple[str, str]:
+    """Another wording: its own intro and case, describing every feature, as the canonical case does."""
+    where = f"{where}.paraphrases[{i}]"
+    intro, case = str(_need(raw, "intro", str, where)), str(_need(raw, "case", str, where))
+    try:
+        case.format(**{f.name: "x" for f in features})
+    except (KeyError, IndexError, ValueError) as err:
+        raise UserError(f"{where}.case: bad placeholder {err}; use {{feature_name}} only") from None
+    missing = [f.name for f in features if "{" + f.name + "}" not in case]
+    if missing:
+        raise UserError(f"{where}.case: never shows {', '.join(missing)}; add "
+                        + ", ".join("{" + m + "}" for m in missing) + " so it describes the whole state")
+    return intro, case
 
 
 def _check_renders(s: Scenario, where: str) -> None:

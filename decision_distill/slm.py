@@ -8,12 +8,18 @@ answers are read by the teacher's own TokenScorer: one scorer, two models.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from .answer_cache import AnswerCache
 from .errors import UserError
-from .generate import Prompts
+from .generate import Prompts, answer_keys, ask_into_cache, missing
+from .model_source import read_teacher_json
+from .params import Params
 from .scenario import Scenario, State
+from .teacher import load_teacher
 
 
 def slm_prompts(scenario: Scenario, states: list[State]) -> Prompts:
@@ -51,3 +57,21 @@ def states_from_frame(frame: pd.DataFrame, scenario: Scenario) -> list[State]:
 def teacher_distribution(frame: pd.DataFrame, options: list[str]) -> np.ndarray:
     """The teacher's P(option | state), [N, K], from the p_<option> columns."""
     return frame[[f"p_{o}" for o in options]].to_numpy(dtype=np.float64)
+
+
+def slm_answers(model_dir: str | Path, scenario: Scenario, states: list[State], params: Params,
+                cache: AnswerCache, desc: str = "slm") -> np.ndarray:
+    """The SLM's P(option | short prompt), [N, K], read like a token-readout teacher and kept
+    in the answer cache under the model's fingerprint: asked once, and the model is loaded
+    only if some state is not cached yet."""
+    slm = params.slm
+    as_reader = params.model_copy(update={"teacher": params.teacher.model_copy(
+        update={"readout": "tokens", "chat_template": False, "batch_size": slm.batch_size})})
+    prompts = slm_prompts(scenario, states)
+    keys = answer_keys(read_teacher_json(model_dir)["fingerprint"], prompts, scenario, as_reader)
+    todo = missing(cache, keys)
+    if todo:
+        model = load_teacher(model_dir, slm.dtype, slm.device, slm.trust_remote_code)
+        ask_into_cache(model, scenario, as_reader, prompts, keys, todo, cache, desc=desc)
+    answers = cache.get_many(keys)
+    return np.array([answers[k]["probs"] for k in keys], dtype=np.float64)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .model_source import read_teacher_json
+from .model_source import read_teacher_json, refuse_pickle_weights
 
 # ---- loading --------------------------------------------------------------------
 
@@ -37,22 +37,40 @@ def pick_device(device: str) -> torch.device:
 
 
 def load_teacher(model_dir: str | Path, dtype: str = "float32", device: str = "auto",
-                 trust_remote_code: bool = False) -> LoadedTeacher:
+                 trust_remote_code: bool = False, quantize: str = "none") -> LoadedTeacher:
+    """quantize: "4bit" loads the weights as bitsandbytes NF4 on CUDA (QLoRA's base model)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     info = read_teacher_json(model_dir)
     weights = (Path(model_dir) / info["path"]).resolve()
+    refuse_pickle_weights(weights)
     target = pick_device(device)
+    quantized = {"quantization_config": _nf4_config(dtype), "device_map": {"": target}} if quantize == "4bit" else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(weights, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             weights, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code,
-            use_safetensors=True,
+            use_safetensors=True, **quantized,
         )
     except (OSError, ValueError) as err:
         raise UserError(f"teacher.model: cannot load {weights}: {str(err).splitlines()[0]}") from None
-    model.to(target).eval()
+    if not quantized:  # a quantized model is placed by device_map and cannot be moved
+        model.to(target)
+    model.eval()
     return LoadedTeacher(model, tokenizer, info["fingerprint"], target)
+
+
+def _nf4_config(dtype: str):
+    """4-bit NF4 weights with compute in `dtype`; bitsandbytes is optional (CUDA only)."""
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("slm.quantize: 4bit needs the bitsandbytes package (`pip install bitsandbytes`, "
+                        "CUDA only); install it or set slm.quantize: none") from None
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_compute_dtype=getattr(torch, dtype), bnb_4bit_use_double_quant=True)
 
 
 # ---- scoring: P(option | prompt) from the answer tokens ------------------------------
@@ -81,7 +99,18 @@ def option_token_ids(tokenizer, option_texts: list[str]) -> list[int]:
 
 
 def _scores_from_logits(last_logits: torch.Tensor, option_ids: list[int]) -> Scores:
-    logp = torch.log_softmax(last_logits.float(), dim=-1)[:, option_ids].double()  # [B, K]
+    return _scores_from_option_logp(torch.log_softmax(last_logits.float(), dim=-1)[:, option_ids])
+
+
+def option_log_probs(model, hidden: torch.Tensor, option_ids: list[int]) -> torch.Tensor:
+    """log P(option token | prompt) over the full vocabulary, [B, K], from the hidden
+    states at the answer position ([B, hidden]). The one readout shared by the scorer
+    and by LoRA training, so it stays differentiable (no inference_mode here)."""
+    return torch.log_softmax(_final_logits(model, hidden).float(), dim=-1)[:, option_ids]
+
+
+def _scores_from_option_logp(option_logp: torch.Tensor) -> Scores:
+    logp = option_logp.double()  # [B, K]
     mass = logp.exp().sum(-1)
     probs = torch.softmax(logp, dim=-1)
     logodds = logp[:, 0] - torch.logsumexp(logp[:, 1:], dim=-1)
@@ -236,7 +265,7 @@ class TokenScorer:
         )
         last = (mask.sum(1) - 1).to(self.device)
         hidden = out.last_hidden_state[torch.arange(n, device=self.device), last]
-        return _scores_from_logits(_final_logits(self.model, hidden), self.option_ids)
+        return _scores_from_option_logp(option_log_probs(self.model, hidden, self.option_ids))
 
     @torch.inference_mode()
     def score_naive(self, prefix: str, suffixes: list[Suffix | str]) -> Scores:
@@ -254,6 +283,13 @@ class TokenScorer:
 
 # ---- verbalized readout: ask for JSON, parse strictly --------------------------------
 
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a key appears twice: {sorted({k for k in keys if keys.count(k) > 1})}")
+    return dict(pairs)
+
+
 def parse_verbalized(text: str, key: str) -> dict:
     """Strictly read `{"<key>": p, "explanation": "..."}` from the first line of `text`.
 
@@ -263,9 +299,11 @@ def parse_verbalized(text: str, key: str) -> dict:
     line = text.strip().split("\n", 1)[0].strip()
     failure = {"ok": False, "probability": None, "explanation": None, "raw": text}
     try:
-        data = json.loads(line)
+        data = json.loads(line, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError:
         return {**failure, "error": "not valid JSON"}
+    except ValueError as err:  # a key given twice: which value is the answer?
+        return {**failure, "error": str(err)}
     if not isinstance(data, dict) or set(data) != {key, "explanation"}:
         return {**failure, "error": f"expected exactly the keys {key!r} and 'explanation'"}
     p, why = data[key], data["explanation"]

@@ -96,7 +96,9 @@ def _train_student(arch: str, params: Params, splits_dir: Path, out_dir, live_di
     hparams = getattr(params.student, arch).model_dump()
     torch.manual_seed(params.train.seed)  # weight init and dropout
     model = build_student(arch, hparams, encoder)
-    with Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+    # The curves are a declared output too: staged and moved into place whole, like the model.
+    with atomic_dir(live_dir) as live_tmp, Live(str(live_tmp), dvcyaml=None, save_dvc_exp=False,
+                                                 report=None) as live:
         summary = _fit(model, arch, hparams["lr"], params.train, train_rows, val_rows, live)
         for name, value in summary.items():
             live.log_metric(name, value, plot=False)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from decision_distill.atomic import write_json  # noqa: E402
 from decision_distill.errors import stage_main  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
-from decision_distill.model_source import TEACHER_JSON, download  # noqa: E402
+from decision_distill.model_source import download, write_model_marker  # noqa: E402
 
 
 @stage_main
@@ -34,8 +33,7 @@ def main() -> None:
     unused = {"teacher": params.generate.source == "import" and "generate.source is import",
               "slm": not params.slm.enabled and "slm.enabled is false"}[args.role]
     if unused:
-        write_json({"source": "none", "fingerprint": "none", "path": ".",
-                    "reason": f"{unused}: no {args.role} model is loaded"}, out / TEACHER_JSON)
+        write_model_marker(out, f"{unused}: no {args.role} model is loaded")
         print(f"{unused}: no {args.role} model needed")
         return
     spec = getattr(params, args.role)

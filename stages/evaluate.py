@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from decision_distill.atomic import write_json, write_parquet  # noqa: E402
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.evaluate import evaluate_students  # noqa: E402
-from decision_distill.params import ARCHITECTURES, load_params  # noqa: E402
+from decision_distill.errors import UserError, stage_main  # noqa: E402
+from decision_distill.evaluate import (  # noqa: E402
+    SLM_BASE, SLM_TUNED, SLMStudents, add_noise_floor_ratios, evaluate_students)
+from decision_distill.model_source import is_model_marker  # noqa: E402
+from decision_distill.params import ARCHITECTURES, Params, load_params  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(
             "Predict the test (and, if non-empty, ood) split with every student "
-            f"({', '.join(ARCHITECTURES)}) and compare with the teacher: mse, mae, pearson, "
-            "spearman, kl, ce, brier, ece, agreement (defined in decision_distill/metrics.py)."
+            f"({', '.join(ARCHITECTURES)}) and, unless slm.enabled is false, the base and merged small LM "
+            "(slm_base, slm_tuned; answers kept in generate.cache), and compare with the teacher: mse, mae, "
+            "pearson, spearman, kl, ce, brier, ece, agreement (defined in decision_distill/metrics.py); "
+            "slm_tuned also gets gap_closed, the share of slm_base's distance to the teacher it removed."
         )
     )
     parser.add_argument("--splits", type=Path, default=Path("data/splits"),
@@ -30,18 +35,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where to write the metrics JSON, {student: {metric: value, 'ood': {...}}} (default: %(default)s)")
     parser.add_argument("--predictions", type=Path, default=Path("data/predictions.parquet"),
                         help="where to write teacher and student probabilities per state (default: %(default)s)")
+    parser.add_argument("--slm-base", type=Path, default=Path("models/slm"),
+                        help="base SLM directory, the slm_base row (default: %(default)s)")
+    parser.add_argument("--slm-tuned", type=Path, default=Path("models/slm_merged"),
+                        help="merged SLM directory, the slm_tuned row (default: %(default)s)")
+    parser.add_argument("--stability", type=Path, default=None,
+                        help="stability stage metrics; adds kl_vs_noise_floor and mse_vs_noise_floor "
+                             "beside each kl and mse (default: no ratios)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="parameters file; reads evaluate.ece_bins (default: %(default)s)")
+                        help="parameters file; reads evaluate, and for the SLM rows scenario, slm and "
+                             "generate.cache (default: %(default)s)")
     return parser.parse_args(argv)
+
+
+def slm_students(args: argparse.Namespace, params: Params) -> SLMStudents | None:
+    """The SLM rows, unless slm.enabled is false; a model directory that is only a marker is left out."""
+    if not params.slm.enabled:
+        return None
+    models = {name: d for name, d in ((SLM_BASE, args.slm_base), (SLM_TUNED, args.slm_tuned)) if not is_model_marker(d)}
+    return SLMStudents(params, models) if models else None
 
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
-    metrics, predictions = evaluate_students(args.splits, args.students, ARCHITECTURES, params.evaluate.ece_bins)
+    metrics, predictions = evaluate_students(args.splits, args.students, ARCHITECTURES, params.evaluate.ece_bins,
+                                             slm_students(args, params), params.evaluate.gap_min)
+    if args.stability is not None:
+        metrics = add_noise_floor_ratios(metrics, read_stability(args.stability))
     write_parquet(predictions, args.predictions)
     write_json(metrics, args.metrics)
+
+
+def read_stability(path: Path) -> dict:
+    if not path.exists():
+        raise UserError(f"--stability {path}: not found; run the stability stage first")
+    return json.loads(path.read_text())
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="split stage output; only features.json is read (default: %(default)s)")
     parser.add_argument("--live", type=Path, default=Path("dvclive"),
                         help="DVCLive folder of the train stage, for loss curves; may be absent (default: %(default)s)")
+    parser.add_argument("--stability", type=Path, default=None,
+                        help="stability stage metrics: noise-floor band, ICC plot (default: not drawn)")
+    parser.add_argument("--stability-readings", type=Path, default=None,
+                        help="stability stage readings, for the per-state spread plot (default: not drawn)")
     parser.add_argument("--out", type=Path, default=Path("plots"),
                         help="output folder, replaced as a whole (default: %(default)s)")
     return parser.parse_args(argv)
@@ -49,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     predictions = pd.read_parquet(require(args.predictions, "evaluate"))
     metrics = json.loads(require(args.metrics, "evaluate").read_text())
     live_root = args.live if args.live.is_dir() else None
-    make_plots(predictions, metrics, schema, live_root, args.out)
+    stability = json.loads(require(args.stability, "stability").read_text()) if args.stability else None
+    readings = pd.read_parquet(require(args.stability_readings, "stability")) if args.stability_readings else None
+    make_plots(predictions, metrics, schema, live_root, args.out, stability=stability, stability_readings=readings)
 
 
 if __name__ == "__main__":

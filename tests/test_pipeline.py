@@ -12,7 +12,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "decision_distill", "scenarios", "examples", ".dvcignore"]
 STAGES = ["download@teacher", "download@slm", "generate", "split", "train@logreg", "train@mlp", "train@encoder", "train@decoder",
-          "evaluate", "plot"]
+          "lora-train", "merge", "perplexity", "stability", "evaluate", "plot"]
 
 
 def sh(*cmd, cwd):
@@ -38,11 +38,14 @@ def project(tmp_path_factory, tiny_teacher):
     weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
     params["teacher"].update(model=weights, batch_size=8, device="cpu")
     params["slm"].update(model=weights, batch_size=8, device="cpu")
+    params["lora"].update(max_steps=6, checkpoint_every=3, batch_size=4)
     params["generate"].update(states=160, cache=".cache/teacher.sqlite")
     params["train"].update(epochs=4, patience=2, batch_size=32)
     for arch in ("encoder", "decoder"):
         params["student"][arch].update(d_model=16, heads=2, layers=1)
     params["student"]["mlp"]["hidden"] = 16
+    params["stability"].update(states=8, repeats=2, batch_sizes=[3])
+    params["teacher"]["max_new_tokens"] = 8  # the sampled answers of the stability stage
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=root)
     sh("dvc", "init", "-q", cwd=root)
@@ -60,11 +63,16 @@ def test_tiny_profile_runs_end_to_end(project):
     root, log = project
     assert ran(log) == set(STAGES)
     metrics = yaml.safe_load((root / "metrics/students.json").read_text())
-    assert set(metrics) == {"logreg", "mlp", "encoder", "decoder"}
+    assert set(metrics) == {"logreg", "mlp", "encoder", "decoder", "slm_base", "slm_tuned"}
+    assert "divergence" in metrics["slm_tuned"]["gap_closed"]
+    perplexity = yaml.safe_load((root / "metrics/perplexity.json").read_text())
+    assert perplexity["states"] > 0 and perplexity["tuned"]["perplexity"] > 1
     assert all(m["kl"] >= 0 for m in metrics.values())
+    assert all(m["kl_vs_noise_floor"] > 0 for m in metrics.values())  # the tiny teacher's floor is > 0
     teacher = yaml.safe_load((root / "metrics/teacher.json").read_text())
     assert teacher["states"] == 160 and teacher["parse_failures"] == 0
-    for png in ("scatter.png", "calibration.png", "comparison.png", "error_heatmap.png", "loss_curves.png"):
+    for png in ("scatter.png", "calibration.png", "comparison.png", "error_heatmap.png", "loss_curves.png",
+                "stability_spread.png", "stability_icc.png"):
         assert (root / "plots" / png).stat().st_size > 1000
     assert "metrics/students.json" in sh("dvc", "metrics", "show", cwd=root)
 

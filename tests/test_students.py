@@ -179,8 +179,8 @@ def test_a_diverging_loss_is_a_user_error_and_writes_no_model(synthetic_splits, 
     params = parse_params({**FAST, "student": {"mlp": {"lr": 1e30}}})
     with pytest.raises(UserError, match=r"train@mlp: loss became nan at epoch \d+ step \d+; lower student.mlp.lr"):
         train_student("mlp", params, synthetic_splits, tmp_path / "model", tmp_path / "live")
-    assert not (tmp_path / "model").exists()
-    assert [p for p in tmp_path.iterdir() if p.name.startswith(".model")] == []
+    assert not (tmp_path / "model").exists() and not (tmp_path / "live").exists()  # no half a run's curves either
+    assert [p for p in tmp_path.iterdir() if p.name.startswith((".model", ".live"))] == []
 
 
 def test_a_missing_probability_on_an_ok_row_is_a_user_error(synthetic_splits, tmp_path):

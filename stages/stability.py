@@ -1,0 +1,44 @@
+"""stability stage: how consistent the teacher is, and its noise floor.
+
+Reads the first stability.states states of generate's seeded stream under three
+sources of variation, each reported on its own in --metrics: sampled verbalized
+answers (stability.repeats at stability.temperature), prompt wording
+(stability.paraphrases wordings and stability.shot_orders example orders, token
+readout) and numerics (batch sizes, order, no prefix reuse). The noise floor,
+the mean KL and MSE between the canonical prompt's answers and each other
+wording's, is what evaluate divides student errors by. Answers go through the
+answer cache (generate.cache): a rerun asks only what is missing. --readings
+holds P(action) per source, run and state (and the sampled explanations).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decision_distill.atomic import write_json, write_parquet  # noqa: E402
+from decision_distill.errors import stage_main  # noqa: E402
+from decision_distill.params import load_params  # noqa: E402
+from decision_distill.scenario import load_scenario  # noqa: E402
+from decision_distill.stability import describe, measure_stability  # noqa: E402
+
+
+@stage_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="models/teacher", help="from the download stage (default: %(default)s)")
+    parser.add_argument("--metrics", default="metrics/stability.json", help="output metrics (default: %(default)s)")
+    parser.add_argument("--readings", default="data/stability.parquet",
+                        help="output: P(action) per source, run and state (default: %(default)s)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    metrics, readings = measure_stability(params, load_scenario(params.scenario), args.teacher)
+    write_parquet(readings, args.readings)
+    write_json(metrics, args.metrics)
+    print("\n".join(describe(metrics)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Every stage writes its outputs only through decision_distill.atomic: under a temporary
+name first, then renamed into place.
+
+The test runs each stage with the atomic module's rename turned into a no-op, as if
+the process died just before each rename. A stage that wrote anything any other
+way would leave that file behind under its final name, where a later stage could
+read it half-written.
+"""
+
+import os
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+import decision_distill.atomic
+from conftest import write_synthetic_splits
+from stage_cli import REPO, call_stage
+
+ARCHES = ("logreg", "mlp", "encoder", "decoder")
+TINY = {"train": {"epochs": 2, "patience": 1, "batch_size": 64},
+        "student": {"mlp": {"hidden": 8}, "encoder": {"d_model": 8, "heads": 2, "layers": 1},
+                    "decoder": {"d_model": 8, "heads": 2, "layers": 1}},
+        "slm": {"enabled": False}}
+
+
+@pytest.fixture
+def renames_never_happen(monkeypatch):
+    lost = []
+    no_rename = types.ModuleType("os_without_rename")
+    no_rename.__dict__.update(vars(os))
+    no_rename.replace = lambda src, dst: lost.append(Path(dst).name)
+    monkeypatch.setattr(decision_distill.atomic, "os", no_rename)
+    return lost
+
+
+def visible_files(root: Path) -> list[str]:
+    """Files under `root` whose path has no hidden (temporary) part."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def run(script: str, *args: str) -> None:
+    result = call_stage(script, *args)
+    assert result.code == 0, result
+
+
+def test_no_stage_writes_an_output_except_by_rename(tmp_path, tiny_teacher, monkeypatch, renames_never_happen):
+    inputs = tmp_path / "inputs"
+    with monkeypatch.context() as undo:  # inputs for the later stages, written the normal way
+        undo.setattr(decision_distill.atomic, "os", os)
+        write_synthetic_splits(inputs / "splits", n=200)
+        (inputs / "params.yaml").write_text(yaml.safe_dump(TINY))
+        for arch in ARCHES:
+            run("stages/train.py", arch, "--splits", str(inputs / "splits"), "--out", str(inputs / "students" / arch),
+                "--live", str(inputs / "live" / arch), "--params", str(inputs / "params.yaml"))
+        run("stages/evaluate.py", "--splits", str(inputs / "splits"), "--students", str(inputs / "students"),
+            "--metrics", str(inputs / "students.json"), "--predictions", str(inputs / "predictions.parquet"),
+            "--params", str(inputs / "params.yaml"))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
+    teacher_params, import_params = out / ".teacher.yaml", out / ".import.yaml"
+    teacher_params.write_text(yaml.safe_dump({**TINY, "teacher": {"model": weights, "device": "cpu", "batch_size": 4},
+                                              "generate": {"states": 8, "cache": str(tmp_path / "cache.sqlite")}}))
+    import_params.write_text(yaml.safe_dump({**TINY, "generate": {"source": "import"},
+                                             "import": {"path": str(REPO / "examples/imported_decisions.csv")}}))
+    stages = {
+        "download": ["stages/download.py", "--role", "teacher", "--out", str(out / "teacher"),
+                     "--params", str(teacher_params)],
+        "download (not needed)": ["stages/download.py", "--role", "slm", "--out", str(out / "slm"),
+                                  "--params", str(teacher_params)],
+        "generate": ["stages/generate.py", "--teacher", str(tiny_teacher), "--dataset", str(out / "d.parquet"),
+                     "--schema", str(out / "f.json"), "--metrics", str(out / "m.json"), "--params", str(teacher_params)],
+        "generate (import)": ["stages/generate.py", "--dataset", str(out / "i.parquet"), "--schema",
+                              str(out / "i.json"), "--metrics", str(out / "im.json"), "--params", str(import_params)],
+        "split": ["stages/split.py", "--dataset", str(inputs / "splits/train.parquet"), "--schema",
+                  str(inputs / "splits/features.json"), "--out", str(out / "splits"), "--params", str(import_params)],
+        "train": ["stages/train.py", "mlp", "--splits", str(inputs / "splits"), "--out", str(out / "mlp"),
+                  "--live", str(out / "live"), "--params", str(import_params)],
+        "evaluate": ["stages/evaluate.py", "--splits", str(inputs / "splits"), "--students", str(inputs / "students"),
+                     "--metrics", str(out / "students.json"), "--predictions", str(out / "predictions.parquet"),
+                     "--params", str(import_params)],
+        "plot": ["stages/plot.py", "--predictions", str(inputs / "predictions.parquet"), "--metrics",
+                 str(inputs / "students.json"), "--splits", str(inputs / "splits"), "--live", str(inputs / "live"),
+                 "--out", str(out / "plots")],
+    }
+    for name, (script, *args) in stages.items():
+        before = len(renames_never_happen)
+        run(script, *args)
+        assert len(renames_never_happen) > before, f"{name} wrote nothing through decision_distill.atomic"
+        assert visible_files(out) == [], f"{name} wrote these without a rename: {visible_files(out)}"

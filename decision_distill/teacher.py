@@ -43,7 +43,7 @@ def load_teacher(model_dir: str | Path, dtype: str = "float32", device: str = "a
 
     info = read_teacher_json(model_dir)
     weights = (Path(model_dir) / info["path"]).resolve()
-    refuse_pickle_weights(weights)
+    refuse_pickle_weights(weights, f"{model_dir} (teacher.json path)")
     target = pick_device(device)
     quantized = {"quantization_config": _nf4_config(dtype), "device_map": {"": target}} if quantize == "4bit" else {}
     try:
@@ -53,7 +53,8 @@ def load_teacher(model_dir: str | Path, dtype: str = "float32", device: str = "a
             use_safetensors=True, **quantized,
         )
     except (OSError, ValueError) as err:
-        raise UserError(f"teacher.model: cannot load {weights}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{model_dir}: cannot load the model at {weights}: {str(err).splitlines()[0]}; "
+                        "check the model key in params.yaml and rerun its download stage") from None
     if not quantized:  # a quantized model is placed by device_map and cannot be moved
         model.to(target)
     model.eval()
@@ -185,7 +186,7 @@ class TokenScorer:
         if prefix == self._prefix:
             return
         ids = torch.tensor([self.encode_prefix(prefix)], device=self.device)
-        out = self.model.model(input_ids=ids, use_cache=True)
+        out = self.model.get_decoder()(input_ids=ids, use_cache=True)
         self._prefix, self._prefix_cache, self._prefix_len = prefix, out.past_key_values, ids.shape[1]
 
     @torch.inference_mode()
@@ -230,7 +231,7 @@ class TokenScorer:
             cache = copy.deepcopy(self._prefix_cache)
             cache.batch_repeat_interleave(len(batch))
             positions = torch.arange(self._prefix_len, self._prefix_len + ids.shape[1], device=self.device)
-            self.model.model(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True,
+            self.model.get_decoder()(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True,
                              position_ids=positions.unsqueeze(0).expand(len(batch), -1))
             p = self._prefix_len
             per_head += [[(layer.keys[b : b + 1, :, p : p + len(h)], layer.values[b : b + 1, :, p : p + len(h)])
@@ -259,7 +260,7 @@ class TokenScorer:
         head_mask = (torch.arange(width).unsqueeze(0) < torch.tensor(head_lens).unsqueeze(1)).long()
         full_mask = torch.cat([torch.ones(n, self._prefix_len, dtype=torch.long), head_mask, mask], 1)
         positions = (self._prefix_len + torch.tensor(head_lens).unsqueeze(1)) + torch.arange(ids.shape[1])
-        out = self.model.model(
+        out = self.model.get_decoder()(
             input_ids=ids.to(self.device), attention_mask=full_mask.to(self.device), past_key_values=cache,
             position_ids=positions.to(self.device), use_cache=True,
         )

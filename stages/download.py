@@ -37,7 +37,7 @@ def main() -> None:
         print(f"{unused}: no {args.role} model needed")
         return
     spec = getattr(params, args.role)
-    info = download(spec.model, spec.revision, out, spec.trust_remote_code)
+    info = download(spec.model, spec.revision, out, spec.trust_remote_code, key=f"{args.role}.model")
     print(f"{args.role} ready in {out} ({info['fingerprint']})")
 
 

@@ -23,6 +23,7 @@ share of each global batch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -236,9 +237,9 @@ def write_skipped(out_adapter: Path, live_dir: Path, checkpoints: Path) -> dict:
     with atomic_dir(out_adapter) as tmp:
         write_json({"skipped": True, "reason": "slm.enabled is false"}, tmp / SKIPPED_JSON)
     checkpoints.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(live_dir, ignore_errors=True)
-    (live_dir / "plots").mkdir(parents=True)
-    write_json({"skipped": True}, live_dir / "metrics.json")
+    with atomic_dir(live_dir) as tmp:
+        (tmp / "plots").mkdir()
+        write_json({"skipped": True}, tmp / "metrics.json")
     return {"skipped": True}
 
 
@@ -289,7 +290,9 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
     state = load_checkpoint(done[-1][1], module, optimizer) if done else run.fresh_state()
     if done and accelerator.is_main_process:
         print(f"{STAGE}: resuming from the checkpoint at step {state['step']} of {run.total_steps}", flush=True)
-    summary = run.train(state, checkpoints, live_dir)
+    # The curves are a declared output: staged and moved into place whole when training ends.
+    with (atomic_dir(live_dir) if accelerator.is_main_process else contextlib.nullcontext(live_dir)) as live_tmp:
+        summary = run.train(state, checkpoints, live_tmp)
     _write_adapter(out_adapter, accelerator, module, optimizer,
                    {**summary, "options": [o.id for o in scenario.options], "group": group, "fingerprint": fp})
     return summary

@@ -23,6 +23,13 @@ TINY = {"train": {"epochs": 2, "patience": 1, "batch_size": 64},
         "student": {"mlp": {"hidden": 8}, "encoder": {"d_model": 8, "heads": 2, "layers": 1},
                     "decoder": {"d_model": 8, "heads": 2, "layers": 1}},
         "slm": {"enabled": False}}
+SLM_TINY = {"lora": {"max_steps": 2, "batch_size": 4, "checkpoint_every": 1},
+            "perplexity": {"max_states": 4},
+            "stability": {"states": 3, "repeats": 2, "paraphrases": 2, "shot_orders": 1, "batch_sizes": [2]}}
+
+
+def weights(teacher_dir: Path) -> str:
+    return yaml.safe_load((teacher_dir / "teacher.json").read_text())["path"]
 
 
 @pytest.fixture
@@ -59,11 +66,27 @@ def test_no_stage_writes_an_output_except_by_rename(tmp_path, tiny_teacher, monk
             "--metrics", str(inputs / "students.json"), "--predictions", str(inputs / "predictions.parquet"),
             "--params", str(inputs / "params.yaml"))
 
+        # The small-LM stages need states the scenario describes: a tiny generated dataset,
+        # split, and an adapter to merge.
+        slm_params = inputs / "slm.yaml"
+        slm_params.write_text(yaml.safe_dump({**SLM_TINY, "slm": {"model": weights(tiny_teacher), "device": "cpu",
+                                                                  "batch_size": 4},
+                                              "teacher": {"model": weights(tiny_teacher), "device": "cpu",
+                                                          "batch_size": 4, "max_new_tokens": 8},
+                                              "generate": {"states": 24, "cache": str(tmp_path / "cache.sqlite")}}))
+        run("stages/generate.py", "--teacher", str(tiny_teacher), "--dataset", str(inputs / "g.parquet"), "--schema",
+            str(inputs / "g.json"), "--metrics", str(inputs / "gm.json"), "--params", str(slm_params))
+        run("stages/split.py", "--dataset", str(inputs / "g.parquet"), "--schema", str(inputs / "g.json"),
+            "--out", str(inputs / "gsplits"), "--params", str(slm_params))
+        run("stages/lora_train.py", "--splits", str(inputs / "gsplits"), "--slm", str(tiny_teacher), "--out",
+            str(inputs / "adapter"), "--checkpoints", str(inputs / "ckpt"), "--live", str(inputs / "lora_live"),
+            "--params", str(slm_params))
+
     out = tmp_path / "out"
     out.mkdir()
-    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
     teacher_params, import_params = out / ".teacher.yaml", out / ".import.yaml"
-    teacher_params.write_text(yaml.safe_dump({**TINY, "teacher": {"model": weights, "device": "cpu", "batch_size": 4},
+    teacher_params.write_text(yaml.safe_dump({**TINY, "teacher": {"model": weights(tiny_teacher), "device": "cpu",
+                                                                  "batch_size": 4},
                                               "generate": {"states": 8, "cache": str(tmp_path / "cache.sqlite")}}))
     import_params.write_text(yaml.safe_dump({**TINY, "generate": {"source": "import"},
                                              "import": {"path": str(REPO / "examples/imported_decisions.csv")}}))
@@ -83,6 +106,15 @@ def test_no_stage_writes_an_output_except_by_rename(tmp_path, tiny_teacher, monk
         "evaluate": ["stages/evaluate.py", "--splits", str(inputs / "splits"), "--students", str(inputs / "students"),
                      "--metrics", str(out / "students.json"), "--predictions", str(out / "predictions.parquet"),
                      "--params", str(import_params)],
+        "lora-train": ["stages/lora_train.py", "--splits", str(inputs / "gsplits"), "--slm", str(tiny_teacher),
+                       "--out", str(out / "adapter"), "--checkpoints", str(out / "ckpt"), "--live",
+                       str(out / "lora_live"), "--params", str(slm_params)],
+        "merge": ["stages/merge.py", "--base", str(tiny_teacher), "--adapter", str(inputs / "adapter"),
+                  "--out", str(out / "merged"), "--params", str(slm_params)],
+        "perplexity": ["stages/perplexity.py", "--splits", str(inputs / "gsplits"), "--base", str(tiny_teacher),
+                       "--merged", str(tiny_teacher), "--metrics", str(out / "ppl.json"), "--params", str(slm_params)],
+        "stability": ["stages/stability.py", "--teacher", str(tiny_teacher), "--metrics", str(out / "stab.json"),
+                      "--readings", str(out / "stab.parquet"), "--params", str(slm_params)],
         "plot": ["stages/plot.py", "--predictions", str(inputs / "predictions.parquet"), "--metrics",
                  str(inputs / "students.json"), "--splits", str(inputs / "splits"), "--live", str(inputs / "live"),
                  "--out", str(out / "plots")],

@@ -117,11 +117,11 @@ class LoRA(Section):
     alpha: float = Field(16.0, gt=0.0)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
-    lr: float = Field(5e-3, gt=0.0)
+    lr: float = Field(1e-3, gt=0.0)
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)
-    max_steps: int = Field(30, ge=1)        # stops at whichever comes first, epochs or steps
-    checkpoint_every: int = Field(15, ge=1)  # steps between resumable checkpoints (and validation losses)
+    max_steps: int = Field(150, ge=1)       # stops at whichever comes first, epochs or steps
+    checkpoint_every: int = Field(50, ge=1)  # steps between resumable checkpoints (and validation losses)
     explanation_weight: float = Field(0.0, ge=0.0)  # next-token loss on teacher explanations, when present
     seed: int = 0
 

@@ -205,6 +205,7 @@ def plot_comparison(metrics: dict, students: list[str], out_dir: Path, noise_flo
             ax.axhline(noise_floor[metric], color="grey", linestyle="--", linewidth=1)
             ax.legend(fontsize=7)
         ax.set(xlabel="student", ylabel=metric, title=f"{metric} ({better} is better)")
+        ax.tick_params(axis="x", labelrotation=45)  # six and more student names overlap when level
     fig.suptitle("Students on the test split")
     fig.savefig(out_dir / "comparison.png")
     table.to_csv(out_dir / "data" / "comparison.csv", index=False)

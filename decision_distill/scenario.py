@@ -18,7 +18,8 @@ from ruamel.yaml import YAML, YAMLError
 from .errors import UserError
 from .schema import Feature, Schema
 
-State = dict  # feature name -> list[str] (set) | str (choice) | float (number)
+State = dict  # feature name -> list[str] (set) | str (choice) | float (number, lookup)
+SAMPLED_KINDS = ("set", "choice")  # features whose values are ids with prompt texts
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,19 @@ class FeatureSpec:
     high: float = 0.0
     step: float = 1.0
     format: str = "{value}"
+    factors: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()  # lookup: (choice feature, value -> factor)
 
     def to_schema(self) -> Feature:
-        if self.kind == "number":
+        if self.kind in ("number", "lookup"):  # students see a derived number like any other number
             return Feature(self.name, "number", low=self.low, high=self.high)
         return Feature(self.name, self.kind, tuple(self.texts))
+
+    def look_up(self, state: State) -> float:
+        """A lookup feature's value: the product of one factor per named choice feature."""
+        value = 1.0
+        for feature, table in self.factors:
+            value *= dict(table)[state[feature]]
+        return float(round(value, 10))
 
 
 @dataclass(frozen=True)
@@ -185,10 +194,14 @@ class Scenario:
             if f.kind == "number":
                 steps = int(round((f.high - f.low) / f.step))
                 state[f.name] = float(round(f.low + f.step * rng.integers(0, steps + 1), 10))
-                continue
-            state[f.name] = self._draw_values(f, rng, chosen)
-            chosen.update([state[f.name]] if f.kind == "choice" else state[f.name])
-        return state
+            elif f.kind in SAMPLED_KINDS:
+                state[f.name] = self._draw_values(f, rng, chosen)
+                chosen.update([state[f.name]] if f.kind == "choice" else state[f.name])
+        return self.with_lookups(state)
+
+    def with_lookups(self, state: State) -> State:
+        """`state` with its lookup features computed from the values it drew; feature order kept."""
+        return {f.name: f.look_up(state) if f.kind == "lookup" else state[f.name] for f in self.features}
 
     def _draw_values(self, f: FeatureSpec, rng: np.random.Generator, chosen: set[str]):
         """Draw a size, then add values in random order, skipping any that conflict."""
@@ -213,7 +226,7 @@ class Scenario:
         return frozenset((a, b)) in self.conflicts
 
     def violates_conflicts(self, state: State) -> bool:
-        values = [v for f in self.features if f.kind != "number"
+        values = [v for f in self.features if f.kind in SAMPLED_KINDS
                   for v in ([state[f.name]] if f.kind == "choice" else state[f.name])]
         return any(self.in_conflict(a, b) for a, b in itertools.combinations(values, 2))
 
@@ -249,6 +262,19 @@ def _need(raw: dict, key: str, kind: type | tuple, where: str):
 
 def _parse_feature(name: str, raw: dict, where: str) -> FeatureSpec:
     kind = _need(raw, "kind", str, where)
+    if kind == "lookup":
+        factors = _need(raw, "factors", dict, where)
+        if not factors:
+            raise UserError(f"{where}.factors: empty; name at least one choice feature and its value -> number table")
+        tables = []
+        for feature, table in factors.items():
+            if not isinstance(table, dict) or not table:
+                raise UserError(f"{where}.factors.{feature}: must map each value of {feature} to a number")
+            for value, factor in table.items():
+                if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor):
+                    raise UserError(f"{where}.factors.{feature}.{value}: must be a finite number (got {factor!r})")
+            tables.append((str(feature), tuple((str(v), float(x)) for v, x in table.items())))
+        return FeatureSpec(name, kind, {}, factors=tuple(tables), format=str(raw.get("format", "{value:g}")))
     if kind == "number":
         low = float(_need(raw, "low", (int, float), where))
         high = float(_need(raw, "high", (int, float), where))
@@ -257,8 +283,8 @@ def _parse_feature(name: str, raw: dict, where: str) -> FeatureSpec:
             raise UserError(f"{where}: needs finite low <= high and step > 0")
         return FeatureSpec(name, kind, {}, low=low, high=high, step=step,
                            format=str(raw.get("format", "{value:g}")))
-    if kind not in ("set", "choice"):
-        raise UserError(f"{where}.kind: must be set, choice or number (got {kind!r})")
+    if kind not in SAMPLED_KINDS:
+        raise UserError(f"{where}.kind: must be set, choice, number or lookup (got {kind!r})")
     texts = _need(raw, "values", dict, where)
     if not texts:
         raise UserError(f"{where}.values: empty; list at least one value")
@@ -275,7 +301,8 @@ def parse_scenario(raw: object, source: str) -> Scenario:
         raise UserError(f"{source}: must be a mapping")
     name = str(raw.get("name", Path(source).stem))
     feats_raw = _need(raw, "features", dict, source)
-    features = tuple(_parse_feature(k, v, f"{source}: features.{k}") for k, v in feats_raw.items())
+    features = _with_lookup_ranges(tuple(_parse_feature(k, v, f"{source}: features.{k}")
+                                         for k, v in feats_raw.items()), source)
     all_values = [v for f in features for v in f.texts]
     dupes = {v for v in all_values if all_values.count(v) > 1}
     if dupes:
@@ -320,6 +347,30 @@ def parse_scenario(raw: object, source: str) -> Scenario:
     return scenario
 
 
+def _with_lookup_ranges(features: tuple[FeatureSpec, ...], source: str) -> tuple[FeatureSpec, ...]:
+    """Check each lookup's tables against the choice features they name (every value gets
+    exactly one factor) and give it the [low, high] range students scale it by."""
+    choices = {f.name: f for f in features if f.kind == "choice"}
+    out = []
+    for f in features:
+        if f.kind == "lookup":
+            low = high = 1.0
+            for feature, table in f.factors:
+                where = f"{source}: features.{f.name}.factors.{feature}"
+                if feature not in choices:
+                    raise UserError(f"{where}: '{feature}' is not a choice feature of this scenario; "
+                                    f"name one of {', '.join(choices) or '(none)'}")
+                keys, values = {v for v, _ in table}, set(choices[feature].texts)
+                if keys != values:
+                    raise UserError(f"{where}: needs exactly one factor per value of {feature}; "
+                                    f"missing {sorted(values - keys)}, unknown {sorted(keys - values)}")
+                products = [x * y for x in (low, high) for _, y in table]
+                low, high = min(products), max(products)
+            f = FeatureSpec(f.name, f.kind, {}, low=low, high=high, format=f.format, factors=f.factors)
+        out.append(f)
+    return tuple(out)
+
+
 def _parse_example(raw, i, features, options, where) -> Example:
     where = f"{where}.examples[{i}]"
     state = _need(raw, "state", dict, where)
@@ -327,6 +378,8 @@ def _parse_example(raw, i, features, options, where) -> Example:
     if answer not in {o.id for o in options}:
         raise UserError(f"{where}.answer: {answer!r} is not an option id")
     for f in features:
+        if f.kind == "lookup":
+            continue  # derived from the state's other values below
         if f.name not in state:
             raise UserError(f"{where}.state.{f.name}: missing")
         values = state[f.name] if f.kind == "set" else [state[f.name]] if f.kind == "choice" else []
@@ -334,6 +387,7 @@ def _parse_example(raw, i, features, options, where) -> Example:
         if unknown:
             raise UserError(f"{where}.state.{f.name}: unknown value(s) {unknown}")
     prob = raw.get("probability")
+    state = {f.name: f.look_up(state) if f.kind == "lookup" else state[f.name] for f in features}
     return Example(state, answer, None if prob is None else float(prob), raw.get("explanation"))
 
 
@@ -345,7 +399,10 @@ def _parse_paraphrase(raw, i, features, where) -> tuple[str, str]:
         case.format(**{f.name: "x" for f in features})
     except (KeyError, IndexError, ValueError) as err:
         raise UserError(f"{where}.case: bad placeholder {err}; use {{feature_name}} only") from None
-    missing = [f.name for f in features if "{" + f.name + "}" not in case]
+    shown = {f.name for f in features if "{" + f.name + "}" in case}
+    # A shown lookup (e.g. a payoff) describes the choice features it is derived from.
+    shown |= {name for f in features if f.kind == "lookup" and f.name in shown for name, _ in f.factors}
+    missing = [f.name for f in features if f.name not in shown]
     if missing:
         raise UserError(f"{where}.case: never shows {', '.join(missing)}; add "
                         + ", ".join("{" + m + "}" for m in missing) + " so it describes the whole state")
@@ -363,7 +420,7 @@ def _check_renders(s: Scenario, where: str) -> None:
 def _check_feasible(s: Scenario, source: str) -> None:
     """Fail early when a feature's `min` can never be met under the conflicts."""
     for f in s.features:
-        if f.kind == "number" or len(f.texts) > 16:
+        if f.kind not in SAMPLED_KINDS or len(f.texts) > 16:
             continue  # brute force is cheap only for small groups
         best = max(
             (len(c) for r in range(len(f.texts), -1, -1)

@@ -28,14 +28,13 @@ def ran(log: str) -> set[str]:
     return {s for s in STAGES if f"Running stage '{s}'" in log}
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_teacher):
-    root = tmp_path_factory.mktemp("project")
+def tiny_project(root: Path, weights: str, **overrides) -> str:
+    """Copy the project into `root` with tiny settings (the model at `weights` as teacher and
+    SLM; `overrides` replace whole params keys), run `dvc repro`, commit; return the log."""
     for name in PROJECT_FILES:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
     params["teacher"].update(model=weights, batch_size=8, device="cpu")
     params["slm"].update(model=weights, batch_size=8, device="cpu")
     params["lora"].update(max_steps=6, checkpoint_every=3, batch_size=4)
@@ -46,6 +45,11 @@ def project(tmp_path_factory, tiny_teacher):
     params["student"]["mlp"]["hidden"] = 16
     params["stability"].update(states=8, repeats=2, batch_sizes=[3])
     params["teacher"]["max_new_tokens"] = 8  # the sampled answers of the stability stage
+    for key, value in overrides.items():  # e.g. scenario="...", split={"ood_holdout": [...]}
+        if isinstance(value, dict):
+            params[key].update(value)
+        else:
+            params[key] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=root)
     sh("dvc", "init", "-q", cwd=root)
@@ -55,7 +59,14 @@ def project(tmp_path_factory, tiny_teacher):
     log = sh("dvc", "repro", cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "baseline", cwd=root)
-    return root, log
+    return log
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_teacher):
+    root = tmp_path_factory.mktemp("project")
+    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
+    return root, tiny_project(root, weights)
 
 
 @pytest.mark.slow

@@ -1,0 +1,111 @@
+"""The games scenario: payoffs are lookup features, so the doubled (out-of-distribution)
+games come from the scenario definition, and the scenario runs through generate with
+the real loading code on a tiny in-process model."""
+
+import copy
+
+import pandas as pd
+import pytest
+from ruamel.yaml import YAML
+
+from decision_distill.errors import UserError
+from decision_distill.scenario import load_scenario, parse_scenario
+
+GAMES = "scenarios/games.yaml"
+PAYOFFS = ("both_cooperate", "sucker", "temptation", "both_defect")
+
+
+def raw_games() -> dict:
+    with open(GAMES) as fh:
+        return YAML(typ="safe", pure=True).load(fh)
+
+
+def test_doubled_games_are_the_standard_games_with_every_payoff_times_two():
+    scenario = load_scenario(GAMES)
+    states = scenario.sample_states(360, seed=0)  # the whole grid: 4 games x 2 stakes x 9 contexts x 5 partners
+    assert len({(s["game"], s["stakes"], s["context"], s["partner"]) for s in states}) == 360
+    table = {}
+    for s in states:
+        payoffs = tuple(s[p] for p in PAYOFFS)
+        assert table.setdefault((s["game"], s["stakes"]), payoffs) == payoffs  # one payoff table per game
+    for game in ("prisoners_dilemma", "stag_hunt", "snowdrift", "prisoners_delight"):
+        assert table[(game, "doubled")] == tuple(2 * v for v in table[(game, "standard")])
+    # The orderings that make each game what it is (temptation, reward, punishment, sucker).
+    T, R, P, S = (table[("prisoners_dilemma", "standard")][i] for i in (2, 0, 3, 1))
+    assert T > R > P > S
+    T, R, P, S = (table[("stag_hunt", "standard")][i] for i in (2, 0, 3, 1))
+    assert R > T >= P > S
+    T, R, P, S = (table[("snowdrift", "standard")][i] for i in (2, 0, 3, 1))
+    assert T > R > S > P
+    T, R, P, S = (table[("prisoners_delight", "standard")][i] for i in (2, 0, 3, 1))
+    assert R > T and S > P
+
+
+def test_payoffs_reach_the_prompt_and_the_students_as_numbers():
+    scenario = load_scenario(GAMES)
+    state = next(s for s in scenario.sample_states(50, 0) if s["game"] == "stag_hunt" and s["stakes"] == "doubled")
+    text = scenario.describe(state)
+    assert "both cooperate, 20 each" in text and "I get 4 and they get 10" in text
+    features = {f["name"]: f for f in scenario.schema().to_json()["features"]}
+    assert features["temptation"] == {"name": "temptation", "kind": "number", "low": 5.0, "high": 20.0}
+    assert all(ex.state["both_cooperate"] > 0 for ex in scenario.examples)  # examples get derived payoffs too
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["features"]["sucker"]["factors"].update(mood={"x": 1}), r"factors\.mood: 'mood' is not a choice feature"),
+    (lambda r: r["features"]["sucker"]["factors"]["game"].pop("stag_hunt"), r"missing \['stag_hunt'\]"),
+    (lambda r: r["features"]["sucker"]["factors"]["stakes"].update(doubled="two"), r"stakes\.doubled: must be a finite number"),
+    (lambda r: r["features"]["sucker"].update(factors={}), r"sucker\.factors: empty"),
+])
+def test_malformed_lookups_are_one_line_errors_naming_the_field(change, message):
+    raw = copy.deepcopy(raw_games())
+    change(raw)
+    with pytest.raises(UserError, match=message) as err:
+        parse_scenario(raw, GAMES)
+    assert "\n" not in str(err.value)
+
+
+def test_games_scenario_runs_through_generate_with_the_real_loading_code(tmp_path):
+    from tiny_teacher import build_tiny_teacher
+
+    from decision_distill.generate import generate
+    from decision_distill.model_source import download
+    from decision_distill.params import parse_params
+
+    weights = build_tiny_teacher(tmp_path / "weights", scenario_path=GAMES)
+    download(str(weights), "main", tmp_path / "teacher")
+    params = parse_params({"scenario": GAMES, "teacher": {"model": str(weights), "device": "cpu", "batch_size": 8},
+                           "generate": {"states": 40, "cache": str(tmp_path / "cache.sqlite")}})
+    scenario = load_scenario(GAMES)
+    metrics = generate(params, scenario, tmp_path / "teacher", tmp_path / "d.parquet", tmp_path / "f.json",
+                       tmp_path / "m.json")
+    frame = pd.read_parquet(tmp_path / "d.parquet")
+    assert metrics["states"] == 40 and metrics["parse_failures"] == 0
+    assert ((frame["p_C"] + frame["p_D"] - 1).abs() < 1e-9).all()
+    assert frame["p_C"].nunique() > 1  # the answers depend on the state
+    doubled = frame[frame["stakes"] == "doubled"]
+    assert (doubled["both_cooperate"] >= 10).all()
+
+
+@pytest.mark.slow
+def test_whole_pipeline_runs_on_the_games_scenario_with_held_out_contexts_and_doubled_games(tmp_path):
+    import json
+
+    from test_pipeline import STAGES, ran, tiny_project
+    from tiny_teacher import build_tiny_teacher
+
+    weights = build_tiny_teacher(tmp_path / "weights", scenario_path=GAMES)
+    holdout = [["sports"], ["room_sharing"], ["venture_capital"], ["doubled"]]
+    (tmp_path / "project").mkdir()
+    log = tiny_project(tmp_path / "project", str(weights), scenario=GAMES,
+                       generate={"states": 200}, split={"ood_holdout": holdout})
+    assert ran(log) == set(STAGES)
+    root = tmp_path / "project"
+    metrics = json.loads((root / "metrics/students.json").read_text())
+    assert {"logreg", "mlp", "encoder", "decoder", "slm_base", "slm_tuned"} <= set(metrics)
+    assert all("ood" in m for m in metrics.values())  # held-out contexts and doubled games scored apart
+    ood = pd.read_parquet(root / "data/splits/ood.parquet")
+    train = pd.read_parquet(root / "data/splits/train.parquet")
+    assert set(ood["context"]) | set(ood["stakes"]) >= {"doubled"} and len(ood)
+    assert not set(train["context"]) & {"sports", "room_sharing", "venture_capital"}
+    assert (train["stakes"] == "standard").all()

@@ -1,11 +1,12 @@
 """Score every trained student against the teacher on the held-out splits.
 
-The result is a metrics dict, test-split metrics per student plus an "ood" block
-when the split stage held out an out-of-distribution set:
+The result is a metrics dict, test-split metrics per student plus a "holdouts" block
+with one entry per non-empty held-out split of split.holdouts, in params order:
 
-    {"mlp": {"mse": ..., ..., "agreement": ..., "ood": {"mse": ..., ...}}, ...}
+    {"mlp": {"mse": ..., ..., "agreement": ..., "holdouts": {"oos_contexts": {"mse": ..., ...}}}, ...}
 
-and a long-format predictions frame, one row per (state, split, student):
+and a long-format predictions frame, one row per (state, split, student), split being
+"test" or a holdout name (a state in two holdouts has rows under both):
 state_id, split, student, the feature columns, teacher_<option>..., student_<option>...
 Metric definitions live in `decision_distill.metrics`.
 """
@@ -25,7 +26,6 @@ from .params import Params
 from .scenario import load_scenario
 from .schema import Schema
 
-HELD_OUT_SPLITS = ("test", "ood")
 SLM_BASE, SLM_TUNED = "slm_base", "slm_tuned"
 
 
@@ -44,15 +44,14 @@ def student_columns(options: Iterable[str]) -> list[str]:
     return [f"student_{o}" for o in options]
 
 
-def read_held_out(splits_dir: Path, schema: Schema) -> dict[str, pd.DataFrame]:
-    """The test split and, if present and non-empty, the ood split, without failed readouts."""
+def read_held_out(splits_dir: Path, schema: Schema, holdouts: Iterable[str] = ()) -> dict[str, pd.DataFrame]:
+    """The test split and each named holdout split (split.holdouts), without failed readouts;
+    holdouts with no usable rows are left out."""
     splits = {}
-    for name in HELD_OUT_SPLITS:
+    for name in ("test", *holdouts):
         path = splits_dir / f"{name}.parquet"
         if not path.exists():
-            if name == "test":
-                raise UserError(f"{path}: not found; run the split stage first")
-            continue
+            raise UserError(f"{path}: not found; run the split stage (with the same split.holdouts) first")
         frame = pd.read_parquet(path)
         missing = [c for c in ["state_id", *schema.feature_names, *schema.prob_columns] if c not in frame]
         if missing:
@@ -88,14 +87,15 @@ def prediction_rows(frame: pd.DataFrame, schema: Schema, split: str, student: st
 
 
 def metrics_from_predictions(predictions: pd.DataFrame, options: Iterable[str], ece_bins: int) -> dict:
-    """Per student: all_metrics on its test rows, plus "ood" when it has ood rows."""
+    """Per student: all_metrics on its test rows, plus a "holdouts" block with all_metrics
+    on each other split it has rows for, in the order the rows come."""
     options = list(options)
     metrics = {}
     for student, rows in predictions.groupby("student", sort=False):
         by_split = {split: part for split, part in rows.groupby("split", sort=False)}
-        scores = _split_metrics(by_split["test"], options, ece_bins)
-        if "ood" in by_split:
-            scores["ood"] = _split_metrics(by_split["ood"], options, ece_bins)
+        scores = _split_metrics(by_split.pop("test"), options, ece_bins)
+        if by_split:
+            scores["holdouts"] = {split: _split_metrics(part, options, ece_bins) for split, part in by_split.items()}
         metrics[student] = scores
     return metrics
 
@@ -111,7 +111,7 @@ NOISE_FLOOR_METRICS = ("kl", "mse")
 
 def add_noise_floor_ratios(metrics: dict, stability: dict) -> dict:
     """`metrics` with `<m>_vs_noise_floor` = student <m> / the teacher's noise floor <m>
-    beside each kl and mse (ood blocks too). `stability` is metrics/stability.json; the
+    beside each kl and mse (holdout blocks too). `stability` is metrics/stability.json; the
     ratio is None where no noise floor was measured (skipped, or exactly 0). Near 1: the
     student is as close to the teacher as the teacher is to itself under another wording."""
     floor = stability.get("noise_floor") or {}
@@ -121,7 +121,7 @@ def add_noise_floor_ratios(metrics: dict, stability: dict) -> dict:
 def _with_ratios(scores: dict, floor: dict) -> dict:
     out = {}
     for key, value in scores.items():
-        out[key] = _with_ratios(value, floor) if key == "ood" else value
+        out[key] = {name: _with_ratios(block, floor) for name, block in value.items()} if key == "holdouts" else value
         if key in NOISE_FLOOR_METRICS:
             out[f"{key}_vs_noise_floor"] = value / floor[key] if floor.get(key) else None
     return out
@@ -129,15 +129,16 @@ def _with_ratios(scores: dict, floor: dict) -> dict:
 
 def evaluate_students(
     splits_dir: str | Path, students_dir: str | Path, archs: Iterable[str], ece_bins: int,
-    slm: SLMStudents | None = None, gap_min: float = 0.05,
+    slm: SLMStudents | None = None, gap_min: float = 0.05, holdouts: Iterable[str] = (),
 ) -> tuple[dict, pd.DataFrame]:
-    """Load each student from `students_dir/<arch>`, predict the held-out splits in
-    `splits_dir`, and return (metrics, predictions) as described in the module docstring.
+    """Load each student from `students_dir/<arch>`, predict the test split and the
+    `holdouts` (split.holdouts names) in `splits_dir`, and return (metrics, predictions)
+    as described in the module docstring.
     With `slm`, its models are rows too, and slm_tuned gets a "gap_closed" block
     (metrics.gap_closed against slm_base, with `gap_min`)."""
     splits_dir, students_dir = Path(splits_dir), Path(students_dir)
     schema = Schema.load(splits_dir / "features.json")
-    splits = read_held_out(splits_dir, schema)
+    splits = read_held_out(splits_dir, schema, holdouts)
     dirs = student_dirs(students_dir, archs)
     from .students import load_student, predict  # torch is imported only once the inputs are known good
 
@@ -180,10 +181,11 @@ def slm_prediction_rows(splits: dict[str, pd.DataFrame], schema: Schema, slm: SL
 
 
 def gap_closed_block(predictions: pd.DataFrame, options: Iterable[str], gap_min: float) -> dict:
-    """metrics.gap_closed of slm_tuned against slm_base on the test split, plus "ood" when present."""
+    """metrics.gap_closed of slm_tuned against slm_base on the test split, plus a "holdouts"
+    block with one entry per held-out split in `predictions`."""
     options = list(options)
     block = {}
-    for split in HELD_OUT_SPLITS:
+    for split in predictions["split"].unique():
         rows = {name: predictions[(predictions["student"] == name) & (predictions["split"] == split)]
                 for name in (SLM_BASE, SLM_TUNED)}
         if rows[SLM_BASE].empty:
@@ -194,5 +196,5 @@ def gap_closed_block(predictions: pd.DataFrame, options: Iterable[str], gap_min:
         if split == "test":
             block.update(scores)
         else:
-            block[split] = scores
+            block.setdefault("holdouts", {})[split] = scores
     return block

@@ -117,31 +117,40 @@ def verbalized_answer(parsed: dict) -> dict:
             "explanation": parsed["explanation"], "raw": parsed["raw"], "error": parsed["error"]}
 
 
-def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_dataset: str | Path,
-             out_schema: str | Path, out_metrics: str | Path) -> dict:
+def teacher_answers(teacher_dir: str | Path, scenario: Scenario, states: list[State], params: Params,
+                    cache: AnswerCache, desc: str = "teacher") -> list[dict]:
+    """The teacher's answer to each state (a cache record: ok, probs, ...), asked through
+    `cache`: the teacher is loaded only when some state is not answered yet."""
     t = params.teacher
-    if t.readout == "verbalized" and len(scenario.options) != 2:
-        raise UserError("teacher.readout: verbalized needs a two-option scenario; use tokens")
-    states = scenario.sample_states(params.generate.states, params.generate.seed)
     fingerprint = read_teacher_json(teacher_dir)["fingerprint"]
-    cache = AnswerCache(params.generate.cache)
-
     teacher = None
     if t.chat_template:  # the prompt text itself depends on the tokenizer
         teacher = load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code)
     prompts = build_prompts(scenario, states, params, teacher.tokenizer if teacher else None)
     keys = answer_keys(fingerprint, prompts, scenario, params)
     todo = missing(cache, keys)
-    print(f"{len(states)} states: {len(states) - len(todo)} answered before (cache {cache.path}), "
-          f"{len(todo)} to ask", flush=True)
+    print(f"{scenario.name}: {len(states)} states, {len(states) - len(todo)} answered before "
+          f"(cache {cache.path}), {len(todo)} to ask", flush=True)
     if todo:
         teacher = teacher or load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code)
-        ask_into_cache(teacher, scenario, params, prompts, keys, todo, cache)
-
+        ask_into_cache(teacher, scenario, params, prompts, keys, todo, cache, desc=desc)
     answers = cache.get_many(keys)
-    cache.close()
+    return [answers[k] for k in keys]
+
+
+def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_dataset: str | Path,
+             out_schema: str | Path, out_metrics: str | Path) -> dict:
+    t = params.teacher
+    if t.readout == "verbalized" and len(scenario.options) != 2:
+        raise UserError("teacher.readout: verbalized needs a two-option scenario; use tokens")
+    states = scenario.sample_states(params.generate.states, params.generate.seed)
+    cache = AnswerCache(params.generate.cache)
+    try:
+        answers = teacher_answers(teacher_dir, scenario, states, params, cache)
+    finally:
+        cache.close()
     questions = [scenario.describe(s) for s in states]
-    frame = decisions_frame(scenario, states, questions, [answers[k] for k in keys], t.readout)
+    frame = decisions_frame(scenario, states, questions, answers, t.readout)
     metrics = teacher_metrics(frame, scenario, t.readout)
     write_parquet(frame, out_dataset)
     scenario.schema().save(out_schema)

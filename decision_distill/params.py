@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from ruamel.yaml import YAML, YAMLError
 
@@ -55,7 +58,38 @@ class Split(Section):
     seed: int = 0
     val: float = Field(0.1, ge=0.0, lt=1.0)
     test: float = Field(0.2, gt=0.0, lt=1.0)
-    ood_holdout: list[list[str]] = Field(default_factory=list)
+    # name -> value combinations held out of training; each holdout is evaluated as its own split
+    holdouts: dict[str, list[list[str]]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ood_holdout_was_renamed(cls, raw):
+        # Older params files still say ood_holdout; say what replaced it, not just "unknown key".
+        if isinstance(raw, dict) and "ood_holdout" in raw:
+            combos = raw["ood_holdout"] if isinstance(raw["ood_holdout"], list) and raw["ood_holdout"] else [["..."]]
+            raise _params_error(f"split.ood_holdout was renamed; use split.holdouts: {{ood: {combos}}}".replace("'", ""))
+        return raw
+
+    @field_validator("holdouts")
+    @classmethod
+    def _holdouts_named_and_non_empty(cls, holdouts: dict[str, list[list[str]]]) -> dict[str, list[list[str]]]:
+        for name, combos in holdouts.items():
+            if not HOLDOUT_NAME.fullmatch(name) or name in REGULAR_SPLITS:
+                raise _params_error(f"holdout name '{name}' must match {HOLDOUT_NAME.pattern} and not be "
+                                    f"{'/'.join(REGULAR_SPLITS)}; rename split.holdouts.{name}")
+            if not combos or not all(combos):
+                raise _params_error(f"holdout '{name}' has an empty value combination or none; give "
+                                    f"split.holdouts.{name} non-empty ones, e.g. [[value_a, value_b], [value_c]]")
+        return holdouts
+
+
+HOLDOUT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+REGULAR_SPLITS = ("train", "val", "test")
+
+
+def _params_error(message: str) -> PydanticCustomError:
+    """A validation error whose message is `message` verbatim (pydantic would read braces as placeholders)."""
+    return PydanticCustomError("params", "{message}", {"message": message})
 
 
 class Train(Section):
@@ -144,6 +178,13 @@ class Stability(Section):
     seed: int = 0
 
 
+class Games(Section):
+    """games: per-cell comparison of a scenario that lists `cells` (decision_distill.games)."""
+    bootstrap: int = Field(1000, ge=100)            # resamples per bootstrap interval
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)  # interval coverage
+    seed: int = 0
+
+
 class Params(Section):
     scenario: str = "scenarios/ice_cream.yaml"
     teacher: Teacher = Teacher()
@@ -158,6 +199,7 @@ class Params(Section):
     lora: LoRA = LoRA()
     perplexity: Perplexity = Perplexity()
     stability: Stability = Stability()
+    games: Games = Games()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 

@@ -17,6 +17,9 @@ the output directory (replaced as a whole, atomically):
   data/stability_spread.csv  source, rank, state_id, std
   stability_icc.png      ICC(2,1) and ICC(3,1) with 95 % CIs per stability source
   data/stability_icc.csv     source, icc, value, ci_low, ci_high (sources with an ICC only)
+  games_<split>.png      with a games report (metrics/games.json): per cell, the teacher's, base and
+  data/games_<split>.csv   tuned small LM's mean decision with bootstrap intervals, one figure per
+                           held-out split and per zero-shot scenario (split, cell, model, value, ci_low, ci_high)
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ def make_plots(
     calibration_bins: int = 10,
     stability: dict | None = None,
     stability_readings: pd.DataFrame | None = None,
+    games: dict | None = None,
 ) -> None:
     """Write every figure and its CSV (listed in the module docstring) into `out_dir`.
-    `stability` / `stability_readings`: the stability stage's metrics and readings, if any."""
+    `stability` / `stability_readings`: the stability stage's metrics and readings, if any;
+    `games`: the games stage's report, if any."""
     test = predictions[predictions["split"] == "test"]
     students = list(pd.unique(test["student"]))
     with atomic_dir(out_dir) as tmp:
@@ -63,6 +68,11 @@ def make_plots(
         if stability and "skipped" not in stability and stability_readings is not None:
             plot_stability_spread(stability_readings, tmp)
             plot_stability_icc(stability, tmp)
+        if games and "splits" in games:
+            blocks = {**games["splits"], **{k: v for k, v in games["zero_shot"].items() if "cells" in v}}
+            for split, block in blocks.items():
+                header = {**games, **games["zero_shot"].get(split, {})}  # a zero-shot scenario has its own cells
+                plot_games_split(split, block, header, tmp)
 
 
 def _figure(panels: int = 1, panel_size: tuple[float, float] = (5.0, 4.0)) -> tuple[Figure, list]:
@@ -260,3 +270,42 @@ def plot_stability_icc(stability: dict, out_dir: Path) -> None:
     ax.legend(fontsize=8)
     fig.savefig(out_dir / "stability_icc.png")
     table.to_csv(out_dir / "data" / "stability_icc.csv", index=False)
+
+
+GAMES_MODELS = ("teacher", "slm_base", "slm_tuned")  # the bars of the per-cell games figures
+
+
+def games_table(split: str, block: dict, cells_by: list[str]) -> pd.DataFrame:
+    """One row per (cell, model) of a games report block: value and its bootstrap interval."""
+    rows = []
+    for cell in block["cells"]:
+        label = " / ".join(str(cell[f]) for f in cells_by)
+        for model in GAMES_MODELS:
+            if model in cell:
+                ci = cell[model]["value_ci"] or [np.nan, np.nan]
+                rows.append({"split": split, "cell": label, "model": model, "value": cell[model]["value"],
+                             "ci_low": ci[0], "ci_high": ci[1]})
+    return pd.DataFrame(rows, columns=["split", "cell", "model", "value", "ci_low", "ci_high"])
+
+
+def plot_games_split(split: str, block: dict, header: dict, out_dir: Path) -> None:
+    """Horizontal grouped bars, one group per cell, teacher vs base vs tuned small LM."""
+    table = games_table(split, block, header["cells_by"])
+    cells = list(dict.fromkeys(table["cell"]))
+    models = [m for m in GAMES_MODELS if m in set(table["model"])]
+    fig = Figure(figsize=(7.0, 1.0 + 0.28 * len(cells) * len(models)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    height = 0.8 / len(models)
+    for k, model in enumerate(models):
+        part = table[table["model"] == model].set_index("cell").reindex(cells)
+        y = np.arange(len(cells)) + (k - (len(models) - 1) / 2) * height
+        err = np.array([part["value"] - part["ci_low"], part["ci_high"] - part["value"]])
+        ax.barh(y, part["value"], height=height, xerr=np.nan_to_num(err), capsize=2, color=f"C{k}", label=model)
+    ax.set_yticks(range(len(cells)), cells, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel=f"{header['value']}, {header['confidence']:.0%} bootstrap interval over the cell's states",
+           title=f"{split}: mean decision per cell")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.savefig(out_dir / f"games_{split}.png")
+    table.to_csv(out_dir / "data" / f"games_{split}.csv", index=False)

@@ -77,6 +77,12 @@ class Scenario:
     # Other wordings of the same question, (intro, case) each; the canonical
     # intro and case above are wording 0. The stability stage reads them.
     paraphrases: tuple[tuple[str, str], ...] = ()
+    # The choice features whose value combinations the games stage reports on, one
+    # cell each (e.g. game x context); empty: the scenario has no per-cell report.
+    cells: tuple[str, ...] = ()
+    # Scenario files no student trains on, scored zero-shot by the teacher and the
+    # small LMs in the games stage (paths relative to this scenario's file).
+    zero_shot: tuple[str, ...] = ()
 
     # ---- the dataset contract -------------------------------------------------
     def schema(self) -> Schema:
@@ -222,6 +228,21 @@ class Scenario:
             "relax `conflicts` or lower its `min`"
         )
 
+    def all_states(self) -> list[State]:
+        """Every valid state, in a fixed order: the product of the choice features' values
+        (lookups derived), without conflicting ones. For scenarios scored exhaustively."""
+        free = [f for f in self.features if f.kind not in ("choice", "lookup")]
+        if free:
+            raise UserError(f"scenario '{self.name}': features.{free[0].name} is a {free[0].kind} feature; "
+                            "only choice and lookup features can be enumerated")
+        choices = [f for f in self.features if f.kind == "choice"]
+        states = []
+        for values in itertools.product(*(list(f.texts) for f in choices)):
+            state = self.with_lookups(dict(zip((f.name for f in choices), values)))
+            if not self.violates_conflicts(state):
+                states.append(state)
+        return states
+
     def in_conflict(self, a: str, b: str) -> bool:
         return frozenset((a, b)) in self.conflicts
 
@@ -344,7 +365,24 @@ def parse_scenario(raw: object, source: str) -> Scenario:
     )
     _check_renders(scenario, where)
     _check_feasible(scenario, source)
-    return scenario
+    return dataclasses.replace(scenario, cells=_parse_cells(raw, features, source),
+                               zero_shot=_parse_zero_shot(raw, source))
+
+
+def _parse_cells(raw: dict, features: tuple[FeatureSpec, ...], source: str) -> tuple[str, ...]:
+    cells = raw.get("cells") or []
+    choices = [f.name for f in features if f.kind == "choice"]
+    if not isinstance(cells, list) or any(c not in choices for c in cells) or len(set(cells)) != len(cells):
+        raise UserError(f"{source}: cells: must list distinct choice features (of {', '.join(choices) or 'none'}); "
+                        f"got {cells!r}")
+    return tuple(cells)
+
+
+def _parse_zero_shot(raw: dict, source: str) -> tuple[str, ...]:
+    files = raw.get("zero_shot") or []
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        raise UserError(f"{source}: zero_shot: must be a list of scenario files (got {files!r})")
+    return tuple(str(Path(source).parent / f) for f in files)
 
 
 def _with_lookup_ranges(features: tuple[FeatureSpec, ...], source: str) -> tuple[FeatureSpec, ...]:

@@ -1,5 +1,5 @@
-"""The split stage: train / validation / test by state, and an optional
-out-of-distribution split of whole feature combinations no student trains on."""
+"""The split stage: train / validation / test by state, and the named held-out splits
+(split.holdouts) of whole feature combinations no student trains on."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ import pandas as pd
 
 from .atomic import atomic_dir, write_parquet
 from .errors import UserError
-from .params import Split
+from .params import REGULAR_SPLITS, Split
 from .schema import Schema
-
-SPLITS = ("train", "val", "test", "ood")
 
 
 def _state_keys(frame: pd.DataFrame, schema: Schema) -> pd.Series:
@@ -36,27 +34,31 @@ def _values_of(row, schema: Schema) -> set[str]:
     return values
 
 
-def _ood_mask(frame: pd.DataFrame, schema: Schema, combos: list[list[str]]) -> np.ndarray:
+def _holdout_masks(frame: pd.DataFrame, schema: Schema, holdouts: dict[str, list[list[str]]]) -> dict[str, np.ndarray]:
+    """Per holdout, which rows contain every value of one of its combinations; holdouts may overlap."""
     known = {v for f in schema.features for v in f.values}
-    for i, combo in enumerate(combos):
-        unknown = [v for v in combo if v not in known]
-        if unknown or not combo:
-            raise UserError(f"split.ood_holdout[{i}]: unknown or empty value list {unknown or combo}; "
-                            "use value ids from features.json")
-    if not combos:
-        return np.zeros(len(frame), dtype=bool)
-    return np.array([any(set(c) <= _values_of(row, schema) for c in combos)
-                     for _, row in frame.iterrows()], dtype=bool)
+    for name, combos in holdouts.items():
+        for i, combo in enumerate(combos):
+            unknown = [v for v in combo if v not in known]
+            if unknown or not combo:
+                raise UserError(f"split.holdouts.{name}[{i}]: unknown or empty value list {unknown or combo}; "
+                                "use value ids from features.json")
+    values = [_values_of(row, schema) for _, row in frame.iterrows()] if holdouts else []
+    return {name: np.array([any(set(c) <= v for c in combos) for v in values], dtype=bool)
+            for name, combos in holdouts.items()}
 
 
 def split_decisions(dataset: str | Path, schema_path: str | Path, spec: Split, out_dir: str | Path) -> dict:
+    """Write train/val/test and one `<name>.parquet` per holdout (empty ones too, so the
+    outputs never change shape) to `out_dir`; return the row count per split."""
     if spec.val + spec.test >= 1.0:
         raise UserError(f"split.val + split.test is {spec.val + spec.test:g}; it must stay below 1 to leave training data")
     schema = Schema.load(schema_path)
     frame = pd.read_parquet(dataset)
     usable = frame[frame["ok"]].reset_index(drop=True)
-    ood = _ood_mask(usable, schema, spec.ood_holdout)
-    in_dist = usable[~ood]
+    masks = _holdout_masks(usable, schema, spec.holdouts)
+    held_out = np.logical_or.reduce([*masks.values(), np.zeros(len(usable), dtype=bool)])
+    in_dist = usable[~held_out]
     keys = _state_keys(in_dist, schema)
     unique = keys.unique()
     rng = np.random.default_rng(spec.seed)
@@ -66,8 +68,8 @@ def split_decisions(dataset: str | Path, schema_path: str | Path, spec: Split, o
     assignment = {k: "test" for k in shuffled[:n_test]}
     assignment |= {k: "val" for k in shuffled[n_test : n_test + n_val]}
     which = keys.map(lambda k: assignment.get(k, "train"))
-    parts = {name: in_dist[which == name] for name in ("train", "val", "test")}
-    parts["ood"] = usable[ood]
+    parts = {name: in_dist[which == name] for name in REGULAR_SPLITS}
+    parts |= {name: usable[mask] for name, mask in masks.items()}  # a state in two holdouts is in both
     if len(parts["train"]) == 0:
         raise UserError("split: no training states left; lower split.test / split.val or generate more states")
     with atomic_dir(out_dir) as tmp:

@@ -20,7 +20,7 @@ from decision_distill.params import ARCHITECTURES, Params, load_params  # noqa: 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(
-            "Predict the test (and, if non-empty, ood) split with every student "
+            "Predict the test split and each non-empty split.holdouts split with every student "
             f"({', '.join(ARCHITECTURES)}) and, unless slm.enabled is false, the base and merged small LM "
             "(slm_base, slm_tuned; answers kept in generate.cache), and compare with the teacher: mse, mae, "
             "pearson, spearman, kl, ce, brier, ece, agreement (defined in decision_distill/metrics.py); "
@@ -28,11 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     )
     parser.add_argument("--splits", type=Path, default=Path("data/splits"),
-                        help="split stage output: features.json, test.parquet, ood.parquet (default: %(default)s)")
+                        help="split stage output: features.json, test.parquet, <holdout>.parquet (default: %(default)s)")
     parser.add_argument("--students", type=Path, default=Path("models/students"),
                         help="train stage output, one folder per architecture (default: %(default)s)")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/students.json"),
-                        help="where to write the metrics JSON, {student: {metric: value, 'ood': {...}}} (default: %(default)s)")
+                        help="where to write the metrics JSON, "
+                             "{student: {metric: value, 'holdouts': {name: {metric: value}}}} (default: %(default)s)")
     parser.add_argument("--predictions", type=Path, default=Path("data/predictions.parquet"),
                         help="where to write teacher and student probabilities per state (default: %(default)s)")
     parser.add_argument("--slm-base", type=Path, default=Path("models/slm"),
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stability stage metrics; adds kl_vs_noise_floor and mse_vs_noise_floor "
                              "beside each kl and mse (default: no ratios)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="parameters file; reads evaluate, and for the SLM rows scenario, slm and "
+                        help="parameters file; reads evaluate, split.holdouts, and for the SLM rows scenario, slm and "
                              "generate.cache (default: %(default)s)")
     return parser.parse_args(argv)
 
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
     metrics, predictions = evaluate_students(args.splits, args.students, ARCHITECTURES, params.evaluate.ece_bins,
-                                             slm_students(args, params), params.evaluate.gap_min)
+                                             slm_students(args, params), params.evaluate.gap_min,
+                                             holdouts=list(params.split.holdouts))
     if args.stability is not None:
         metrics = add_noise_floor_ratios(metrics, read_stability(args.stability))
     write_parquet(predictions, args.predictions)

@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stability stage metrics: noise-floor band, ICC plot (default: not drawn)")
     parser.add_argument("--stability-readings", type=Path, default=None,
                         help="stability stage readings, for the per-state spread plot (default: not drawn)")
+    parser.add_argument("--games", type=Path, default=None,
+                        help="games stage report: per-cell bars per held-out split (default: not drawn)")
     parser.add_argument("--out", type=Path, default=Path("plots"),
                         help="output folder, replaced as a whole (default: %(default)s)")
     return parser.parse_args(argv)
@@ -55,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     live_root = args.live if args.live.is_dir() else None
     stability = json.loads(require(args.stability, "stability").read_text()) if args.stability else None
     readings = pd.read_parquet(require(args.stability_readings, "stability")) if args.stability_readings else None
-    make_plots(predictions, metrics, schema, live_root, args.out, stability=stability, stability_readings=readings)
+    games = json.loads(require(args.games, "games").read_text()) if args.games else None
+    make_plots(predictions, metrics, schema, live_root, args.out, stability=stability, stability_readings=readings,
+               games=games)
 
 
 if __name__ == "__main__":

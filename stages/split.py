@@ -1,5 +1,7 @@
-"""split stage: train / val / test by state (seeded), plus an out-of-distribution
-split holding every state that contains one of split.ood_holdout's value combinations."""
+"""split stage: train / val / test by state (seeded), plus one held-out split per entry of
+split.holdouts (name -> value combinations): <out>/<name>.parquet holds every state that
+contains all values of one of that holdout's combinations. Held-out states never reach
+train/val/test; a state matching two holdouts is in both. Prints the row count per split."""
 
 import argparse
 import sys

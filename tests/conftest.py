@@ -56,7 +56,8 @@ def synthetic_policy_frame(n: int, options: tuple[str, ...] = ("yes", "no"), see
 
 
 def write_synthetic_splits(directory: Path, n: int = 800, options=("yes", "no"), seed: int = 0) -> Schema:
-    """Write features.json + train/val/test/ood Parquet files the way the split stage does."""
+    """Write features.json + train/val/test Parquet files the way the split stage does with no
+    split.holdouts (a holdout would add one more file, <name>.parquet)."""
     schema, frame = synthetic_policy_frame(n, options, seed)
     directory.mkdir(parents=True, exist_ok=True)
     schema.save(directory / "features.json")
@@ -64,7 +65,6 @@ def write_synthetic_splits(directory: Path, n: int = 800, options=("yes", "no"),
     write_parquet(frame.iloc[:n_train], directory / "train.parquet")
     write_parquet(frame.iloc[n_train : n_train + n_val], directory / "val.parquet")
     write_parquet(frame.iloc[n_train + n_val :], directory / "test.parquet")
-    write_parquet(frame.iloc[0:0], directory / "ood.parquet")
     return schema
 
 

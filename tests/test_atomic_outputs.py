@@ -115,6 +115,7 @@ def test_no_stage_writes_an_output_except_by_rename(tmp_path, tiny_teacher, monk
                        "--merged", str(tiny_teacher), "--metrics", str(out / "ppl.json"), "--params", str(slm_params)],
         "stability": ["stages/stability.py", "--teacher", str(tiny_teacher), "--metrics", str(out / "stab.json"),
                       "--readings", str(out / "stab.parquet"), "--params", str(slm_params)],
+        "games (no cells)": ["stages/games.py", "--metrics", str(out / "games.json"), "--params", str(import_params)],
         "plot": ["stages/plot.py", "--predictions", str(inputs / "predictions.parquet"), "--metrics",
                  str(inputs / "students.json"), "--splits", str(inputs / "splits"), "--live", str(inputs / "live"),
                  "--out", str(out / "plots")],

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from decision_distill.atomic import write_parquet
+from decision_distill.errors import UserError
 from decision_distill.evaluate import evaluate_students, metrics_from_predictions, prediction_rows
 from decision_distill.metrics import all_metrics
 from decision_distill.plots import make_plots
@@ -35,7 +36,7 @@ def fake_predictions(options=("yes", "no"), students=("logreg", "mlp"), n=120) -
     parts = [
         prediction_rows(frame.iloc[idx].reset_index(drop=True), schema, split, student, blurred(P[idx], 0.1 * (i + 1)))
         for i, student in enumerate(students)
-        for split, idx in (("test", slice(0, n - 20)), ("ood", slice(n - 20, n)))
+        for split, idx in (("test", slice(0, n - 20)), ("oos_contexts", slice(n - 20, n)))
     ]
     return schema, pd.concat(parts, ignore_index=True)
 
@@ -57,8 +58,9 @@ def test_predictions_layout_and_metrics_shape(options):
     assert len(predictions) == 2 * 120
     metrics = metrics_from_predictions(predictions, options, ece_bins=10)
     assert list(metrics) == ["logreg", "mlp"]
-    assert list(metrics["mlp"]) == [*METRIC_KEYS, "ood"]
-    assert list(metrics["mlp"]["ood"]) == METRIC_KEYS
+    assert list(metrics["mlp"]) == [*METRIC_KEYS, "holdouts"]
+    assert list(metrics["mlp"]["holdouts"]) == ["oos_contexts"]
+    assert list(metrics["mlp"]["holdouts"]["oos_contexts"]) == METRIC_KEYS
     assert metrics["logreg"]["kl"] < metrics["mlp"]["kl"]  # less blurred student is closer
     test = predictions[(predictions.student == "mlp") & (predictions.split == "test")]
     expected = all_metrics(test[[f"teacher_{o}" for o in options]].to_numpy(),
@@ -78,7 +80,7 @@ def fake_students(monkeypatch):
     return amounts
 
 
-def test_evaluate_students_drops_failed_rows_and_adds_ood(tmp_path, fake_students):
+def test_evaluate_students_drops_failed_rows_and_scores_each_holdout(tmp_path, fake_students):
     splits = tmp_path / "splits"
     write_synthetic_splits(splits, n=200)
     test = pd.read_parquet(splits / "test.parquet")
@@ -88,13 +90,28 @@ def test_evaluate_students_drops_failed_rows_and_adds_ood(tmp_path, fake_student
         (tmp_path / "students" / arch).mkdir(parents=True)
 
     metrics, predictions = evaluate_students(splits, tmp_path / "students", list(fake_students), 10)
-    assert list(metrics) == ["logreg", "mlp"] and "ood" not in metrics["mlp"]
+    assert list(metrics) == ["logreg", "mlp"] and "holdouts" not in metrics["mlp"]
     assert (predictions.groupby("student").size() == len(test) - 5).all()
 
-    write_parquet(test.iloc[:30], splits / "ood.parquet")
-    metrics, predictions = evaluate_students(splits, tmp_path / "students", list(fake_students), 10)
-    assert list(metrics["mlp"]["ood"]) == METRIC_KEYS
-    assert set(predictions["split"]) == {"test", "ood"}
+    # two overlapping holdouts (rows 20-29 are in both) and an empty one, in params order
+    write_parquet(test.iloc[20:40], splits / "ood_games.parquet")
+    write_parquet(test.iloc[:30], splits / "oos_contexts.parquet")
+    write_parquet(test.iloc[0:0], splits / "empty.parquet")
+    holdouts = ["ood_games", "empty", "oos_contexts"]
+    metrics, predictions = evaluate_students(splits, tmp_path / "students", list(fake_students), 10, holdouts=holdouts)
+    assert list(metrics["mlp"]) == [*METRIC_KEYS, "holdouts"]
+    assert list(metrics["mlp"]["holdouts"]) == ["ood_games", "oos_contexts"]  # the empty holdout is skipped
+    assert list(metrics["mlp"]["holdouts"]["ood_games"]) == METRIC_KEYS
+    mlp = predictions[predictions.student == "mlp"]
+    assert mlp.groupby("split", sort=False).size().to_dict() == {"test": len(test) - 5, "ood_games": 20,
+                                                                 "oos_contexts": 30 - 5}  # 5 failed readouts
+    in_both = set(test.iloc[20:30]["state_id"])
+    assert all(set(mlp[mlp.split == name]["state_id"]) >= in_both for name in ("ood_games", "oos_contexts"))
+    games = test.iloc[20:40][["p_yes", "p_no"]].to_numpy()  # the mlp stand-in blurs by 0.1
+    assert metrics["mlp"]["holdouts"]["ood_games"]["kl"] == pytest.approx(all_metrics(games, blurred(games, 0.1), 10)["kl"])
+
+    with pytest.raises(UserError, match=r"doubled\.parquet: not found; run the split stage"):
+        evaluate_students(splits, tmp_path / "students", list(fake_students), 10, holdouts=["doubled"])
 
 
 @pytest.mark.parametrize("options", [("yes", "no"), ("a", "b", "c")])
@@ -150,4 +167,19 @@ def test_evaluate_stage_names_a_missing_student(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "students/logreg" in lines[0] and "train@logreg" in lines[0]
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_evaluate_stage_reads_holdout_names_from_params(tmp_path):
+    write_synthetic_splits(tmp_path / "splits", n=50)
+    (tmp_path / "params.yaml").write_text("split:\n  holdouts: {oos_contexts: [[c1]]}\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--splits", str(tmp_path / "splits"),
+         "--students", str(tmp_path / "students"), "--metrics", str(tmp_path / "m.json"),
+         "--predictions", str(tmp_path / "p.parquet"), "--params", str(tmp_path / "params.yaml")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "splits/oos_contexts.parquet: not found" in lines[0]
     assert not (tmp_path / "m.json").exists()

@@ -22,8 +22,9 @@ def raw_games() -> dict:
 
 def test_doubled_games_are_the_standard_games_with_every_payoff_times_two():
     scenario = load_scenario(GAMES)
-    states = scenario.sample_states(360, seed=0)  # the whole grid: 4 games x 2 stakes x 9 contexts x 5 partners
-    assert len({(s["game"], s["stakes"], s["context"], s["partner"]) for s in states}) == 360
+    states = scenario.all_states()  # the whole grid: 4 games x 2 stakes x 9 contexts x 3 histories x 5 partners
+    assert len({(s["game"], s["stakes"], s["context"], s["history"], s["partner"]) for s in states}) == 1080
+    assert len(scenario.sample_states(1080, seed=0)) == 1080  # sampling reaches every state too
     table = {}
     for s in states:
         payoffs = tuple(s[p] for p in PAYOFFS)
@@ -95,17 +96,43 @@ def test_whole_pipeline_runs_on_the_games_scenario_with_held_out_contexts_and_do
     from tiny_teacher import build_tiny_teacher
 
     weights = build_tiny_teacher(tmp_path / "weights", scenario_path=GAMES)
-    holdout = [["sports"], ["room_sharing"], ["venture_capital"], ["doubled"]]
+    holdouts = {"oos_contexts": [["sports"], ["room_sharing"], ["venture_capital"]], "ood_games": [["doubled"]]}
     (tmp_path / "project").mkdir()
     log = tiny_project(tmp_path / "project", str(weights), scenario=GAMES,
-                       generate={"states": 200}, split={"ood_holdout": holdout})
+                       generate={"states": 200}, split={"holdouts": holdouts})
     assert ran(log) == set(STAGES)
     root = tmp_path / "project"
     metrics = json.loads((root / "metrics/students.json").read_text())
     assert {"logreg", "mlp", "encoder", "decoder", "slm_base", "slm_tuned"} <= set(metrics)
-    assert all("ood" in m for m in metrics.values())  # held-out contexts and doubled games scored apart
-    ood = pd.read_parquet(root / "data/splits/ood.parquet")
+    # held-out contexts and doubled games are scored apart, each as its own split
+    assert all(list(m["holdouts"]) == ["oos_contexts", "ood_games"] for m in metrics.values())
+    assert list(metrics["slm_tuned"]["gap_closed"]["holdouts"]) == ["oos_contexts", "ood_games"]
+    contexts = pd.read_parquet(root / "data/splits/oos_contexts.parquet")
+    doubled = pd.read_parquet(root / "data/splits/ood_games.parquet")
     train = pd.read_parquet(root / "data/splits/train.parquet")
-    assert set(ood["context"]) | set(ood["stakes"]) >= {"doubled"} and len(ood)
+    assert set(contexts["context"]) == {"sports", "room_sharing", "venture_capital"}
+    assert len(doubled) and (doubled["stakes"] == "doubled").all()
+    assert set(contexts["state_id"]) & set(doubled["state_id"])  # a doubled game in a held-out context: in both
     assert not set(train["context"]) & {"sports", "room_sharing", "venture_capital"}
     assert (train["stakes"] == "standard").all()
+    # a student trained on in-sample cells is never evaluated on a state it trained on
+    predictions = pd.read_parquet(root / "data/predictions.parquet")
+    feature_names = ["game", "stakes", "context", "history", "partner"]
+    trained = set(map(tuple, train[feature_names].to_numpy()))
+    scored = set(map(tuple, predictions[feature_names].to_numpy()))
+    assert scored and not trained & scored
+    assert set(predictions["split"]) == {"test", "oos_contexts", "ood_games"}
+    # the games stage: every split cell by cell, and the public-goods game zero-shot
+    games = json.loads((root / "metrics/games.json").read_text())
+    assert games["cells_by"] == ["game", "context"] and list(games["splits"]) == ["test", "oos_contexts", "ood_games"]
+    held_out_contexts = games["splits"]["oos_contexts"]
+    assert held_out_contexts["unseen_in_training"]["context"] == ["room_sharing", "sports", "venture_capital"]
+    assert all(cell["mlp"]["fallback"] for cell in held_out_contexts["cells"])
+    assert not any(cell["mlp"]["fallback"] for cell in games["splits"]["test"]["cells"])
+    public_goods = games["zero_shot"]["public_goods"]
+    assert public_goods["states"] == 135 and len(public_goods["cells"]) == 9
+    assert set(public_goods["summary"]) == {"teacher", "slm_base", "slm_tuned"}
+    assert "not applicable" in public_goods["small_students"]
+    assert all(0 <= cell["slm_tuned"]["value"] <= 10 for cell in public_goods["cells"])
+    plots = {p.name for p in (root / "plots").glob("games_*.png")}
+    assert plots == {"games_test.png", "games_oos_contexts.png", "games_ood_games.png", "games_public_goods.png"}

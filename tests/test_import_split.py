@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -105,9 +106,11 @@ def test_split_is_by_state_seeded_and_holds_out_whole_combinations(tmp_path, syn
     frame = pd.concat([frame, frame.iloc[:5]]).reset_index(drop=True)
     frame["state_id"] = range(len(frame))
     frame.to_parquet(tmp_path / "d.parquet")
-    spec = Split(seed=3, val=0.1, test=0.2, ood_holdout=[["t0", "c1"]])
+    spec = Split(seed=3, val=0.1, test=0.2, holdouts={"ood": [["t0", "c1"]]})
     counts = split_decisions(tmp_path / "d.parquet", synthetic_splits / "features.json", spec, tmp_path / "s")
     parts = {n: pd.read_parquet(tmp_path / "s" / f"{n}.parquet") for n in ("train", "val", "test", "ood")}
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "features.json", "ood.parquet", "test.parquet", "train.parquet", "val.parquet"]
     assert sum(len(p) for p in parts.values()) == len(frame)
 
     def key(row):
@@ -129,6 +132,49 @@ def test_split_is_by_state_seeded_and_holds_out_whole_combinations(tmp_path, syn
 
 def test_split_rejects_unknown_holdout_values(tmp_path, synthetic_splits):
     pd.read_parquet(synthetic_splits / "train.parquet").to_parquet(tmp_path / "d.parquet")
-    with pytest.raises(UserError, match=r"split\.ood_holdout\[0\]"):
+    with pytest.raises(UserError, match=r"split\.holdouts\.odd\[1\]: unknown .*'purple'"):
         split_decisions(tmp_path / "d.parquet", synthetic_splits / "features.json",
-                        Split(ood_holdout=[["t0", "purple"]]), tmp_path / "s")
+                        Split(holdouts={"fine": [["t0"]], "odd": [["t1"], ["t0", "purple"]]}), tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_overlapping_holdouts_share_states_and_an_empty_one_is_still_written(tmp_path, synthetic_splits):
+    frame = pd.concat([pd.read_parquet(synthetic_splits / f"{s}.parquet") for s in ("train", "val", "test")])
+    frame.to_parquet(tmp_path / "d.parquet")
+    # no synthetic state has all six traits at once: "never" is a valid but empty holdout
+    spec = Split(seed=1, holdouts={"by_trait": [["t0"]], "stag_games": [["stag"], ["c3", "c4"]],
+                                   "never": [["t0", "t1", "t2", "t3", "t4", "t5"]]})
+    counts = split_decisions(tmp_path / "d.parquet", synthetic_splits / "features.json", spec, tmp_path / "s")
+    parts = {n: pd.read_parquet(tmp_path / "s" / f"{n}.parquet")
+             for n in ("train", "val", "test", "by_trait", "stag_games", "never")}
+    assert list(counts) == ["train", "val", "test", "by_trait", "stag_games", "never", "dropped_failures"]
+    assert all(counts[n] == len(part) for n, part in parts.items())
+
+    in_by_trait = lambda row: "t0" in row.traits  # noqa: E731
+    in_stag_games = lambda row: row.game == "stag" or {"c3", "c4"} <= set(row.contexts)  # noqa: E731
+    ids = {n: set(part["state_id"]) for n, part in parts.items()}
+    assert ids["by_trait"] == set(frame[frame.apply(in_by_trait, axis=1)]["state_id"])
+    assert ids["stag_games"] == set(frame[frame.apply(in_stag_games, axis=1)]["state_id"])
+    both = ids["by_trait"] & ids["stag_games"]
+    assert both  # overlapping states are in both holdouts...
+    regular = ids["train"] | ids["val"] | ids["test"]
+    assert not regular & (ids["by_trait"] | ids["stag_games"])  # ...and in no regular split
+    assert regular | ids["by_trait"] | ids["stag_games"] == set(frame["state_id"])
+    assert len(parts["never"]) == 0 and list(parts["never"].columns) == list(parts["test"].columns)
+
+
+@pytest.mark.parametrize("split, message", [
+    ({"holdouts": {"Sports": [["sports"]]}}, r"holdout name 'Sports' .*rename split\.holdouts\.Sports"),
+    ({"holdouts": {"test": [["sports"]]}}, r"not be train/val/test; rename split\.holdouts\.test"),
+    ({"holdouts": {"sports": []}}, r"split\.holdouts\.sports non-empty"),
+    ({"holdouts": {"sports": [["a"], []]}}, r"split\.holdouts\.sports non-empty"),
+    ({"ood_holdout": [["sports"], ["doubled"]]},
+     r"split\.ood_holdout was renamed; use split\.holdouts: \{ood: \[\[sports\], \[doubled\]\]\}"),
+])
+def test_bad_holdouts_and_the_old_ood_holdout_key_are_one_line_errors(tmp_path, split, message):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"split": split}))
+    result = subprocess.run([sys.executable, "stages/split.py", "--params", str(tmp_path / "params.yaml"),
+                             "--out", str(tmp_path / "s")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and re.search(message, result.stderr), result.stderr
+    assert not (tmp_path / "s").exists()

@@ -183,7 +183,7 @@ def slm_splits(tmp_path) -> Path:
     frame = teacher_frame(30, seed=2)
     SCENARIO.schema().save(splits / "features.json")
     write_parquet(frame.iloc[:24], splits / "test.parquet")
-    write_parquet(frame.iloc[24:], splits / "ood.parquet")
+    write_parquet(frame.iloc[24:], splits / "ood.parquet")  # a holdout named "ood"
     return splits
 
 
@@ -191,12 +191,14 @@ def test_evaluate_adds_slm_rows_through_the_answer_cache(adapted, slm_splits, tm
     params = parse_params({"scenario": str(ROOT / "scenarios/ice_cream.yaml"), "slm": {"device": "cpu", "batch_size": 4},
                            "generate": {"cache": str(tmp_path / "answers.sqlite")}})
     slm = SLMStudents(params, {SLM_BASE: adapted["base"], SLM_TUNED: adapted["merged"]})
-    metrics, predictions = evaluate_students(slm_splits, tmp_path / "students", (), 10, slm, gap_min=0.05)
+    metrics, predictions = evaluate_students(slm_splits, tmp_path / "students", (), 10, slm, gap_min=0.05,
+                                             holdouts=["ood"])
     assert list(metrics) == [SLM_BASE, SLM_TUNED]
-    assert list(metrics[SLM_BASE]) == [*METRIC_KEYS, "ood"]
-    assert list(metrics[SLM_TUNED]) == [*METRIC_KEYS, "ood", "gap_closed"]
+    assert list(metrics[SLM_BASE]) == [*METRIC_KEYS, "holdouts"] and list(metrics[SLM_BASE]["holdouts"]) == ["ood"]
+    assert list(metrics[SLM_TUNED]) == [*METRIC_KEYS, "holdouts", "gap_closed"]
     gap = metrics[SLM_TUNED]["gap_closed"]
-    assert set(gap) == {"p_action", "states", "gap_min", "divergence", "ood"} and 0 <= gap["states"] <= 24
+    assert set(gap) == {"p_action", "states", "gap_min", "divergence", "holdouts"} and 0 <= gap["states"] <= 24
+    assert set(gap["holdouts"]["ood"]) == {"p_action", "states", "gap_min", "divergence"}
     assert len(predictions) == 2 * 30
     json.dumps(metrics, allow_nan=False)
 
@@ -213,7 +215,7 @@ def test_evaluate_adds_slm_rows_through_the_answer_cache(adapted, slm_splits, tm
         raise AssertionError("a cached SLM was loaded again")
 
     monkeypatch.setattr("decision_distill.slm.load_teacher", no_model)
-    again, _ = evaluate_students(slm_splits, tmp_path / "students", (), 10, slm, gap_min=0.05)
+    again, _ = evaluate_students(slm_splits, tmp_path / "students", (), 10, slm, gap_min=0.05, holdouts=["ood"])
     assert again == metrics
 
 

@@ -12,7 +12,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "decision_distill", "scenarios", "examples", ".dvcignore"]
 STAGES = ["download@teacher", "download@slm", "generate", "split", "train@logreg", "train@mlp", "train@encoder", "train@decoder",
-          "lora-train", "merge", "perplexity", "stability", "evaluate", "plot"]
+          "lora-train", "merge", "perplexity", "stability", "evaluate", "games", "plot"]
 
 
 def sh(*cmd, cwd):
@@ -45,7 +45,7 @@ def tiny_project(root: Path, weights: str, **overrides) -> str:
     params["student"]["mlp"]["hidden"] = 16
     params["stability"].update(states=8, repeats=2, batch_sizes=[3])
     params["teacher"]["max_new_tokens"] = 8  # the sampled answers of the stability stage
-    for key, value in overrides.items():  # e.g. scenario="...", split={"ood_holdout": [...]}
+    for key, value in overrides.items():  # e.g. scenario="...", split={"holdouts": {...}}
         if isinstance(value, dict):
             params[key].update(value)
         else:

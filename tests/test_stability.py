@@ -188,12 +188,15 @@ def test_paraphrase_must_describe_every_feature():
 # ---- the noise floor in evaluate ---------------------------------------------------
 
 def test_noise_floor_ratios_sit_beside_kl_and_mse():
-    students = {"mlp": {"mse": 0.002, "kl": 0.006, "agreement": 0.9, "ood": {"mse": 0.004, "kl": 0.03}}}
+    students = {"mlp": {"mse": 0.002, "kl": 0.006, "agreement": 0.9,
+                        "holdouts": {"oos_contexts": {"mse": 0.004, "kl": 0.03}, "ood_games": {"kl": 0.0015}}}}
     floor = {"noise_floor": {"kl": 0.003, "mse": 0.004}}
     out = add_noise_floor_ratios(students, floor)["mlp"]
-    assert list(out) == ["mse", "mse_vs_noise_floor", "kl", "kl_vs_noise_floor", "agreement", "ood"]
+    assert list(out) == ["mse", "mse_vs_noise_floor", "kl", "kl_vs_noise_floor", "agreement", "holdouts"]
     assert out["kl_vs_noise_floor"] == pytest.approx(2.0) and out["mse_vs_noise_floor"] == pytest.approx(0.5)
-    assert out["ood"]["kl_vs_noise_floor"] == pytest.approx(10.0)
+    assert out["holdouts"]["oos_contexts"]["kl_vs_noise_floor"] == pytest.approx(10.0)
+    assert out["holdouts"]["oos_contexts"]["mse_vs_noise_floor"] == pytest.approx(1.0)
+    assert out["holdouts"]["ood_games"] == {"kl": 0.0015, "kl_vs_noise_floor": pytest.approx(0.5)}
     skipped = add_noise_floor_ratios(students, {"skipped": "no teacher", "noise_floor": None})
     assert skipped["mlp"]["kl_vs_noise_floor"] is None
 

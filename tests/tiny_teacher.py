@@ -16,9 +16,14 @@ SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 
 
 def _corpus(scenario: Scenario) -> list[str]:
+    """The scenario's texts, then those of the zero-shot scenarios it names (their options
+    repeated so that each becomes one token, as the token readout needs)."""
     texts = [scenario.token_prefix(), scenario.verbalized_prefix(), scenario.intro, scenario.case]
     texts += [t for f in scenario.features for t in f.texts.values()]
     texts += [o.text for o in scenario.options] + ['{"buy": 0.5, "explanation": "ok"}', "0123456789"]
+    for other in map(load_scenario, scenario.zero_shot):
+        texts += [other.token_prefix(), *(t for f in other.features for t in f.texts.values())]
+        texts += [o.text for o in other.options] * 10
     return texts * 3
 
 

@@ -1,0 +1,156 @@
+"""The games stage's per-cell report: JSD and its bootstrap interval against scipy,
+fallback flags, the guarded gap-closed share, and the eleven-option zero-shot readout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import bootstrap
+
+from decision_distill.games import (Bootstrap, cell_values, compare_split, interval, jsd, unseen_in_training,
+                                    zero_shot_rows)
+from decision_distill.scenario import load_scenario
+
+GAMES = "scenarios/games.yaml"
+
+
+def test_jsd_equals_scipys_squared_jensen_shannon_distance_in_bits():
+    rng = np.random.default_rng(1)
+    P = rng.dirichlet(np.ones(11), size=20)
+    Q = rng.dirichlet(np.ones(11), size=20)
+    P[0, :5] = 0  # zeros on one side only
+    P[0] /= P[0].sum()
+    expected = [jensenshannon(p, q, base=2) ** 2 for p, q in zip(P, Q)]
+    assert jsd(P, Q) == pytest.approx(expected, abs=1e-12)
+    assert jsd(P[3], P[3]) == pytest.approx(0.0, abs=1e-15)
+    assert jsd(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)  # disjoint: the maximum
+
+
+def test_bootstrap_interval_matches_scipy_on_a_plain_statistic_with_the_same_resamples():
+    """Our vectorised cell JSD statistic against scipy's own jensenshannon, called state by
+    state in an unvectorised bootstrap drawing the same resamples: the intervals agree."""
+    rng = np.random.default_rng(2)
+    T = rng.dirichlet([4, 2], size=9)
+    Q = rng.dirichlet([2, 4], size=9)
+    boot = Bootstrap(resamples=500, confidence=0.9, seed=7)
+    ours, distribution = interval(lambda idx: jsd(T[idx].mean(axis=-2), Q[idx].mean(axis=-2)), 9, boot, (3, 1))
+
+    def plain(idx):
+        idx = idx.astype(int)
+        return jensenshannon(T[idx].mean(axis=0), Q[idx].mean(axis=0), base=2) ** 2
+
+    reference = bootstrap((np.arange(9),), plain, vectorized=False, n_resamples=500, confidence_level=0.9,
+                          method="percentile", rng=np.random.default_rng([7, 3, 1]))
+    assert ours == pytest.approx(list(reference.confidence_interval), abs=1e-12)
+    assert distribution.shape == (500,)
+    point = jsd(T.mean(axis=0), Q.mean(axis=0))
+    assert ours[0] <= point <= ours[1]
+
+
+def test_an_interval_needs_two_states():
+    assert interval(lambda idx: idx.mean(axis=-1), 1, Bootstrap(), (0,)) == (None, None)
+
+
+def test_numeric_options_are_read_as_the_expected_number():
+    Q = np.zeros((2, 11))
+    Q[0, 10] = 1.0
+    Q[1, [2, 4]] = 0.5
+    assert cell_values(Q, [str(k) for k in range(11)]) == pytest.approx([10.0, 3.0])
+    assert cell_values(np.array([[0.3, 0.7]]), ["C", "D"]) == pytest.approx([0.3])
+
+
+def _rows(cells: dict[tuple[str, str], list[float]], models: dict) -> pd.DataFrame:
+    """Long-format prediction rows: for each cell, the teacher's P(C) per state, and per model
+    a function of the teacher's P(C) giving its own."""
+    rows, state_id = [], 0
+    for (game, context), teacher in cells.items():
+        for t in teacher:
+            for name, answer in models.items():
+                q = answer(t, context)
+                rows.append({"state_id": state_id, "split": "test", "student": name, "game": game,
+                             "context": context, "teacher_C": t, "teacher_D": 1 - t, "student_C": q,
+                             "student_D": 1 - q})
+            state_id += 1
+    return pd.DataFrame(rows)
+
+
+def test_cells_report_values_intervals_fallbacks_and_a_guarded_gap_closed():
+    cells = {("pd", "business"): [0.6, 0.7, 0.8, 0.7], ("pd", "sports"): [0.3, 0.4, 0.2, 0.3],
+             ("stag", "business"): [0.52]}
+    models = {"mlp": lambda t, c: 0.5,
+              "slm_base": lambda t, c: 0.5,
+              "slm_tuned": lambda t, c: t if c == "business" else 0.5 - (0.5 - t) / 2}
+    report = compare_split(_rows(cells, models), ["game", "context"], ["C", "D"], Bootstrap(200), 0.05, 0,
+                           unseen={"context": {"sports"}})
+    by_cell = {(c["game"], c["context"]): c for c in report["cells"]}
+    business, sports, lone = by_cell[("pd", "business")], by_cell[("pd", "sports")], by_cell[("stag", "business")]
+    assert business["teacher"]["value"] == pytest.approx(0.7) and business["states"] == 4
+    assert business["slm_tuned"]["jsd"] == pytest.approx(0.0) and business["slm_base"]["jsd"] > 0
+    low, high = business["teacher"]["value_ci"]
+    assert 0.6 <= low <= 0.7 <= high <= 0.8
+    # gap closed: all of it where the tuned model matches, half where it moved halfway ...
+    assert business["gap_closed"]["p_action"] == pytest.approx(1.0)
+    assert sports["gap_closed"]["p_action"] == pytest.approx(0.5)
+    # ... and no ratio where the base model is already within gap_min of the teacher
+    assert lone["gap_closed"]["p_action"] is None and lone["states"] == 1
+    assert lone["teacher"]["value_ci"] is None and lone["mlp"]["jsd_ci"] is None
+    # the small student falls back only in the cell with a context it never saw
+    assert sports["mlp"]["fallback"] and not business["mlp"]["fallback"]
+    assert "fallback" not in sports["slm_tuned"]
+    summary = report["summary"]
+    assert summary["mlp"]["fallback_cells"] == 1
+    assert summary["slm_tuned"]["gap_closed"]["cells"] == 2
+    assert summary["slm_tuned"]["gap_closed"]["p_action"] == pytest.approx(0.75)
+    mean_jsd = np.mean([c["slm_base"]["jsd"] for c in report["cells"]])
+    assert summary["slm_base"]["jsd_mean"] == pytest.approx(mean_jsd)
+    assert summary["slm_base"]["jsd_mean_ci"][0] <= summary["slm_base"]["jsd_mean_ci"][1]
+
+
+def test_reports_are_reproducible_from_the_seed():
+    cells = {("pd", "business"): [0.6, 0.7, 0.8], ("pd", "sports"): [0.3, 0.4, 0.2]}
+    rows = _rows(cells, {"slm_base": lambda t, c: 0.5, "slm_tuned": lambda t, c: (t + 0.5) / 2})
+    first = compare_split(rows, ["game", "context"], ["C", "D"], Bootstrap(200, seed=1), 0.05, 0)
+    again = compare_split(rows.sample(frac=1, random_state=0), ["game", "context"], ["C", "D"],
+                          Bootstrap(200, seed=1), 0.05, 0)
+    other = compare_split(rows, ["game", "context"], ["C", "D"], Bootstrap(200, seed=2), 0.05, 0)
+    assert first == again
+    assert first["cells"][0]["slm_base"]["jsd_ci"] != other["cells"][0]["slm_base"]["jsd_ci"]
+
+
+def test_unseen_values_are_those_no_training_state_has():
+    scenario = load_scenario(GAMES)
+    train = pd.DataFrame({"game": ["stag_hunt"], "stakes": ["standard"], "context": ["business"],
+                          "history": ["first_game"], "partner": ["rival"]})
+    held = train.assign(context="sports", stakes="doubled")
+    assert unseen_in_training(train, held, scenario) == {"stakes": {"doubled"}, "context": {"sports"}}
+
+
+def test_the_eleven_option_zero_shot_readout_sums_to_one_with_the_real_loading_code(tmp_path):
+    """The public-goods game through the teacher's token readout on a tiny model built from the
+    games scenario's texts (and those of its zero-shot scenarios)."""
+    from tiny_teacher import build_tiny_teacher
+
+    from decision_distill.answer_cache import AnswerCache
+    from decision_distill.generate import teacher_answers
+    from decision_distill.model_source import download
+    from decision_distill.params import parse_params
+
+    public_goods = load_scenario(load_scenario(GAMES).zero_shot[0])
+    assert len(public_goods.options) == 11
+    weights = build_tiny_teacher(tmp_path / "weights", scenario_path=GAMES)
+    download(str(weights), "main", tmp_path / "teacher")
+    params = parse_params({"scenario": GAMES, "teacher": {"model": str(weights), "device": "cpu", "batch_size": 16}})
+    states = public_goods.all_states()
+    cache = AnswerCache(tmp_path / "cache.sqlite")
+    answers = teacher_answers(tmp_path / "teacher", public_goods, states, params, cache)
+    cache.close()
+    P = np.array([a["probs"] for a in answers])
+    assert len(states) == 9 * 3 * 5 and P.shape == (len(states), 11)
+    assert np.allclose(P.sum(axis=1), 1.0, atol=1e-9) and (P >= 0).all()
+    assert len({tuple(np.round(p, 6)) for p in P}) > 1  # the answers depend on the state
+    rows = zero_shot_rows(public_goods, states, P, {"slm_base": P[::-1].copy()})
+    report = compare_split(rows, list(public_goods.cells), [o.id for o in public_goods.options], Bootstrap(100),
+                           0.05, 0)
+    assert len(report["cells"]) == 9 and all(0 <= c["teacher"]["value"] <= 10 for c in report["cells"])

@@ -92,7 +92,7 @@ def test_tiny_profile_runs_end_to_end(project):
 def test_exp_run_reruns_only_what_the_changed_param_feeds(project):
     root, _ = project
     log = sh("dvc", "exp", "run", "-S", "student.mlp.hidden=24", cwd=root)
-    assert ran(log) == {"train@mlp", "evaluate", "plot"}
+    assert ran(log) == {"train@mlp", "evaluate", "games", "plot"}
     diff = sh("dvc", "metrics", "diff", cwd=root)
     assert "mlp" in diff
 

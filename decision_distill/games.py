@@ -12,9 +12,10 @@ the cell features' values):
   fallback  small students only: the cell holds a feature value they never saw in training
             (one-hot column without a gradient), so what they answer there is a default,
             not something learnt
-  gap_closed  slm_tuned against slm_base on the cell means: p_action is the research's
-            (tuned - base) / (teacher - base), only where |teacher - base| > evaluate.gap_min;
-            jsd is 1 - JSD(tuned) / JSD(base)
+  gap_closed  slm_tuned against slm_base on the cell means: `value` is the research's
+            (tuned - base) / (teacher - base) on the cell values, only where |teacher - base|
+            exceeds evaluate.gap_min times the value scale (1 for P, 10 for 0..10 points);
+            `jsd` is 1 - JSD(tuned) / JSD(base)
 
 Scenarios listed under `zero_shot` in the scenario file (the public-goods game) are never
 trained on: every one of their states is answered by the teacher and both small LMs
@@ -112,12 +113,19 @@ def _value_block(Q: np.ndarray, options: list[str], boot: Bootstrap, stream: tup
     return {"value": float(values.mean()), "value_ci": ci}
 
 
+def value_span(options: list[str]) -> float:
+    """The width of the value scale: 1 for a probability, max - min for numeric options."""
+    numbers = decision_values(options)
+    return 1.0 if numbers is None else float(numbers.max() - numbers.min())
+
+
 def cell_gap_closed(block: dict, gap_min: float) -> dict:
-    """slm_tuned's share of slm_base's distance to the teacher, on one cell's means (see module doc)."""
+    """slm_tuned's share of slm_base's distance to the teacher, on one cell's means (see module
+    doc); `gap_min` is a share of the value scale (for 0..10 points, 0.05 is half a point)."""
     teacher, base, tuned = block[TEACHER]["value"], block[SLM_BASE]["value"], block[SLM_TUNED]["value"]
     gap = teacher - base
     return {
-        "p_action": (tuned - base) / gap if abs(gap) > gap_min else None,
+        "value": (tuned - base) / gap if abs(gap) > gap_min else None,
         "jsd": 1.0 - block[SLM_TUNED]["jsd"] / block[SLM_BASE]["jsd"] if block[SLM_BASE]["jsd"] > 0 else None,
     }
 
@@ -148,7 +156,7 @@ def compare_split(rows: pd.DataFrame, cells: list[str], options: list[str], boot
             per_model_dists[m].append(dists[m] if dists[m] is not None else np.full(boot.resamples, block[m]["jsd"]))
             per_model_jsd[m].append(block[m]["jsd"])
         if SLM_BASE in models and SLM_TUNED in models:
-            row["gap_closed"] = cell_gap_closed(row, gap_min)
+            row["gap_closed"] = cell_gap_closed(row, gap_min * value_span(options))
         table.append(row)
     return {"states": int(rows["state_id"].nunique()), "cells": table,
             "summary": _summary(rows, models, options, table, per_model_dists, per_model_jsd, boot)}
@@ -167,9 +175,9 @@ def _summary(rows, models, options, table, dists, jsds, boot: Bootstrap) -> dict
             block["fallback_cells"] = sum(1 for r in table if r[m]["fallback"])
         summary[m] = block
     if SLM_BASE in models and SLM_TUNED in models:
-        ratios = [r["gap_closed"]["p_action"] for r in table if r["gap_closed"]["p_action"] is not None]
+        ratios = [r["gap_closed"]["value"] for r in table if r["gap_closed"]["value"] is not None]
         summary[SLM_TUNED]["gap_closed"] = {
-            "p_action": float(np.mean(ratios)) if ratios else None, "cells": len(ratios),
+            "value": float(np.mean(ratios)) if ratios else None, "cells": len(ratios),
             "jsd": 1.0 - summary[SLM_TUNED]["jsd_mean"] / summary[SLM_BASE]["jsd_mean"]
             if summary[SLM_BASE]["jsd_mean"] > 0 else None}
     return summary

@@ -91,10 +91,10 @@ def test_cells_report_values_intervals_fallbacks_and_a_guarded_gap_closed():
     low, high = business["teacher"]["value_ci"]
     assert 0.6 <= low <= 0.7 <= high <= 0.8
     # gap closed: all of it where the tuned model matches, half where it moved halfway ...
-    assert business["gap_closed"]["p_action"] == pytest.approx(1.0)
-    assert sports["gap_closed"]["p_action"] == pytest.approx(0.5)
+    assert business["gap_closed"]["value"] == pytest.approx(1.0)
+    assert sports["gap_closed"]["value"] == pytest.approx(0.5)
     # ... and no ratio where the base model is already within gap_min of the teacher
-    assert lone["gap_closed"]["p_action"] is None and lone["states"] == 1
+    assert lone["gap_closed"]["value"] is None and lone["states"] == 1
     assert lone["teacher"]["value_ci"] is None and lone["mlp"]["jsd_ci"] is None
     # the small student falls back only in the cell with a context it never saw
     assert sports["mlp"]["fallback"] and not business["mlp"]["fallback"]
@@ -102,7 +102,7 @@ def test_cells_report_values_intervals_fallbacks_and_a_guarded_gap_closed():
     summary = report["summary"]
     assert summary["mlp"]["fallback_cells"] == 1
     assert summary["slm_tuned"]["gap_closed"]["cells"] == 2
-    assert summary["slm_tuned"]["gap_closed"]["p_action"] == pytest.approx(0.75)
+    assert summary["slm_tuned"]["gap_closed"]["value"] == pytest.approx(0.75)
     mean_jsd = np.mean([c["slm_base"]["jsd"] for c in report["cells"]])
     assert summary["slm_base"]["jsd_mean"] == pytest.approx(mean_jsd)
     assert summary["slm_base"]["jsd_mean_ci"][0] <= summary["slm_base"]["jsd_mean_ci"][1]
@@ -154,3 +154,29 @@ def test_the_eleven_option_zero_shot_readout_sums_to_one_with_the_real_loading_c
     report = compare_split(rows, list(public_goods.cells), [o.id for o in public_goods.options], Bootstrap(100),
                            0.05, 0)
     assert len(report["cells"]) == 9 and all(0 <= c["teacher"]["value"] <= 10 for c in report["cells"])
+
+
+def test_the_gap_guard_is_a_share_of_the_value_scale_for_numeric_options():
+    """gap_min 0.05 means half a point on a 0..10 scale: a base model 0.3 points from the
+    teacher gets no ratio, one 2 points away does."""
+    options = [str(k) for k in range(11)]
+
+    def point_mass(points: float) -> np.ndarray:  # a distribution with mean `points`, between two options
+        p = np.zeros(11)
+        low = int(points)
+        p[low], p[min(low + 1, 10)] = 1 - (points - low), points - low
+        return p
+
+    rows, state_id = [], 0
+    for context, teacher, base in (("near", 3.0, 3.3), ("far", 3.0, 5.0)):
+        for _ in range(3):
+            for name, points in (("slm_base", base), ("slm_tuned", (teacher + base) / 2)):
+                rows.append({"state_id": state_id, "split": "public_goods", "student": name, "context": context,
+                             **{f"teacher_{o}": x for o, x in zip(options, point_mass(teacher))},
+                             **{f"student_{o}": x for o, x in zip(options, point_mass(points))}})
+            state_id += 1
+    report = compare_split(pd.DataFrame(rows), ["context"], options, Bootstrap(100), 0.05, 0)
+    by_context = {c["context"]: c for c in report["cells"]}
+    assert by_context["near"]["teacher"]["value"] == pytest.approx(3.0)
+    assert by_context["near"]["gap_closed"]["value"] is None
+    assert by_context["far"]["gap_closed"]["value"] == pytest.approx(0.5)

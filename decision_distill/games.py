@@ -69,7 +69,7 @@ def decision_values(options: list[str]) -> np.ndarray | None:
 
 
 def value_label(options: list[str]) -> str:
-    return "mean of options" if decision_values(options) is not None else f"P({options[0]})"
+    return f"mean answer ({options[0]}-{options[-1]})" if decision_values(options) is not None else f"P({options[0]})"
 
 
 def cell_values(Q: np.ndarray, options: list[str]) -> np.ndarray:

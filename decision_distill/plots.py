@@ -306,6 +306,6 @@ def plot_games_split(split: str, block: dict, header: dict, out_dir: Path) -> No
     ax.invert_yaxis()
     ax.set(xlabel=f"{header['value']}, {header['confidence']:.0%} bootstrap interval over the cell's states",
            title=f"{split}: mean decision per cell")
-    ax.legend(fontsize=7, loc="lower right")
+    fig.legend(fontsize=7, loc="outside lower center", ncols=len(models))  # never over a bar
     fig.savefig(out_dir / f"games_{split}.png")
     table.to_csv(out_dir / "data" / f"games_{split}.csv", index=False)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .errors import UserError
 from .metrics import all_metrics, gap_closed
+from .model_source import is_model_marker
 from .params import Params
 from .scenario import load_scenario
 from .schema import Schema
@@ -34,6 +35,14 @@ class SLMStudents:
     """The small-LM rows: each model directory answers the short prompt, through the answer cache."""
     params: Params  # reads scenario, slm (dtype, device, trust_remote_code, batch_size) and generate.cache
     models: dict[str, Path]  # row name (SLM_BASE, SLM_TUNED) -> model directory
+
+
+def slm_model_dirs(params: Params, base: str | Path, tuned: str | Path) -> dict[str, Path]:
+    """The SLM rows to score, row name -> model directory: none with slm.enabled false, and
+    a directory that is only a "not needed" marker (model_source) is left out."""
+    if not params.slm.enabled:
+        return {}
+    return {name: Path(d) for name, d in ((SLM_BASE, base), (SLM_TUNED, tuned)) if not is_model_marker(d)}
 
 
 def teacher_columns(options: Iterable[str]) -> list[str]:

@@ -12,8 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decision_distill.atomic import write_json, write_parquet  # noqa: E402
 from decision_distill.errors import UserError, stage_main  # noqa: E402
 from decision_distill.evaluate import (  # noqa: E402
-    SLM_BASE, SLM_TUNED, SLMStudents, add_noise_floor_ratios, evaluate_students)
-from decision_distill.model_source import is_model_marker  # noqa: E402
+    SLMStudents, add_noise_floor_ratios, evaluate_students, slm_model_dirs)
 from decision_distill.params import ARCHITECTURES, Params, load_params  # noqa: E402
 
 
@@ -50,10 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def slm_students(args: argparse.Namespace, params: Params) -> SLMStudents | None:
-    """The SLM rows, unless slm.enabled is false; a model directory that is only a marker is left out."""
-    if not params.slm.enabled:
-        return None
-    models = {name: d for name, d in ((SLM_BASE, args.slm_base), (SLM_TUNED, args.slm_tuned)) if not is_model_marker(d)}
+    """The SLM rows (decision_distill.evaluate.slm_model_dirs), or None when there are none."""
+    models = slm_model_dirs(params, args.slm_base, args.slm_tuned)
     return SLMStudents(params, models) if models else None
 
 

@@ -20,8 +20,6 @@ import pandas as pd  # noqa: E402
 
 from decision_distill.atomic import write_json  # noqa: E402
 from decision_distill.errors import UserError, stage_main  # noqa: E402
-from decision_distill.evaluate import SLM_BASE, SLM_TUNED  # noqa: E402
-from decision_distill.model_source import is_model_marker  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
 from decision_distill.scenario import load_scenario  # noqa: E402
 
@@ -59,10 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         if not path.exists():
             raise UserError(f"{path}: not found; run the {stage} stage first")
     from decision_distill.answer_cache import AnswerCache
+    from decision_distill.evaluate import slm_model_dirs
     from decision_distill.games import games_report
 
-    slm_models = {} if not params.slm.enabled else {
-        name: d for name, d in ((SLM_BASE, args.slm_base), (SLM_TUNED, args.slm_tuned)) if not is_model_marker(d)}
+    slm_models = slm_model_dirs(params, args.slm_base, args.slm_tuned)
     cache = AnswerCache(params.generate.cache)
     try:
         report = games_report(pd.read_parquet(args.predictions), pd.read_parquet(args.splits / "train.parquet"),

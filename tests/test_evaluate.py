@@ -155,9 +155,11 @@ def test_plot_stage_without_two_set_features_or_curves(tmp_path):
     assert not (out / "data" / "error_by_size.csv").exists()
 
 
-def test_evaluate_stage_names_a_missing_student(tmp_path):
+def evaluate_stage_error(tmp_path: Path, params_yaml: str) -> str:
+    """Run the evaluate stage as a user would on synthetic splits and no students; return its
+    one-line error, after checking the exit code and that no metrics were written."""
     write_synthetic_splits(tmp_path / "splits", n=50)
-    (tmp_path / "params.yaml").write_text("evaluate:\n  ece_bins: 10\n")
+    (tmp_path / "params.yaml").write_text(params_yaml)
     result = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--splits", str(tmp_path / "splits"),
          "--students", str(tmp_path / "students"), "--metrics", str(tmp_path / "m.json"),
@@ -166,20 +168,15 @@ def test_evaluate_stage_names_a_missing_student(tmp_path):
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "students/logreg" in lines[0] and "train@logreg" in lines[0]
-    assert not (tmp_path / "m.json").exists()
+    assert len(lines) == 1 and not (tmp_path / "m.json").exists()
+    return lines[0]
+
+
+def test_evaluate_stage_names_a_missing_student(tmp_path):
+    error = evaluate_stage_error(tmp_path, "evaluate:\n  ece_bins: 10\n")
+    assert "students/logreg" in error and "train@logreg" in error
 
 
 def test_evaluate_stage_reads_holdout_names_from_params(tmp_path):
-    write_synthetic_splits(tmp_path / "splits", n=50)
-    (tmp_path / "params.yaml").write_text("split:\n  holdouts: {oos_contexts: [[c1]]}\n")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--splits", str(tmp_path / "splits"),
-         "--students", str(tmp_path / "students"), "--metrics", str(tmp_path / "m.json"),
-         "--predictions", str(tmp_path / "p.parquet"), "--params", str(tmp_path / "params.yaml")],
-        capture_output=True, text=True, cwd=tmp_path,
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "splits/oos_contexts.parquet: not found" in lines[0]
-    assert not (tmp_path / "m.json").exists()
+    error = evaluate_stage_error(tmp_path, "split:\n  holdouts: {oos_contexts: [[c1]]}\n")
+    assert "splits/oos_contexts.parquet: not found" in error

@@ -21,6 +21,8 @@ repro: setup
 test: setup
 	pytest -q
 
+# Needs `make repro` first (models/teacher, models/students). Results: docs/results.md.
 bench: setup
 	python bench/teacher_throughput.py
 	python bench/student_throughput.py --student models/students/mlp
+	python bench/cost_ratio.py

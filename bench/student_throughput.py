@@ -62,15 +62,26 @@ def random_states(schema: Schema, n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def train_quick_mlp(directory: Path) -> Path:
-    """A default-sized MLP trained for a few epochs on the synthetic dataset."""
+def train_quick(arch: str, directory: Path) -> Path:
+    """A default-sized `arch` student trained for a few epochs on the synthetic dataset
+    (written once to directory/splits), saved to directory/arch. The working directory is
+    restored afterwards."""
     # DVCLive looks for a DVC repo from the working directory (and runs `dvc init` in a
     # git checkout without one): train from the scratch directory to leave the project alone.
+    cwd = Path.cwd()
     os.chdir(directory)
-    write_synthetic_splits(directory / "splits", n=2000)
-    params = parse_params({"train": {"epochs": 5}})
-    train_student("mlp", params, directory / "splits", directory / "mlp", directory / "live")
-    return directory / "mlp"
+    try:
+        if not (directory / "splits" / "features.json").exists():
+            write_synthetic_splits(directory / "splits", n=2000)
+        params = parse_params({"train": {"epochs": 5}})
+        train_student(arch, params, directory / "splits", directory / arch, directory / "live" / arch)
+    finally:
+        os.chdir(cwd)
+    return directory / arch
+
+
+def train_quick_mlp(directory: Path) -> Path:
+    return train_quick("mlp", directory)
 
 
 def rate(fn, rows: int, repeats: int) -> float:
@@ -83,6 +94,32 @@ def _seconds(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def network_rate(model, encoder, frame: pd.DataFrame, batch_size: int, repeats: int, workers: int) -> float:
+    """Decisions/s of the network + softmax alone on pre-encoded batches, spread over worker
+    threads (call with torch.set_num_threads(1), see the module docstring). Models with a
+    dense path (logistic regression, MLP) get the multi-hot input, the others ids and values."""
+    if hasattr(model, "forward_dense"):
+        batches = [(b,) for b in encoder.dense(frame).split(batch_size)]
+        forward = model.forward_dense
+    else:
+        ids, values = encoder.encode(frame)
+        batches = list(zip(ids.split(batch_size), values.split(batch_size)))
+        forward = model
+
+    def probabilities(batch) -> torch.Tensor:
+        with torch.inference_mode():  # per thread: grad mode is thread-local
+            return torch.softmax(forward(*batch), dim=-1)
+
+    with ThreadPoolExecutor(workers) as pool:
+        return rate(lambda: list(pool.map(probabilities, batches)), len(frame), repeats)
+
+
+def end_to_end_rate(model, encoder, frame: pd.DataFrame, batch_size: int, repeats: int = 5) -> float:
+    """Decisions/s from a DataFrame of states: encode + network + probabilities (predict()).
+    Encoding runs in Python over the rows (one core), so few repeats keep the run short."""
+    return rate(lambda: predict(model, encoder, frame, batch_size=batch_size), len(frame), repeats)
 
 
 def main() -> None:
@@ -104,22 +141,14 @@ def main() -> None:
         sys.exit(f"error: {args.student} is a {type(model).__name__} student; this benchmark times the MLP")
 
     frame = random_states(encoder.schema, args.states)
-    batches = encoder.dense(frame).split(args.batch_size)
-
-    def probabilities(batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():  # per thread: grad mode is thread-local
-            return torch.softmax(model.forward_dense(batch), dim=-1)
-
-    with ThreadPoolExecutor(args.workers) as pool:
-        encoded_rate = rate(lambda: list(pool.map(probabilities, batches)), len(frame), args.repeats)
-    # Encoding runs in Python over the rows (one core), so fewer repeats keep the run short.
-    end_to_end_rate = rate(lambda: predict(model, encoder, frame, batch_size=args.batch_size), len(frame), 5)
+    encoded_rate = network_rate(model, encoder, frame, args.batch_size, args.repeats, args.workers)
+    end_to_end = end_to_end_rate(model, encoder, frame, args.batch_size)
 
     parameters = sum(p.numel() for p in model.parameters())
     print(f"student: {args.student or 'synthetic MLP (trained 5 epochs)'}, {parameters} parameters")
     print(f"{len(frame)} random states in batches of {args.batch_size}, vocab {encoder.vocab_size}, "
           f"{args.workers} workers")
-    print(f"end to end (encode + network): {end_to_end_rate:,.0f} decisions/s")
+    print(f"end to end (encode + network): {end_to_end:,.0f} decisions/s")
     print(f"decisions_per_s={encoded_rate:.0f}")
 
 

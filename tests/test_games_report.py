@@ -189,3 +189,54 @@ def test_the_gap_guard_is_a_share_of_the_value_scale_for_numeric_options():
     assert by_context["near"]["teacher"]["value"] == pytest.approx(3.0)
     assert by_context["near"]["gap_closed"]["value"] is None
     assert by_context["far"]["gap_closed"]["value"] == pytest.approx(0.5)
+
+
+# Per-cell cooperation counts out of 300 samples at temperature 0.8 (C, of 300) of seed 003's study:
+# teacher 70B, base 7B, fine-tuned 7B, from the files 70b_distribution.txt, 7b_org_distribution.txt and
+# 7b_finetuned_distribution.txt of github.com/sepehrilami/LFB (commit 43eba19).
+SEED_003_COUNTS = {("IR", "staghunt"): (266, 262, 216), ("environment", "delight"): (276, 263, 208),
+                   ("IR", "prison"): (140, 254, 221)}
+
+
+def _count_rows(counts: dict[tuple[str, str], tuple[int, int, int]], samples: int = 300) -> pd.DataFrame:
+    """One row per sample: each model's answer is C (1) for the first `count` samples of its cell."""
+    rows, state_id = [], 0
+    for (context, game), (teacher, base, tuned) in counts.items():
+        for i in range(samples):
+            t = float(i < teacher)
+            for name, count in (("slm_base", base), ("slm_tuned", tuned)):
+                q = float(i < count)
+                rows.append({"state_id": state_id, "split": "test", "student": name, "context": context, "game": game,
+                             "teacher_C": t, "teacher_D": 1 - t, "student_C": q, "student_D": 1 - q})
+            state_id += 1
+    return pd.DataFrame(rows)
+
+
+def test_jsd_gap_closed_is_guarded_where_the_base_model_already_matches_the_teacher():
+    """Seed 003's counts: in IR x stag hunt and environment x delight the base model is within
+    0.05 of the teacher's cooperation rate, and 1 - JSD_tuned / JSD_base read -106 and -15.8 there.
+    The share is left out in those cells, as the value ratio is; the difference JSD_base - JSD_tuned
+    is reported in every cell with a paired bootstrap interval."""
+    report = compare_split(_count_rows(SEED_003_COUNTS), ["context", "game"], ["C", "D"], Bootstrap(300), 0.05, 0)
+    cells = {(c["context"], c["game"]): c for c in report["cells"]}
+    for near in (("IR", "staghunt"), ("environment", "delight")):
+        teacher, base, tuned = (n / 300 for n in SEED_003_COUNTS[near])
+        assert abs(teacher - base) < 0.05
+        closed = cells[near]["gap_closed"]
+        assert closed["value"] is None and closed["jsd"] is None
+        # the tuned model moved away from the teacher: a reduction below zero, and its interval says so
+        expected = jsd(np.array([teacher, 1 - teacher]), np.array([base, 1 - base])) - jsd(
+            np.array([teacher, 1 - teacher]), np.array([tuned, 1 - tuned]))
+        assert closed["jsd_reduction"] == pytest.approx(float(expected))
+        low, high = closed["jsd_reduction_ci"]
+        assert low <= closed["jsd_reduction"] <= high < 0
+    wide = cells[("IR", "prison")]["gap_closed"]
+    assert wide["value"] == pytest.approx((221 - 254) / (140 - 254))
+    assert wide["jsd"] == pytest.approx(1 - cells[("IR", "prison")]["slm_tuned"]["jsd"]
+                                        / cells[("IR", "prison")]["slm_base"]["jsd"])
+    assert wide["jsd_reduction_ci"][0] > 0  # here fine-tuning did bring it closer
+    summary = report["summary"]["slm_tuned"]["gap_closed"]
+    assert summary["cells"] == 1 and summary["jsd"] == pytest.approx(wide["jsd"])
+    reductions = [c["gap_closed"]["jsd_reduction"] for c in report["cells"]]
+    assert summary["jsd_reduction"] == pytest.approx(np.mean(reductions))
+    assert summary["jsd_reduction_ci"][0] <= summary["jsd_reduction"] <= summary["jsd_reduction_ci"][1]

@@ -58,6 +58,23 @@ def floor_by_state(per_run: pd.DataFrame) -> pd.DataFrame:
     return per_run.groupby("state_id")[list(FLOOR_METRICS)].mean()
 
 
+def floor_intervals(per_run: pd.DataFrame, seed: int, resamples: int = 1000) -> dict:
+    """95 % percentile bootstrap intervals of the floor's kl and mse (`kl_ci95`, `mse_ci95`),
+    resampling its states: each state's floor is the mean over the wording runs, so the
+    runs, which share the states, stay together. None with fewer than two states."""
+    by_state = floor_by_state(per_run)
+    out = {}
+    for m in FLOOR_METRICS:
+        values = by_state[m].to_numpy(float)
+        if len(values) < 2:
+            out[f"{m}_ci95"] = None
+            continue
+        ci = bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=0.95, method="percentile",
+                       rng=np.random.default_rng([seed, len(out)])).confidence_interval
+        out[f"{m}_ci95"] = [float(ci.low), float(ci.high)]
+    return out
+
+
 def ratio_interval(student: np.ndarray, floor: np.ndarray, resamples: int, confidence: float,
                    seed: int | list[int]) -> list[float] | None:
     """Percentile bootstrap interval of mean(student) / mean(floor), per-state values each.

@@ -48,7 +48,7 @@ from .answer_cache import AnswerCache
 from .errors import UserError
 from .generate import Prompts, answer_keys, ask_into_cache, build_prompts, missing, verbalized_answer
 from .model_source import is_model_marker, read_teacher_json
-from .noise_floor import floor_states, per_state_floor
+from .noise_floor import floor_intervals, floor_states, per_state_floor
 from .params import Params, Stability
 from .reliability import NONE_MEASURED, TOO_FEW, mean_pairwise_cosine, noise_floor, readout_agreement, summarize
 from .scenario import Scenario, State
@@ -272,9 +272,10 @@ def measure_stability(params: Params, scenario: Scenario, teacher_dir: str | Pat
     finally:
         ctx.cache.close()
     others = {name: probs for name, probs in wording.items() if name != CANONICAL}
+    floor = per_state_floor(wording[CANONICAL], others, ids)
     metrics = {
         "states": len(states),
-        "noise_floor": noise_floor(wording[CANONICAL], others) | {
+        "noise_floor": noise_floor(wording[CANONICAL], others) | floor_intervals(floor, params.stability.seed) | {
             "split": "test", "states": len(states),
             "pairing": "KL(canonical || run) and MSE per other wording run, averaged over states, then runs"},
         "sampling": sampling,
@@ -285,7 +286,7 @@ def measure_stability(params: Params, scenario: Scenario, teacher_dir: str | Pat
     readings = pd.concat([sampling_rows, _readings("wording", list(wording), _p_action(wording), state_ids=ids),
                           _readings("numerics", list(numerics), _p_action(numerics), state_ids=ids)],
                          ignore_index=True)
-    return metrics, readings, per_state_floor(wording[CANONICAL], others, ids)
+    return metrics, readings, floor
 
 
 def describe(metrics: dict) -> list[str]:
@@ -313,6 +314,9 @@ def describe(metrics: dict) -> list[str]:
         if source == "numerics":
             lines.append(f"numerics: max |difference| {m['max_abs_diff']:.3g}, mean {m['mean_abs_diff']:.3g}")
     floor = metrics["noise_floor"]
-    lines.append(f"noise floor (wording): KL {floor['kl']:.4g} [{floor['kl_min']:.4g}, {floor['kl_max']:.4g}], "
-                 f"MSE {floor['mse']:.4g} [{floor['mse_min']:.4g}, {floor['mse_max']:.4g}]")
+    ci = {m: "[{:.4g}, {:.4g}]".format(*floor[f"{m}_ci95"]) if floor.get(f"{m}_ci95") else "no interval"
+          for m in ("kl", "mse")}
+    lines.append(f"noise floor (wording, {floor['states']} test states): KL {floor['kl']:.4g} 95 % CI {ci['kl']} "
+                 f"(runs {floor['kl_min']:.4g}-{floor['kl_max']:.4g}), MSE {floor['mse']:.4g} 95 % CI {ci['mse']} "
+                 f"(runs {floor['mse_min']:.4g}-{floor['mse_max']:.4g})")
     return lines

@@ -158,6 +158,9 @@ def test_the_noise_floor_is_measured_on_the_test_splits_states(tmp_path, tiny_te
     assert floor["kl"].mean() == pytest.approx(metrics["noise_floor"]["kl"])
     assert floor["mse"].mean() == pytest.approx(metrics["noise_floor"]["mse"])
     assert (floor["kl"] > 0).any() and (floor["kl"] >= 0).all()
+    low, high = metrics["noise_floor"]["kl_ci95"]
+    assert floor.groupby("state_id")["kl"].mean().min() <= low < metrics["noise_floor"]["kl"] < high
+    assert any(line.startswith("noise floor (wording, 6 test states): KL") for line in describe(metrics))
 
 
 def cache_contents(path) -> dict:

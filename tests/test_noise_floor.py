@@ -68,3 +68,35 @@ def test_evaluate_puts_an_interval_beside_every_noise_floor_ratio():
     skipped = add_noise_floor_ratios(metrics, {"skipped": "no teacher", "noise_floor": None},
                                      FloorIntervals(predictions, ["yes", "no"], floor.iloc[:0]))
     assert skipped["mlp"]["kl_vs_noise_floor"] is None and skipped["mlp"]["kl_vs_noise_floor_ci"] is None
+
+
+def test_the_evaluate_stage_writes_the_intervals_from_the_per_state_floor(tmp_path, monkeypatch):
+    """stages/evaluate.py with --stability and --noise-floor, students stood in by blurred teachers."""
+    import json
+    import sys
+    import types
+
+    from conftest import write_synthetic_splits
+    from test_evaluate import load_stage
+
+    students = types.ModuleType("decision_distill.students")
+    students.load_student = lambda directory: (0.2, None)
+    students.predict = lambda model, encoder, frame: (1 - model) * frame[["p_yes", "p_no"]].to_numpy() + model / 2
+    monkeypatch.setitem(sys.modules, "decision_distill.students", students)
+    write_synthetic_splits(tmp_path / "splits", n=200)
+    for arch in ("logreg", "mlp", "encoder", "decoder"):
+        (tmp_path / "students" / arch).mkdir(parents=True)
+    floor = pd.DataFrame({"state_id": range(20), "run": "paraphrase 1",
+                          "kl": np.random.default_rng(0).gamma(2.0, 0.01, 20), "mse": 0.004})
+    floor.to_parquet(tmp_path / "floor.parquet")
+    (tmp_path / "stability.json").write_text(json.dumps({"noise_floor": {"kl": floor.kl.mean(), "mse": 0.004}}))
+    (tmp_path / "params.yaml").write_text("slm: {enabled: false}\nevaluate: {bootstrap: 200}\n")
+    load_stage("evaluate").main([
+        "--splits", str(tmp_path / "splits"), "--students", str(tmp_path / "students"),
+        "--metrics", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.parquet"),
+        "--stability", str(tmp_path / "stability.json"), "--noise-floor", str(tmp_path / "floor.parquet"),
+        "--params", str(tmp_path / "params.yaml")])
+    mlp = json.loads((tmp_path / "m.json").read_text())["mlp"]
+    low, high = mlp["kl_vs_noise_floor_ci"]
+    assert low < mlp["kl_vs_noise_floor"] < high
+    assert mlp["mse_vs_noise_floor_ci"][0] < mlp["mse_vs_noise_floor"]  # a constant floor: the students' spread only

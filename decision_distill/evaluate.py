@@ -23,6 +23,7 @@ import pandas as pd
 from .errors import UserError
 from .metrics import all_metrics, gap_closed
 from .model_source import is_model_marker
+from .noise_floor import FLOOR_METRICS, floor_by_state, ratio_interval
 from .params import Params
 from .scenario import load_scenario
 from .schema import Schema
@@ -118,22 +119,56 @@ def _split_metrics(rows: pd.DataFrame, options: list[str], ece_bins: int) -> dic
 NOISE_FLOOR_METRICS = ("kl", "mse")
 
 
-def add_noise_floor_ratios(metrics: dict, stability: dict) -> dict:
+@dataclass(frozen=True)
+class FloorIntervals:
+    """What the bootstrap interval of `<m>_vs_noise_floor` needs: the predictions frame (for
+    each student's per-state kl and mse), the floor per state and wording run
+    (data/noise_floor.parquet), and the bootstrap settings (evaluate.bootstrap, .confidence, .seed)."""
+    predictions: pd.DataFrame
+    options: list[str]
+    floor: pd.DataFrame
+    resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+def add_noise_floor_ratios(metrics: dict, stability: dict, intervals: FloorIntervals | None = None) -> dict:
     """`metrics` with `<m>_vs_noise_floor` = student <m> / the teacher's noise floor <m>
     beside each kl and mse (holdout blocks too). `stability` is metrics/stability.json; the
     ratio is None where no noise floor was measured (skipped, or exactly 0). Near 1: the
-    student is as close to the teacher as the teacher is to itself under another wording."""
+    student is as close to the teacher as the teacher is to itself under another wording.
+    With `intervals`, each ratio also gets `<m>_vs_noise_floor_ci`, a percentile bootstrap
+    interval resampling the split's states and the floor's states (noise_floor.ratio_interval)."""
     floor = stability.get("noise_floor") or {}
-    return {student: _with_ratios(scores, floor) for student, scores in metrics.items()}
+    per_state = floor_by_state(intervals.floor) if intervals is not None and floor else None
+    return {student: _with_ratios(scores, floor, per_state, intervals, (s, student, "test"))
+            for s, (student, scores) in enumerate(metrics.items())}
 
 
-def _with_ratios(scores: dict, floor: dict) -> dict:
+def _with_ratios(scores: dict, floor: dict, per_state, intervals: FloorIntervals | None, where: tuple) -> dict:
     out = {}
     for key, value in scores.items():
-        out[key] = {name: _with_ratios(block, floor) for name, block in value.items()} if key == "holdouts" else value
+        out[key] = {name: _with_ratios(block, floor, per_state, intervals, (*where[:2], name))
+                    for name, block in value.items()} if key == "holdouts" else value
         if key in NOISE_FLOOR_METRICS:
             out[f"{key}_vs_noise_floor"] = value / floor[key] if floor.get(key) else None
+            if intervals is not None:
+                out[f"{key}_vs_noise_floor_ci"] = _ratio_ci(key, per_state, intervals, where)
     return out
+
+
+def _ratio_ci(metric: str, per_state, intervals: FloorIntervals, where: tuple) -> list[float] | None:
+    index, student, split = where
+    if per_state is None:
+        return None
+    p = intervals.predictions
+    rows = p[(p["student"] == student) & (p["split"] == split)]
+    P, Q = (rows[cols(intervals.options)].to_numpy(float) for cols in (teacher_columns, student_columns))
+    values = FLOOR_METRICS[metric](P, Q)
+    # one generator per (student, split, metric): an interval does not depend on what else was computed
+    stream = [intervals.seed, index, list(intervals.predictions["split"].unique()).index(split),
+              NOISE_FLOOR_METRICS.index(metric)]
+    return ratio_interval(values, per_state[metric].to_numpy(), intervals.resamples, intervals.confidence, stream)
 
 
 def evaluate_students(

@@ -13,9 +13,12 @@ the cell features' values):
             (one-hot column without a gradient), so what they answer there is a default,
             not something learnt
   gap_closed  slm_tuned against slm_base on the cell means: `value` is the research's
-            (tuned - base) / (teacher - base) on the cell values, only where |teacher - base|
-            exceeds evaluate.gap_min times the value scale (1 for P, 10 for 0..10 points);
-            `jsd` is 1 - JSD(tuned) / JSD(base)
+            (tuned - base) / (teacher - base) on the cell values and `jsd` is
+            1 - JSD(tuned) / JSD(base), both only where |teacher - base| exceeds
+            evaluate.gap_min times the value scale (1 for P, 10 for 0..10 points): where the
+            base model already matches the teacher both ratios divide by almost nothing
+            (seed 003's counts gave -106). `jsd_reduction` = JSD(base) - JSD(tuned), in every
+            cell, with a paired bootstrap interval (both JSDs from the same resampled states)
 
 Scenarios listed under `zero_shot` in the scenario file (the public-goods game) are never
 trained on: every one of their states is answered by the teacher and both small LMs
@@ -121,13 +124,28 @@ def value_span(options: list[str]) -> float:
 
 def cell_gap_closed(block: dict, gap_min: float) -> dict:
     """slm_tuned's share of slm_base's distance to the teacher, on one cell's means (see module
-    doc); `gap_min` is a share of the value scale (for 0..10 points, 0.05 is half a point)."""
+    doc); `gap_min` is a share of the value scale (for 0..10 points, 0.05 is half a point).
+    Both shares are None where the base model is within gap_min of the teacher."""
     teacher, base, tuned = block[TEACHER]["value"], block[SLM_BASE]["value"], block[SLM_TUNED]["value"]
     gap = teacher - base
+    wide = abs(gap) > gap_min and block[SLM_BASE]["jsd"] > 0
     return {
-        "value": (tuned - base) / gap if abs(gap) > gap_min else None,
-        "jsd": 1.0 - block[SLM_TUNED]["jsd"] / block[SLM_BASE]["jsd"] if block[SLM_BASE]["jsd"] > 0 else None,
+        "value": (tuned - base) / gap if wide else None,
+        "jsd": 1.0 - block[SLM_TUNED]["jsd"] / block[SLM_BASE]["jsd"] if wide else None,
     }
+
+
+def jsd_reduction(T: np.ndarray, Q_base: np.ndarray, Q_tuned: np.ndarray, boot: Bootstrap,
+                  stream: tuple[int, ...]) -> tuple[float, list[float] | None, np.ndarray | None]:
+    """JSD(teacher, base) - JSD(teacher, tuned) on one cell's means, its percentile interval and
+    bootstrap distribution. Paired: each resample recomputes both JSDs on the same states, so
+    what the cell's states share (their teacher answers) cancels out of the difference."""
+    def reduction(idx):
+        mean_t = T[idx].mean(axis=-2)
+        return jsd(mean_t, Q_base[idx].mean(axis=-2)) - jsd(mean_t, Q_tuned[idx].mean(axis=-2))
+
+    ci, distribution = interval(reduction, len(T), boot, stream)
+    return float(reduction(np.arange(len(T)))), ci, distribution
 
 
 def compare_split(rows: pd.DataFrame, cells: list[str], options: list[str], boot: Bootstrap, gap_min: float,
@@ -140,6 +158,7 @@ def compare_split(rows: pd.DataFrame, cells: list[str], options: list[str], boot
     models = list(dict.fromkeys(rows["student"]))
     rows = rows.sort_values("state_id", kind="stable")  # sums in one order, however the rows came
     table, per_model_dists, per_model_jsd = [], {m: [] for m in models}, {m: [] for m in models}
+    reductions = []  # per cell, the paired bootstrap distribution of JSD_base - JSD_tuned
     for c, (key, cell) in enumerate(rows.groupby(cells, sort=True)):
         key = key if isinstance(key, tuple) else (key,)
         by_model = {m: part.sort_values("state_id") for m, part in cell.groupby("student", sort=False)}
@@ -156,10 +175,23 @@ def compare_split(rows: pd.DataFrame, cells: list[str], options: list[str], boot
             per_model_dists[m].append(dists[m] if dists[m] is not None else np.full(boot.resamples, block[m]["jsd"]))
             per_model_jsd[m].append(block[m]["jsd"])
         if SLM_BASE in models and SLM_TUNED in models:
-            row["gap_closed"] = cell_gap_closed(row, gap_min * value_span(options))
+            value, ci, dist = jsd_reduction(T, Q[SLM_BASE], Q[SLM_TUNED], boot, (split_index, c, len(models) + 1))
+            row["gap_closed"] = cell_gap_closed(row, gap_min * value_span(options)) | {
+                "jsd_reduction": value, "jsd_reduction_ci": ci}
+            reductions.append(dist if dist is not None else np.full(boot.resamples, value))
         table.append(row)
-    return {"states": int(rows["state_id"].nunique()), "cells": table,
-            "summary": _summary(rows, models, options, table, per_model_dists, per_model_jsd, boot)}
+    summary = _summary(rows, models, options, table, per_model_dists, per_model_jsd, boot)
+    if reductions:
+        summary[SLM_TUNED]["gap_closed"] |= _reduction_summary(table, reductions, boot)
+    return {"states": int(rows["state_id"].nunique()), "cells": table, "summary": summary}
+
+
+def _reduction_summary(table: list[dict], reductions: list[np.ndarray], boot: Bootstrap) -> dict:
+    """The mean over cells of JSD_base - JSD_tuned, its interval stratified by cell (each
+    resample pools one paired resample of every cell)."""
+    pooled, alpha = np.mean(reductions, axis=0), (1 - boot.confidence) / 2
+    return {"jsd_reduction": float(np.mean([r["gap_closed"]["jsd_reduction"] for r in table])),
+            "jsd_reduction_ci": [float(np.quantile(pooled, alpha)), float(np.quantile(pooled, 1 - alpha))]}
 
 
 def _summary(rows, models, options, table, dists, jsds, boot: Bootstrap) -> dict:
@@ -175,11 +207,11 @@ def _summary(rows, models, options, table, dists, jsds, boot: Bootstrap) -> dict
             block["fallback_cells"] = sum(1 for r in table if r[m]["fallback"])
         summary[m] = block
     if SLM_BASE in models and SLM_TUNED in models:
-        ratios = [r["gap_closed"]["value"] for r in table if r["gap_closed"]["value"] is not None]
+        wide = [r for r in table if r["gap_closed"]["value"] is not None]  # cells past the gap_min guard
+        base_jsd = sum(r[SLM_BASE]["jsd"] for r in wide)
         summary[SLM_TUNED]["gap_closed"] = {
-            "value": float(np.mean(ratios)) if ratios else None, "cells": len(ratios),
-            "jsd": 1.0 - summary[SLM_TUNED]["jsd_mean"] / summary[SLM_BASE]["jsd_mean"]
-            if summary[SLM_BASE]["jsd_mean"] > 0 else None}
+            "value": float(np.mean([r["gap_closed"]["value"] for r in wide])) if wide else None, "cells": len(wide),
+            "jsd": 1.0 - sum(r[SLM_TUNED]["jsd"] for r in wide) / base_jsd if base_jsd > 0 else None}
     return summary
 
 

@@ -32,10 +32,15 @@ def _free_columns(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return P[:, :-1].ravel(), Q[:, :-1].ravel()
 
 
+def mse_per_state(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Each state's mean over options of (P - Q)^2; `mse` is their mean."""
+    P, Q = _check(P, Q)
+    return np.mean((P - Q) ** 2, axis=1)
+
+
 def mse(P: np.ndarray, Q: np.ndarray) -> float:
     """Mean squared error: mean over states and options of (P - Q)^2."""
-    P, Q = _check(P, Q)
-    return float(np.mean((P - Q) ** 2))
+    return float(mse_per_state(P, Q).mean())
 
 
 def mae(P: np.ndarray, Q: np.ndarray) -> float:
@@ -78,8 +83,13 @@ def kl(P: np.ndarray, Q: np.ndarray) -> float:
     Q is clipped at 1e-12 so a confident wrong student costs a large finite amount;
     terms with P_k = 0 contribute 0.
     """
+    return float(kl_per_state(P, Q).mean())
+
+
+def kl_per_state(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Each state's KL(teacher || student) in nats, as `kl` defines it; `kl` is their mean."""
     P, Q = _check(P, Q)
-    return float(special.rel_entr(P, np.clip(Q, PROBABILITY_FLOOR, None)).sum(axis=1).mean())
+    return special.rel_entr(P, np.clip(Q, PROBABILITY_FLOOR, None)).sum(axis=1)
 
 
 def ce(P: np.ndarray, Q: np.ndarray) -> float:

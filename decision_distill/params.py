@@ -131,6 +131,10 @@ class Evaluate(Section):
     ece_bins: int = Field(10, ge=1)
     # gap_closed on P(action) counts only states where the base SLM misses the teacher by more than this
     gap_min: float = Field(0.05, gt=0.0, lt=1.0)
+    # the bootstrap interval of kl_vs_noise_floor and mse_vs_noise_floor
+    bootstrap: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    seed: int = 0
 
 
 class SLM(Section):
@@ -169,7 +173,7 @@ class Stability(Section):
     """stability: how consistent the teacher is, and its noise floor. The rules that need
     the scenario or several keys (repeats, temperature, paraphrases) are checked by
     decision_distill.stability.check_settings, with messages that say why."""
-    states: int = Field(40, ge=2)           # the first states of generate's seeded stream
+    states: int = Field(40, ge=2)           # the first states of the test split (data/splits/test.parquet)
     repeats: int = 5                        # R sampled verbalized answers per state (>= 2)
     temperature: float = Field(0.7, ge=0.0)  # sampling temperature (> 0)
     paraphrases: int = 3                    # K wordings of the prompt, the canonical one included (>= 2)

@@ -1,8 +1,9 @@
 """The stability stage: how consistent the teacher is, and the noise floor students are read against.
 
-It takes the first `stability.states` states of the seeded stream generate uses
-(so their canonical token answers are in the answer cache already) and reads
-the teacher under three sources of variation, each reported on its own:
+It takes the first `stability.states` states of the test split (data/splits/test.parquet),
+the states every student is scored on (generate asked them, so their canonical token
+answers are in the answer cache already), and reads the teacher under three sources
+of variation, each reported on its own:
 
   sampling  verbalized answers ({"<key>": p, "explanation": ...}) sampled at
             stability.temperature, stability.repeats times per state. Answers that
@@ -20,10 +21,12 @@ Statistics per source (P(action) per state and run) are defined in
 decision_distill.reliability. The noise floor is the wording source read as a
 distance: KL(canonical ‖ other) and MSE between the canonical prompt's
 distribution and each other wording's / example order's, averaged over states
-and then over those runs. It has the same direction and reference as a
+and then over those runs; per state and run in data/noise_floor.parquet
+(decision_distill.noise_floor). It has the same direction and reference as a
 student's kl and mse (the teacher's canonical answers against something else),
-so a student's kl / noise_floor.kl near 1 means it is as close to the teacher as
-the teacher is to itself under an equally valid prompt.
+and is measured on test states as they are, so a student's kl / noise_floor.kl near 1
+means it is as close to the teacher as the teacher is to itself under an equally
+valid prompt.
 
 Every teacher answer goes through the answer cache: canonical answers are
 generate's own entries; sampled answers are keyed with their repeat index and
@@ -45,6 +48,7 @@ from .answer_cache import AnswerCache
 from .errors import UserError
 from .generate import Prompts, answer_keys, ask_into_cache, build_prompts, missing, verbalized_answer
 from .model_source import is_model_marker, read_teacher_json
+from .noise_floor import floor_intervals, floor_states, per_state_floor
 from .params import Params, Stability
 from .reliability import NONE_MEASURED, TOO_FEW, mean_pairwise_cosine, noise_floor, readout_agreement, summarize
 from .scenario import Scenario, State
@@ -215,8 +219,9 @@ def _p_action(runs: dict[str, np.ndarray]) -> np.ndarray:
     return np.column_stack([probs[:, 0] for probs in runs.values()])
 
 
-def _readings(source: str, runs: list[str], p: np.ndarray, explanations=None) -> pd.DataFrame:
-    rows = [{"source": source, "run": run, "state_id": i, "p_action": p[i, r],
+def _readings(source: str, runs: list[str], p: np.ndarray, explanations=None, state_ids=None) -> pd.DataFrame:
+    ids = range(p.shape[0]) if state_ids is None else state_ids
+    rows = [{"source": source, "run": run, "state_id": int(ids[i]), "p_action": p[i, r],
              "explanation": explanations[i][r] if explanations else None}
             for r, run in enumerate(runs) for i in range(p.shape[0])]
     return pd.DataFrame(rows, columns=["source", "run", "state_id", "p_action", "explanation"])
@@ -246,15 +251,18 @@ def numerics_metrics(runs: dict[str, np.ndarray]) -> dict:
         "reference": next(iter(runs)), "max_abs_diff": float(diffs.max()), "mean_abs_diff": float(diffs.mean())}
 
 
-def measure_stability(params: Params, scenario: Scenario, teacher_dir: str | Path) -> tuple[dict, pd.DataFrame]:
-    """The metrics of metrics/stability.json and the readings (one row per source, run and state)."""
+def measure_stability(params: Params, scenario: Scenario, teacher_dir: str | Path,
+                      test_split: str | Path | pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """The metrics of metrics/stability.json, the readings (one row per source, run and state)
+    and the noise floor per state and wording run (noise_floor.per_state_floor), measured on
+    the first stability.states states of `test_split` (test.parquet or its frame)."""
     check_settings(params.stability, scenario)
     if is_model_marker(teacher_dir):
         reason = read_teacher_json(teacher_dir).get("reason", "no teacher model")
         return ({"skipped": f"{reason}: no teacher to measure", "noise_floor": None},
-                _readings("none", [], np.empty((0, 0))))
+                _readings("none", [], np.empty((0, 0))), per_state_floor(np.empty((0, 0)), {}, []))
     t = params.teacher
-    states = scenario.sample_states(params.stability.states, params.generate.seed)
+    states, ids = floor_states(test_split, scenario, params.stability.states)
     ctx = Context(params, scenario, states, load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code),
                   AnswerCache(params.generate.cache))
     try:
@@ -264,17 +272,21 @@ def measure_stability(params: Params, scenario: Scenario, teacher_dir: str | Pat
     finally:
         ctx.cache.close()
     others = {name: probs for name, probs in wording.items() if name != CANONICAL}
+    floor = per_state_floor(wording[CANONICAL], others, ids)
     metrics = {
         "states": len(states),
-        "noise_floor": noise_floor(wording[CANONICAL], others) | {
+        "noise_floor": noise_floor(wording[CANONICAL], others) | floor_intervals(floor, params.stability.seed) | {
+            "split": "test", "states": len(states),
             "pairing": "KL(canonical || run) and MSE per other wording run, averaged over states, then runs"},
         "sampling": sampling,
         "wording": summarize(_p_action(wording), list(wording)),
         "numerics": numerics_metrics(numerics),
     }
-    readings = pd.concat([sampling_rows, _readings("wording", list(wording), _p_action(wording)),
-                          _readings("numerics", list(numerics), _p_action(numerics))], ignore_index=True)
-    return metrics, readings
+    sampling_rows["state_id"] = [ids[i] for i in sampling_rows["state_id"]]
+    readings = pd.concat([sampling_rows, _readings("wording", list(wording), _p_action(wording), state_ids=ids),
+                          _readings("numerics", list(numerics), _p_action(numerics), state_ids=ids)],
+                         ignore_index=True)
+    return metrics, readings, floor
 
 
 def describe(metrics: dict) -> list[str]:
@@ -302,6 +314,9 @@ def describe(metrics: dict) -> list[str]:
         if source == "numerics":
             lines.append(f"numerics: max |difference| {m['max_abs_diff']:.3g}, mean {m['mean_abs_diff']:.3g}")
     floor = metrics["noise_floor"]
-    lines.append(f"noise floor (wording): KL {floor['kl']:.4g} [{floor['kl_min']:.4g}, {floor['kl_max']:.4g}], "
-                 f"MSE {floor['mse']:.4g} [{floor['mse_min']:.4g}, {floor['mse_max']:.4g}]")
+    ci = {m: "[{:.4g}, {:.4g}]".format(*floor[f"{m}_ci95"]) if floor.get(f"{m}_ci95") else "no interval"
+          for m in ("kl", "mse")}
+    lines.append(f"noise floor (wording, {floor['states']} test states): KL {floor['kl']:.4g} 95 % CI {ci['kl']} "
+                 f"(runs {floor['kl_min']:.4g}-{floor['kl_max']:.4g}), MSE {floor['mse']:.4g} 95 % CI {ci['mse']} "
+                 f"(runs {floor['mse_min']:.4g}-{floor['mse_max']:.4g})")
     return lines

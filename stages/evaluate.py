@@ -9,11 +9,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pandas as pd  # noqa: E402
+
 from decision_distill.atomic import write_json, write_parquet  # noqa: E402
 from decision_distill.errors import UserError, stage_main  # noqa: E402
 from decision_distill.evaluate import (  # noqa: E402
-    SLMStudents, add_noise_floor_ratios, evaluate_students, slm_model_dirs)
+    FloorIntervals, SLMStudents, add_noise_floor_ratios, evaluate_students, slm_model_dirs)
 from decision_distill.params import ARCHITECTURES, Params, load_params  # noqa: E402
+from decision_distill.schema import Schema  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stability", type=Path, default=None,
                         help="stability stage metrics; adds kl_vs_noise_floor and mse_vs_noise_floor "
                              "beside each kl and mse (default: no ratios)")
+    parser.add_argument("--noise-floor", type=Path, default=None,
+                        help="stability stage's noise floor per state (data/noise_floor.parquet); with --stability, "
+                             "gives each ratio a bootstrap interval, <m>_vs_noise_floor_ci (default: no intervals)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
                         help="parameters file; reads evaluate, split.holdouts, and for the SLM rows scenario, slm and "
                              "generate.cache (default: %(default)s)")
@@ -62,7 +68,15 @@ def main(argv: list[str] | None = None) -> None:
                                              slm_students(args, params), params.evaluate.gap_min,
                                              holdouts=list(params.split.holdouts))
     if args.stability is not None:
-        metrics = add_noise_floor_ratios(metrics, read_stability(args.stability))
+        intervals = None
+        if args.noise_floor is not None:
+            if not args.noise_floor.exists():
+                raise UserError(f"--noise-floor {args.noise_floor}: not found; run the stability stage first")
+            e = params.evaluate
+            options = list(Schema.load(args.splits / "features.json").options)
+            intervals = FloorIntervals(predictions, options, pd.read_parquet(args.noise_floor),
+                                       e.bootstrap, e.confidence, e.seed)
+        metrics = add_noise_floor_ratios(metrics, read_stability(args.stability), intervals)
     write_parquet(predictions, args.predictions)
     write_json(metrics, args.metrics)
 

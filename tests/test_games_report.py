@@ -1,4 +1,4 @@
-"""The games stage's per-cell report: JSD and its bootstrap interval against scipy,
+"""The games stage's per-cell report: JSD against scipy and its bootstrap interval against a hand-written one,
 fallback flags, the guarded gap-closed share, and the eleven-option zero-shot readout."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import bootstrap
 
 from decision_distill.games import (Bootstrap, cell_values, compare_split, interval, jsd, unseen_in_training,
                                     zero_shot_rows)
@@ -28,23 +27,20 @@ def test_jsd_equals_scipys_squared_jensen_shannon_distance_in_bits():
     assert jsd(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)  # disjoint: the maximum
 
 
-def test_bootstrap_interval_matches_scipy_on_a_plain_statistic_with_the_same_resamples():
-    """Our vectorised cell JSD statistic against scipy's own jensenshannon, called state by
-    state in an unvectorised bootstrap drawing the same resamples: the intervals agree."""
+def test_cell_jsd_interval_matches_a_hand_written_percentile_bootstrap():
+    """The cell JSD interval against one computed by hand: draw n state indices with
+    replacement (the same seeded draws), recompute the cell means and scipy's Jensen-Shannon
+    distance squared for each, and take the 5th and 95th percentiles of those values."""
     rng = np.random.default_rng(2)
     T = rng.dirichlet([4, 2], size=9)
     Q = rng.dirichlet([2, 4], size=9)
     boot = Bootstrap(resamples=500, confidence=0.9, seed=7)
     ours, distribution = interval(lambda idx: jsd(T[idx].mean(axis=-2), Q[idx].mean(axis=-2)), 9, boot, (3, 1))
 
-    def plain(idx):
-        idx = idx.astype(int)
-        return jensenshannon(T[idx].mean(axis=0), Q[idx].mean(axis=0), base=2) ** 2
-
-    reference = bootstrap((np.arange(9),), plain, vectorized=False, n_resamples=500, confidence_level=0.9,
-                          method="percentile", rng=np.random.default_rng([7, 3, 1]))
-    assert ours == pytest.approx(list(reference.confidence_interval), abs=1e-12)
-    assert distribution.shape == (500,)
+    draws = np.random.default_rng([7, 3, 1]).integers(0, 9, size=(500, 9))  # one resample a row
+    by_hand = [jensenshannon(T[idx].mean(axis=0), Q[idx].mean(axis=0), base=2) ** 2 for idx in draws]
+    np.testing.assert_allclose(np.sort(distribution), np.sort(by_hand), atol=1e-12)
+    assert ours == pytest.approx(list(np.percentile(by_hand, [5, 95])), abs=1e-12)
     point = jsd(T.mean(axis=0), Q.mean(axis=0))
     assert ours[0] <= point <= ours[1]
 
@@ -127,13 +123,16 @@ def test_unseen_values_are_those_no_training_state_has():
     assert unseen_in_training(train, held, scenario) == {"stakes": {"doubled"}, "context": {"sports"}}
 
 
-def test_the_eleven_option_zero_shot_readout_sums_to_one_with_the_real_loading_code(tmp_path):
+def test_the_eleven_option_zero_shot_readout_is_the_option_softmax_with_the_real_loading_code(tmp_path):
     """The public-goods game through the teacher's token readout on a tiny model built from the
     games scenario's texts (and those of its zero-shot scenarios)."""
     from tiny_teacher import build_tiny_teacher
 
+    import torch
+
     from decision_distill.answer_cache import AnswerCache
-    from decision_distill.generate import teacher_answers
+    from decision_distill.generate import build_prompts, teacher_answers
+    from decision_distill.teacher import TokenScorer, load_teacher
     from decision_distill.model_source import download
     from decision_distill.params import parse_params
 
@@ -148,8 +147,18 @@ def test_the_eleven_option_zero_shot_readout_sums_to_one_with_the_real_loading_c
     cache.close()
     P = np.array([a["probs"] for a in answers])
     assert len(states) == 9 * 3 * 5 and P.shape == (len(states), 11)
-    assert np.allclose(P.sum(axis=1), 1.0, atol=1e-9) and (P >= 0).all()
     assert len({tuple(np.round(p, 6)) for p in P}) > 1  # the answers depend on the state
+    # each answer is the softmax over the eleven option tokens (in option order) of one plain
+    # forward pass of the prompt, computed here by hand for a few states
+    teacher = load_teacher(tmp_path / "teacher", device="cpu")
+    scorer = TokenScorer(teacher, [o.text for o in public_goods.options])
+    prompts = build_prompts(public_goods, states, params)
+    for i in (0, 17, 101):
+        ids = scorer.encode_prefix(prompts.prefix) + scorer.encode_suffix(prompts.suffixes[i])
+        with torch.no_grad():
+            logits = teacher.model(input_ids=torch.tensor([ids])).logits[0, -1].double()
+        expected = torch.softmax(logits[scorer.option_ids], dim=-1).numpy()
+        np.testing.assert_allclose(P[i], expected, atol=1e-5)
     rows = zero_shot_rows(public_goods, states, P, {"slm_base": P[::-1].copy()})
     report = compare_split(rows, list(public_goods.cells), [o.id for o in public_goods.options], Bootstrap(100),
                            0.05, 0)
@@ -180,3 +189,54 @@ def test_the_gap_guard_is_a_share_of_the_value_scale_for_numeric_options():
     assert by_context["near"]["teacher"]["value"] == pytest.approx(3.0)
     assert by_context["near"]["gap_closed"]["value"] is None
     assert by_context["far"]["gap_closed"]["value"] == pytest.approx(0.5)
+
+
+# Per-cell cooperation counts out of 300 samples at temperature 0.8 (C, of 300) of seed 003's study:
+# teacher 70B, base 7B, fine-tuned 7B, from the files 70b_distribution.txt, 7b_org_distribution.txt and
+# 7b_finetuned_distribution.txt of github.com/sepehrilami/LFB (commit 43eba19).
+SEED_003_COUNTS = {("IR", "staghunt"): (266, 262, 216), ("environment", "delight"): (276, 263, 208),
+                   ("IR", "prison"): (140, 254, 221)}
+
+
+def _count_rows(counts: dict[tuple[str, str], tuple[int, int, int]], samples: int = 300) -> pd.DataFrame:
+    """One row per sample: each model's answer is C (1) for the first `count` samples of its cell."""
+    rows, state_id = [], 0
+    for (context, game), (teacher, base, tuned) in counts.items():
+        for i in range(samples):
+            t = float(i < teacher)
+            for name, count in (("slm_base", base), ("slm_tuned", tuned)):
+                q = float(i < count)
+                rows.append({"state_id": state_id, "split": "test", "student": name, "context": context, "game": game,
+                             "teacher_C": t, "teacher_D": 1 - t, "student_C": q, "student_D": 1 - q})
+            state_id += 1
+    return pd.DataFrame(rows)
+
+
+def test_jsd_gap_closed_is_guarded_where_the_base_model_already_matches_the_teacher():
+    """Seed 003's counts: in IR x stag hunt and environment x delight the base model is within
+    0.05 of the teacher's cooperation rate, and 1 - JSD_tuned / JSD_base read -106 and -15.8 there.
+    The share is left out in those cells, as the value ratio is; the difference JSD_base - JSD_tuned
+    is reported in every cell with a paired bootstrap interval."""
+    report = compare_split(_count_rows(SEED_003_COUNTS), ["context", "game"], ["C", "D"], Bootstrap(300), 0.05, 0)
+    cells = {(c["context"], c["game"]): c for c in report["cells"]}
+    for near in (("IR", "staghunt"), ("environment", "delight")):
+        teacher, base, tuned = (n / 300 for n in SEED_003_COUNTS[near])
+        assert abs(teacher - base) < 0.05
+        closed = cells[near]["gap_closed"]
+        assert closed["value"] is None and closed["jsd"] is None
+        # the tuned model moved away from the teacher: a reduction below zero, and its interval says so
+        expected = jsd(np.array([teacher, 1 - teacher]), np.array([base, 1 - base])) - jsd(
+            np.array([teacher, 1 - teacher]), np.array([tuned, 1 - tuned]))
+        assert closed["jsd_reduction"] == pytest.approx(float(expected))
+        low, high = closed["jsd_reduction_ci"]
+        assert low <= closed["jsd_reduction"] <= high < 0
+    wide = cells[("IR", "prison")]["gap_closed"]
+    assert wide["value"] == pytest.approx((221 - 254) / (140 - 254))
+    assert wide["jsd"] == pytest.approx(1 - cells[("IR", "prison")]["slm_tuned"]["jsd"]
+                                        / cells[("IR", "prison")]["slm_base"]["jsd"])
+    assert wide["jsd_reduction_ci"][0] > 0  # here fine-tuning did bring it closer
+    summary = report["summary"]["slm_tuned"]["gap_closed"]
+    assert summary["cells"] == 1 and summary["jsd"] == pytest.approx(wide["jsd"])
+    reductions = [c["gap_closed"]["jsd_reduction"] for c in report["cells"]]
+    assert summary["jsd_reduction"] == pytest.approx(np.mean(reductions))
+    assert summary["jsd_reduction_ci"][0] <= summary["jsd_reduction"] <= summary["jsd_reduction_ci"][1]

@@ -55,7 +55,9 @@ def test_dataset_follows_the_contract(tmp_path, tiny_teacher):
     run_generate(params, tiny_teacher, tmp_path)
     frame = pd.read_parquet(tmp_path / "d.parquet")
     assert list(frame["state_id"]) == list(range(12))
-    assert ((frame.p_yes + frame.p_no) - 1).abs().max() < 1e-9
+    assert frame.p_yes.std() > 1e-4  # the answers depend on the state
+    # the scorer's log-odds (from the two logits) agree with the stored probabilities, column by column
+    np.testing.assert_allclose(frame.logodds, np.log(frame.p_yes / frame.p_no), atol=1e-6)
     assert frame.ok.all() and frame.question.str.endswith("Bought ice cream:").all()
     assert isinstance(frame.traits.iloc[0].tolist(), list)
 
@@ -146,15 +148,39 @@ def test_generate_killed_at_20_random_moments_resumes_to_the_identical_dataset(t
     assert _cached(cache) == STATES
 
 
-def test_verbalized_readout_counts_failures_and_never_invents_numbers(tmp_path, tiny_teacher):
+def test_verbalized_readout_keeps_parsed_numbers_and_counts_failures(tmp_path, tiny_teacher, monkeypatch):
+    """The tiny model's free text rarely parses, so the model's replies are scripted per state:
+    every other state gets a valid JSON answer with its own probability, the rest invalid text.
+    The real parser reads them; the dataset must keep each parsed number and each failure's text."""
+    scripted = {}  # question -> the reply the "model" gave
+
+    def scripted_answer(self, prompts, seed=0):
+        replies = []
+        for prompt in prompts:
+            k = len(scripted)
+            reply = (f'{{"buy": {0.05 + 0.1 * (k % 9):.2f}, "explanation": "state {k}"}}' if k % 2 == 0
+                     else f"I would say {k}0 percent")
+            scripted[prompt] = reply
+            replies.append(parse_verbalized(reply, self.key))
+        return replies
+
+    monkeypatch.setattr(teacher_module.VerbalizedReader, "answer", scripted_answer)
     raw, _ = params_for(tmp_path, states=6)
     raw["teacher"] |= {"readout": "verbalized", "max_new_tokens": 12}
     metrics = run_generate(parse_params(raw), tiny_teacher, tmp_path)
     frame = pd.read_parquet(tmp_path / "d.parquet")
-    failed = frame[~frame.ok]
-    assert metrics["parse_failures"] == len(failed)
-    assert failed.p_yes.isna().all() and failed.raw.notna().all()
-    assert frame[frame.ok].p_yes.between(0, 1).all()
+    replies = [next(r for prompt, r in scripted.items() if prompt.endswith(q)) for q in frame.question]
+    valid = [r.startswith("{") for r in replies]
+    assert 0 < sum(valid) < len(frame)  # both outcomes are seen
+    for (_, row), reply, ok in zip(frame.iterrows(), replies, valid):
+        assert row.ok == ok and row.raw == reply
+        if ok:
+            assert row.p_yes == pytest.approx(float(reply.split(":")[1].split(",")[0]))
+            assert row.p_no == pytest.approx(1 - row.p_yes) and row.explanation.startswith("state ")
+        else:
+            assert np.isnan(row.p_yes) and np.isnan(row.p_no) and row.error
+    assert metrics["parse_failures"] == len(frame) - sum(valid)
+    assert metrics["p_mean"] == pytest.approx(frame.p_yes[frame.ok].mean())
 
 
 @pytest.mark.parametrize("text, ok", [

@@ -21,6 +21,7 @@ from decision_distill.params import parse_params
 from decision_distill.plots import plot_stability_icc, plot_stability_spread, stability_spread
 from decision_distill.reliability import NONE_MEASURED, mard, summarize
 from decision_distill.scenario import load_scenario, parse_scenario
+from decision_distill.split import split_decisions
 from decision_distill.stability import check_settings, describe, explanation_cosine, measure_stability
 from decision_distill.teacher import VerbalizedReader
 
@@ -37,6 +38,12 @@ def tiny_params(tmp_path, scenario=SCENARIO, **stability):
     })
 
 
+def stand_in_test_split(scenario_path=SCENARIO, n: int = 6) -> pd.DataFrame:
+    """A stand-in test split: `n` states drawn apart from generate's stream, ids not from 0."""
+    states = load_scenario(scenario_path).sample_states(n, seed=99)
+    return pd.DataFrame([{"state_id": 100 + 3 * i, **state, "ok": True} for i, state in enumerate(states)])
+
+
 def raw_scenario() -> dict:
     return YAML(typ="safe", pure=True).load(open(SCENARIO).read())
 
@@ -50,7 +57,7 @@ def test_identical_prompting_measures_no_variation_and_says_so(tmp_path, tiny_te
     path = tmp_path / "same_wording.yaml"
     path.write_text(yaml.safe_dump(raw))
     params = tiny_params(tmp_path, path, paraphrases=3, shot_orders=0)
-    metrics, _ = measure_stability(params, load_scenario(path), tiny_teacher)
+    metrics, _, _ = measure_stability(params, load_scenario(path), tiny_teacher, stand_in_test_split())
     wording = metrics["wording"]
     assert wording["variation"] == NONE_MEASURED and wording["mean_state_std"] == 0.0
     assert wording["icc2"] is None and wording["icc3"] is None and "undefined" in wording["icc_note"]
@@ -110,7 +117,8 @@ def test_canonical_answers_come_from_generate_and_a_rerun_asks_nothing(tmp_path,
     monkeypatch.setattr(VerbalizedReader, "answer", lambda self, prompts, seed=0: sampled.append(
         len(prompts)) or real_answer(self, prompts, seed))
 
-    first, readings = measure_stability(params, scenario, tiny_teacher)
+    test = pd.read_parquet(tmp_path / "d.parquet")  # every generated state serves as a test state here
+    first, readings, _ = measure_stability(params, scenario, tiny_teacher, test)
     assert len(asked) == 2 and "canonical" not in asked  # generate had asked the canonical prompts
     assert sum(sampled) == 6 * 2
     cache = AnswerCache(params.generate.cache)
@@ -118,10 +126,41 @@ def test_canonical_answers_come_from_generate_and_a_rerun_asks_nothing(tmp_path,
     cache.close()
 
     asked.clear(), sampled.clear()
-    second, _ = measure_stability(params, scenario, tiny_teacher)
+    second, _, _ = measure_stability(params, scenario, tiny_teacher, test)
     assert asked == [] and sampled == []
     assert second["sampling"] == first["sampling"] and second["wording"] == first["wording"]
     assert first["sampling"]["parse_failures"] == int(readings.query("source == 'sampling'")["p_action"].isna().sum())
+
+
+def test_the_noise_floor_is_measured_on_the_test_splits_states(tmp_path, tiny_teacher, monkeypatch):
+    """Students are scored on the test split, so the floor they are read against is measured on
+    its first stability.states states, with generate's cached canonical answers, state by state."""
+    raw = {"scenario": SCENARIO, "teacher": {"batch_size": 4, "device": "cpu", "max_new_tokens": 8},
+           "generate": {"states": 24, "cache": str(tmp_path / "cache.sqlite")}, "split": {"test": 0.5, "val": 0.1},
+           "stability": {"states": 6, "repeats": 2, "paraphrases": 2, "shot_orders": 1, "batch_sizes": [3]}}
+    params, scenario = parse_params(raw), load_scenario(SCENARIO)
+    generate(params, scenario, tiny_teacher, tmp_path / "d.parquet", tmp_path / "f.json", tmp_path / "m.json")
+    split_decisions(tmp_path / "d.parquet", tmp_path / "f.json", params.split, tmp_path / "splits")
+    test = pd.read_parquet(tmp_path / "splits" / "test.parquet")
+    first_test_ids = sorted(test["state_id"])[:6]
+    assert first_test_ids != list(range(6))  # the premise: the stream's first states are not all test states
+    asked = []
+    real_ask = stability_module.ask_into_cache
+    monkeypatch.setattr(stability_module, "ask_into_cache", lambda *args: asked.append(args[-1]) or real_ask(*args))
+
+    metrics, readings, floor = measure_stability(params, scenario, tiny_teacher, tmp_path / "splits" / "test.parquet")
+    assert "canonical" not in asked  # generate had answered these states
+    assert sorted(set(floor["state_id"])) == first_test_ids and metrics["noise_floor"]["states"] == 6
+    canonical = readings.query("source == 'wording' and run == 'canonical'").set_index("state_id")["p_action"]
+    np.testing.assert_allclose(canonical.loc[first_test_ids], test.set_index("state_id").loc[first_test_ids, "p_yes"],
+                               atol=1e-9)
+    # the per-state values average to the floor in metrics/stability.json
+    assert floor["kl"].mean() == pytest.approx(metrics["noise_floor"]["kl"])
+    assert floor["mse"].mean() == pytest.approx(metrics["noise_floor"]["mse"])
+    assert (floor["kl"] > 0).any() and (floor["kl"] >= 0).all()
+    low, high = metrics["noise_floor"]["kl_ci95"]
+    assert floor.groupby("state_id")["kl"].mean().min() <= low < metrics["noise_floor"]["kl"] < high
+    assert any(line.startswith("noise floor (wording, 6 test states): KL") for line in describe(metrics))
 
 
 def cache_contents(path) -> dict:
@@ -143,12 +182,12 @@ def test_interrupted_sampling_resumes_to_the_same_answers(tmp_path, tiny_teacher
 
     monkeypatch.setattr(VerbalizedReader, "answer", crash_on_third_group)
     with pytest.raises(RuntimeError):
-        measure_stability(params, scenario, tiny_teacher)
+        measure_stability(params, scenario, tiny_teacher, stand_in_test_split())
     calls.clear()
-    measure_stability(params, scenario, tiny_teacher)
+    measure_stability(params, scenario, tiny_teacher, stand_in_test_split())
     assert calls == [4, 4, 2]  # only the groups that were not committed
     (tmp_path / "clean").mkdir()
-    measure_stability(tiny_params(tmp_path / "clean", repeats=3), scenario, tiny_teacher)
+    measure_stability(tiny_params(tmp_path / "clean", repeats=3), scenario, tiny_teacher, stand_in_test_split())
     assert cache_contents(tmp_path / "cache.sqlite") == cache_contents(tmp_path / "clean" / "cache.sqlite")
 
 

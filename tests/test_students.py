@@ -143,7 +143,7 @@ def test_training_keeps_the_best_epoch_and_logs_curves(trained, arch):
         assert len(rows) == summary["epochs_run"]
 
 
-def test_three_options_train_and_predictions_sum_to_one(tmp_path):
+def test_three_options_train_and_every_option_follows_the_teacher(tmp_path):
     write_synthetic_splits(tmp_path / "splits", options=("a", "b", "c"))
     test = pd.read_parquet(tmp_path / "splits" / "test.parquet")
     teacher = test[["p_a", "p_b", "p_c"]].to_numpy()
@@ -151,7 +151,11 @@ def test_three_options_train_and_predictions_sum_to_one(tmp_path):
         train_student(arch, fast_params(epochs=15), tmp_path / "splits", tmp_path / arch, tmp_path / "live")
         predicted = predict(*load_student(tmp_path / arch), test)
         assert predicted.shape == (len(test), 3)
-        np.testing.assert_allclose(predicted.sum(axis=1), 1.0, atol=1e-9)
+        # every option column, the third (implied by the others) too, follows the teacher's:
+        # measured Pearson >= 0.988 per column and argmax agreement >= 0.93 (decoder, the weakest)
+        for k in range(3):
+            assert np.corrcoef(predicted[:, k], teacher[:, k])[0, 1] > 0.95, (arch, k)
+        assert np.mean(predicted.argmax(axis=1) == teacher.argmax(axis=1)) > 0.85, arch
         # Measured mse/var after 15 epochs: logreg 0.0000, mlp 0.004, encoder 0.013, decoder 0.021.
         assert np.mean((predicted - teacher) ** 2) < 0.1 * teacher.var(axis=0).mean(), arch
 

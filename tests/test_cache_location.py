@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from decision_distill.answer_cache import AnswerCache
 from decision_distill.params import Generate
 from test_pipeline import sh, tiny_project
 
@@ -18,6 +19,22 @@ from test_pipeline import sh, tiny_project
 def _rows(path: Path) -> int:
     with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+
+def test_cache_paths_expand_home_and_xdg_and_keep_relative_paths_in_the_project(tmp_path, monkeypatch):
+    home, xdg, project = tmp_path / "home", tmp_path / "xdg", tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("HOME", str(home))
+    for value, where in ((Generate().cache, xdg / "decision-distill/answers.sqlite"),
+                         ("~/shared/answers.sqlite", home / "shared/answers.sqlite"),
+                         (".cache/teacher.sqlite", project / ".cache/teacher.sqlite")):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+        AnswerCache(value).close()
+        assert where.is_file(), value
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    AnswerCache(Generate().cache).close()
+    assert (home / ".cache/decision-distill/answers.sqlite").is_file()
 
 
 @pytest.mark.slow

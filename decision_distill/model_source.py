@@ -163,7 +163,7 @@ def _file_sha256(file: Path) -> str:
 def check_local_model(model_dir: Path, info: dict) -> None:
     """A local model is not copied, so DVC cannot see it change: compare its content with
     the fingerprint the download stage recorded (cheap: the file hashes are memoized)."""
-    path, stage = Path(info["path"]), info.get("stage", "download@teacher")
+    path, stage = Path(info["path"]), info.get("stage") or f"download@{model_dir.name}"  # models/<role>
     if not path.is_dir():
         raise UserError(f"{model_dir}: the local model {path} it points to is gone; restore it or point "
                         f"the model key elsewhere and run `dvc repro -f {stage}`")

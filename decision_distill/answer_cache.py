@@ -1,6 +1,7 @@
 """A content-addressed store of teacher answers that outlives reruns.
 
-Key: sha256 of (model fingerprint, full prompt, readout and decoding settings).
+Key: sha256 of (model fingerprint, full prompt, readout and decoding settings, dtype,
+quantization and library versions: decision_distill.generate.answer_keys).
 SQLite gives atomic commits: a run killed mid-batch loses at most that batch,
 and a rerun asks only what is not stored yet. Values are JSON, never pickle.
 """
@@ -13,6 +14,8 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable
 
+from .user_cache import expand_cache_path
+
 
 def answer_key(**parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -20,7 +23,7 @@ def answer_key(**parts: object) -> str:
 
 class AnswerCache:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = expand_cache_path(path)  # generate.cache: ~ and $XDG_CACHE_HOME honoured
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -9,6 +9,8 @@ asks only what is missing, and the dataset can hold no lost or duplicated row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from .errors import UserError
 from .params import Params
 from .model_source import read_teacher_json
 from .scenario import Scenario, State
-from .teacher import TokenScorer, VerbalizedReader, load_teacher
+from .teacher import SCORER_VERSION, TokenScorer, VerbalizedReader, load_teacher
 
 MIN_USEFUL_P_STD = 0.05
 BATCHES_PER_COMMIT = 16  # batches per cache commit: a kill loses at most this much work
@@ -54,20 +56,31 @@ def build_prompts(scenario: Scenario, states: list[State], params: Params, token
 
 
 def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: Params,
-                samples: list[dict] | None = None) -> list[str]:
-    """The answer cache's key for each prompt. `samples` (one dict per prompt, e.g. the
-    repeat index and seed of a sampled answer) tells apart answers to the same prompt."""
+                samples: list[dict] | None = None, quantize: str = "none") -> list[str]:
+    """The answer cache's key for each prompt: everything that changes the numbers, so an
+    answer is never served for another model, precision or library. `samples` (one dict per
+    prompt, e.g. the repeat index and seed of a sampled answer) tells apart answers to the
+    same prompt; `quantize` is how the model was loaded (load_teacher's quantize)."""
     t = params.teacher
-    settings = {"readout": t.readout, "options": [o.text for o in scenario.options]}
+    settings = {"readout": t.readout, "options": [o.text for o in scenario.options], "dtype": t.dtype,
+                "quantize": quantize, "chat_template": t.chat_template, "software": software_versions()}
     if t.readout == "verbalized":
         settings |= {"max_new_tokens": t.max_new_tokens, "temperature": t.temperature,
                      "key": scenario.verbalized_key}
-    # Without `samples` the keys stay exactly what they were before samples existed.
     extra = [{}] * len(prompts.suffixes) if samples is None else [{"sample": s} for s in samples]
     # The segment boundaries are part of the key: each segment is tokenized on its own.
     return [answer_key(model=fingerprint, prompt=prompts.full(i), **settings, **extra[i],
                        segments=[len(prompts.prefix), len(prompts.suffixes[i][0])])
             for i in range(len(prompts.suffixes))]
+
+
+@lru_cache(maxsize=None)
+def software_versions() -> dict[str, object]:
+    """The libraries and scorer code whose upgrade can move the answers' numbers.
+    Device and batch size are left out: they move them by ~1e-6 (the stability
+    stage's numerics check measures it), and keying them would split a shared cache."""
+    return {"scorer": SCORER_VERSION, "torch": version("torch"), "transformers": version("transformers"),
+            "tokenizers": version("tokenizers")}
 
 
 def ask_teacher(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: list[int], progress):
@@ -122,6 +135,12 @@ def teacher_answers(teacher_dir: str | Path, scenario: Scenario, states: list[St
     """The teacher's answer to each state (a cache record: ok, probs, ...), asked through
     `cache`: the teacher is loaded only when some state is not answered yet."""
     t = params.teacher
+    if t.readout == "verbalized" and t.temperature > 0:
+        # One dataset row per state, keyed without a seed: a sampled answer would depend on
+        # which states happened to share a batch, so a resumed run would not be the same run.
+        raise UserError(f"teacher.temperature: {t.temperature:g} would sample each state's verbalized answer "
+                        "unseeded (a resumed run would differ); set it to 0, the stability stage measures "
+                        "sampling with its own seeded repeats")
     fingerprint = read_teacher_json(teacher_dir)["fingerprint"]
     teacher = None
     if t.chat_template:  # the prompt text itself depends on the tokenizer

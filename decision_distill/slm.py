@@ -65,13 +65,16 @@ def slm_answers(model_dir: str | Path, scenario: Scenario, states: list[State], 
     in the answer cache under the model's fingerprint: asked once, and the model is loaded
     only if some state is not cached yet."""
     slm = params.slm
+    # Read through the teacher settings, but with the SLM's own precision: the key must name
+    # how this model is loaded (slm.dtype, slm.quantize), never the teacher's settings.
     as_reader = params.model_copy(update={"teacher": params.teacher.model_copy(
-        update={"readout": "tokens", "chat_template": False, "batch_size": slm.batch_size})})
+        update={"readout": "tokens", "chat_template": False, "batch_size": slm.batch_size, "dtype": slm.dtype})})
     prompts = slm_prompts(scenario, states)
-    keys = answer_keys(read_teacher_json(model_dir)["fingerprint"], prompts, scenario, as_reader)
+    keys = answer_keys(read_teacher_json(model_dir)["fingerprint"], prompts, scenario, as_reader,
+                       quantize=slm.quantize)
     todo = missing(cache, keys)
     if todo:
-        model = load_teacher(model_dir, slm.dtype, slm.device, slm.trust_remote_code)
+        model = load_teacher(model_dir, slm.dtype, slm.device, slm.trust_remote_code, slm.quantize)
         ask_into_cache(model, scenario, as_reader, prompts, keys, todo, cache, desc=desc)
     answers = cache.get_many(keys)
     return np.array([answers[k]["probs"] for k in keys], dtype=np.float64)

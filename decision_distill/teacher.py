@@ -76,6 +76,10 @@ def _nf4_config(dtype: str):
 
 # ---- scoring: P(option | prompt) from the answer tokens ------------------------------
 
+# Part of every answer-cache key: bump it with any change to how answers are read
+# (tokenization, sharing, readout, generation) that can move their numbers.
+SCORER_VERSION = 1
+
 @dataclass
 class Scores:
     probs: np.ndarray  # [N, K] normalised over the options

@@ -8,12 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 
 from decision_distill.atomic import write_parquet
 from decision_distill.schema import Feature, Schema
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers such as tiny_teacher
+
+# Tests never read or write the user's real cache directory (the default answer cache,
+# the memo of model-file hashes): it is a fresh one per test session.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="decision-distill-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 TRAITS = tuple(f"t{i}" for i in range(6))
 CONTEXTS = tuple(f"c{i}" for i in range(5))

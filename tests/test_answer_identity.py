@@ -1,0 +1,160 @@
+"""The answer cache never answers for a different model or setting: its key holds
+everything that changes the numbers, local models are fingerprinted by their full
+content, and a local model changed in place is noticed before any answer is served."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from decision_distill import generate as generate_module
+from decision_distill import teacher as teacher_module
+from decision_distill.answer_cache import AnswerCache
+from decision_distill.errors import UserError
+from decision_distill.generate import generate, teacher_answers
+from decision_distill.model_source import download, fingerprint_dir
+from decision_distill.params import parse_params
+from decision_distill.scenario import load_scenario
+from decision_distill.slm import slm_answers
+
+SCENARIO = load_scenario("scenarios/ice_cream.yaml")
+STATES = SCENARIO.sample_states(6, seed=0)
+
+
+@pytest.fixture
+def asked(monkeypatch) -> list[int]:
+    """States the token scorer actually ran (not served from the cache)."""
+    counts: list[int] = []
+    real = teacher_module.TokenScorer._score_batch
+    monkeypatch.setattr(teacher_module.TokenScorer, "_score_batch",
+                        lambda self, rows, *rest: counts.append(len(rows)) or real(self, rows, *rest))
+    return counts
+
+
+def params(tmp_path, **sections):
+    raw = {"teacher": {"batch_size": 4, "device": "cpu"}, "slm": {"batch_size": 4, "device": "cpu"},
+           "generate": {"cache": str(tmp_path / "cache.sqlite")}}
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return parse_params(raw)
+
+
+def ask(teacher_dir, p) -> list[dict]:
+    cache = AnswerCache(p.generate.cache)
+    try:
+        return teacher_answers(teacher_dir, SCENARIO, STATES, p, cache)
+    finally:
+        cache.close()
+
+
+def test_answers_cached_in_float32_are_not_served_in_bfloat16(tmp_path, tiny_teacher, asked):
+    float32 = ask(tiny_teacher, params(tmp_path))
+    assert sum(asked) == len(STATES)
+    bfloat16 = ask(tiny_teacher, params(tmp_path, teacher={"dtype": "bfloat16"}))
+    assert sum(asked) == 2 * len(STATES)  # asked again, in bfloat16
+    assert [a["probs"] for a in bfloat16] != [a["probs"] for a in float32]
+    ask(tiny_teacher, params(tmp_path, teacher={"dtype": "bfloat16"}))
+    assert sum(asked) == 2 * len(STATES)  # and bfloat16's own answers are reused
+
+
+def test_answers_cached_under_other_library_versions_are_not_served(tmp_path, tiny_teacher, asked, monkeypatch):
+    ask(tiny_teacher, params(tmp_path))
+    real = generate_module.version
+    monkeypatch.setattr(generate_module, "version",
+                        lambda name: "999.0" if name == "transformers" else real(name))
+    generate_module.software_versions.cache_clear()
+    try:
+        ask(tiny_teacher, params(tmp_path))
+    finally:
+        monkeypatch.undo()
+        generate_module.software_versions.cache_clear()
+    assert sum(asked) == 2 * len(STATES)
+
+
+def test_slm_answers_are_keyed_by_the_slm_precision_not_the_teacher_one(tmp_path, tiny_teacher, asked):
+    def read(p):
+        cache = AnswerCache(p.generate.cache)
+        try:
+            return slm_answers(tiny_teacher, SCENARIO, STATES, p, cache)
+        finally:
+            cache.close()
+
+    read(params(tmp_path))
+    read(params(tmp_path, teacher={"dtype": "bfloat16"}))  # the teacher's dtype is not the SLM's
+    assert sum(asked) == len(STATES)
+    read(params(tmp_path, slm={"dtype": "bfloat16"}))
+    assert sum(asked) == 2 * len(STATES)
+
+
+def test_generate_refuses_unseeded_sampled_verbalized_answers(tmp_path, tiny_teacher):
+    p = params(tmp_path, teacher={"readout": "verbalized", "temperature": 0.7}, generate={"states": 4})
+    with pytest.raises(UserError, match=r"^teacher\.temperature: 0\.7 .*set it to 0") as err:
+        generate(p, SCENARIO, tiny_teacher, tmp_path / "d.parquet", tmp_path / "f.json", tmp_path / "m.json")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "d.parquet").exists()
+
+
+# ---- local model directories -------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def test_dirs_differing_only_in_a_middle_byte_have_different_fingerprints(tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, 5 * MIB, dtype=np.uint8).tobytes()
+    for name in ("base", "merged"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        (tmp_path / name / "model.safetensors").write_bytes(data)
+    middle = tmp_path / "merged/model.safetensors"
+    with middle.open("r+b") as fh:
+        fh.seek(5 * MIB // 2)
+        fh.write(bytes([data[5 * MIB // 2] ^ 1]))
+    assert fingerprint_dir(tmp_path / "base") != fingerprint_dir(tmp_path / "merged")
+
+
+def test_an_unchanged_dir_is_fingerprinted_again_without_reading_its_files(tmp_path, monkeypatch):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(os.urandom(3 * MIB))
+    first = fingerprint_dir(model)
+    opened: list[str] = []
+    real_open = io.open
+
+    def spy(file, *args, **kwargs):
+        opened.append(os.fspath(file) if isinstance(file, (str, os.PathLike)) else repr(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    monkeypatch.setattr(io, "open", spy)
+    assert fingerprint_dir(model) == first
+    monkeypatch.undo()
+    assert not [f for f in opened if Path(f).is_relative_to(model)]
+    # A rewrite that keeps the size and restores the mtime is still noticed (ctime moves).
+    stat = (model / "model.safetensors").stat()
+    (model / "model.safetensors").write_bytes(os.urandom(3 * MIB))
+    os.utime(model / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert fingerprint_dir(model) != first
+
+
+def test_a_local_model_changed_in_place_is_refused_not_answered_from_the_cache(tmp_path, tiny_teacher, asked):
+    weights = tmp_path / "weights"
+    shutil.copytree(yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"], weights)
+    download(str(weights), "main", tmp_path / "teacher")
+    ask(tmp_path / "teacher", params(tmp_path))
+    file = weights / "model.safetensors"
+    with file.open("r+b") as fh:  # retrained in place: same size, other weights
+        fh.seek(file.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0x40]))
+    with pytest.raises(UserError, match=r"changed since the download stage.*`dvc repro -f download@teacher`"):
+        ask(tmp_path / "teacher", params(tmp_path))
+    assert sum(asked) == len(STATES)

@@ -1,0 +1,57 @@
+"""The default answer cache lives outside the checkout, so experiments run in a copy of
+the project (`dvc exp run --temp`, `--queue`) reuse every answer instead of asking again."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from decision_distill.answer_cache import AnswerCache
+from decision_distill.params import Generate
+from test_pipeline import sh, tiny_project
+
+
+def _rows(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+
+def test_cache_paths_expand_home_and_xdg_and_keep_relative_paths_in_the_project(tmp_path, monkeypatch):
+    home, xdg, project = tmp_path / "home", tmp_path / "xdg", tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("HOME", str(home))
+    for value, where in ((Generate().cache, xdg / "decision-distill/answers.sqlite"),
+                         ("~/shared/answers.sqlite", home / "shared/answers.sqlite"),
+                         (".cache/teacher.sqlite", project / ".cache/teacher.sqlite")):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+        AnswerCache(value).close()
+        assert where.is_file(), value
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    AnswerCache(Generate().cache).close()
+    assert (home / ".cache/decision-distill/answers.sqlite").is_file()
+
+
+@pytest.mark.slow
+def test_exp_run_temp_reuses_the_default_answer_cache(tmp_path, tiny_teacher, monkeypatch):
+    home, xdg = tmp_path / "home", tmp_path / "xdg"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    root = tmp_path / "project"
+    root.mkdir()
+    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
+    log = tiny_project(root, weights, generate={"cache": Generate().cache})  # the default location
+    assert re.search(r"\b160 to ask", log)
+    cache = xdg / "decision-distill/answers.sqlite"
+    before = _rows(cache)
+    # import.* feeds generate (it reruns) but not the teacher's answers under generate.source: teacher.
+    log = sh("dvc", "exp", "run", "--temp", "-S", "import.probability=p_other", cwd=root)
+    assert "Running stage 'generate'" in log
+    assert re.search(r"160 answered before .* 0 to ask", log), log[-2000:]
+    assert _rows(cache) == before
+    assert not (root / ".cache").exists() and not list(home.rglob("*.sqlite"))  # XDG_CACHE_HOME is honoured

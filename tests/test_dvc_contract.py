@@ -116,3 +116,25 @@ def test_every_lock_entry_is_a_stage_of_dvc_yaml(stages):
     lock = yaml.safe_load((REPO / "dvc.lock").read_text())
     orphans = set(lock["stages"]) - {s.name for s in stages}
     assert not orphans, f"dvc.lock entries with no dvc.yaml stage: {sorted(orphans)}; remove them from dvc.lock"
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("student.mlp.hidden", -5, "student.mlp.hidden"),
+    ("stability.repeats", 1, "stability.repeats"),  # a rule across params, checked only by stability.py
+    ("scenario", "scenarios/nope.yaml", "scenario"),
+])
+def test_check_stage_rejects_before_any_other_stage_runs(tmp_path, key, value, named):
+    from stage_cli import call_stage
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    *parents, leaf = key.split(".")
+    node = params
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "params_checked.json"
+    result = call_stage("stages/check_params.py", "--params", str(tmp_path / "params.yaml"), "--out", str(out))
+    assert result.code == 2 and not out.exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0]

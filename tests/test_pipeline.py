@@ -32,9 +32,18 @@ def sh(*cmd, cwd) -> str:
     return result.stdout + result.stderr
 
 
+def plots_json(root: Path, images: Path) -> dict:
+    """`dvc plots show --json` (images written under `images`); its stdout only: DVC adds a
+    warning line to the output when a plot fails to load."""
+    result = run("dvc", "plots", "show", "--json", "-o", str(images), cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
 def assert_clean(root: Path) -> None:
     """Nothing for `dvc repro` to do and nothing for git to commit."""
-    assert json.loads(sh("dvc", "status", "--json", cwd=root)) == {}
+    status = run("dvc", "status", "--json", cwd=root)
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout + status.stderr
     assert sh("git", "status", "--porcelain", cwd=root) == ""
 
 
@@ -146,8 +155,8 @@ def test_plots_draw_one_series_per_student(project, tmp_path):
     template = REPO / ".dvc/plots/offline.html"
     if shutil.which("node") is None or not template.exists():
         pytest.skip("needs node and the offline template (tools/offline_plot_template.py) to render Vega")
-    shown = json.loads(sh("dvc", "plots", "show", "--json", "-o", str(tmp_path / "shown"), cwd=root))
-    assert "errors" not in shown
+    shown = plots_json(root, tmp_path / "shown")
+    assert shown.get("errors") is None, shown["errors"]
     csvs = ("scatter", "calibration", "comparison")
     specs = {name: shown["data"][f"plots/data/{name}.csv"][0]["content"] for name in csvs}
     result = subprocess.run(["node", str(REPO / "tests/vega_marks.js"), str(template)], input=json.dumps(specs),
@@ -220,6 +229,6 @@ def test_import_mode_declares_no_plot_it_does_not_draw(tmp_path, weights):
     root.mkdir()
     log = tiny_project(root, weights, generate={"source": "import"})
     assert ran(log) == set(STAGES)
-    shown = json.loads(sh("dvc", "plots", "show", "--json", "-o", str(tmp_path / "shown"), cwd=root))
+    shown = plots_json(root, tmp_path / "shown")
     assert shown.get("errors") is None, shown["errors"]
     assert_clean(root)

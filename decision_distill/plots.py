@@ -4,13 +4,13 @@ All figures use the test split of the predictions frame written by the evaluate
 stage; "P(action)" is the probability of the schema's first option. Written into
 the output directory (replaced as a whole, atomically):
 
-  loss_curves.png        train/val loss per student from DVCLive (only if any are found)
+  loss_curves.png        train/val loss per student from DVCLive
   scatter.png            student vs teacher P(action), one panel per student
   data/scatter.csv       student, teacher, prediction
   calibration.png        reliability curve per student (see metrics.calibration_curve)
   data/calibration.csv   student, bin_mean_student, bin_mean_teacher, count
   error_heatmap.png      mean |error| of P(action) by sizes of the first two set features,
-  data/error_by_size.csv   for the student with the lowest KL (only if the schema has two set features)
+  data/error_by_size.csv   for the student with the lowest KL (the CSV only if the schema has two set features)
   comparison.png         KL, MSE and agreement of every student; with stability metrics, the
   data/comparison.csv    teacher's noise floor as a band on KL and MSE (student, metric, value)
   stability_spread.png   per-state std of P(action) across runs, sorted, per stability source
@@ -20,6 +20,9 @@ the output directory (replaced as a whole, atomically):
   games_<split>.png      with a games report (metrics/games.json): per cell, the teacher's, base and
   data/games_<split>.csv   tuned small LM's mean decision with bootstrap intervals, one figure per
                            held-out split and per zero-shot scenario (split, cell, model, value, ci_low, ci_high)
+
+loss_curves, error_heatmap and the two stability figures are always written: where there is
+nothing to draw (no curves, fewer than two set features, imported decisions) the figure says why.
 """
 
 from __future__ import annotations
@@ -68,11 +71,28 @@ def make_plots(
         if stability and "skipped" not in stability and stability_readings is not None:
             plot_stability_spread(stability_readings, tmp)
             plot_stability_icc(stability, tmp)
+        _note_undrawn(tmp, stability)
         if games and "splits" in games:
             blocks = {**games["splits"], **{k: v for k, v in games["zero_shot"].items() if "cells" in v}}
             for split, block in blocks.items():
                 header = {**games, **games["zero_shot"].get(split, {})}  # a zero-shot scenario has its own cells
                 plot_games_split(split, block, header, tmp)
+
+
+def _note_undrawn(out_dir: Path, stability: dict | None) -> None:
+    """dvc.yaml declares these figures for every scenario and mode, so one that this run cannot
+    draw becomes a note saying why: `dvc plots show` then never reports a missing file."""
+    no_stability = (stability or {}).get("skipped") or ("no state has two readings from one source"
+                                                        if stability else "no stability metrics given")
+    reasons = {"loss_curves.png": "no DVCLive loss curves found",
+               "error_heatmap.png": "the scenario has fewer than two set features",
+               "stability_spread.png": no_stability, "stability_icc.png": no_stability}
+    for name, reason in reasons.items():
+        if not (out_dir / name).exists():
+            fig, (ax,) = _figure(panel_size=(6.0, 1.5))
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"{name.removesuffix('.png')}: not drawn ({reason})", ha="center", va="center")
+            fig.savefig(out_dir / name)
 
 
 def _figure(panels: int = 1, panel_size: tuple[float, float] = (5.0, 4.0)) -> tuple[Figure, list]:

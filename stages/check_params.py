@@ -1,0 +1,46 @@
+"""check stage: validate params.yaml and the scenario files before any other stage runs.
+
+Checks every params key (decision_distill.params), the scenario file and the
+zero-shot scenarios it names (decision_distill.scenario), and the stability
+settings that only make sense together or against the scenario.
+
+Every other stage depends on --out, so a rejected value (`dvc exp run -S
+student.mlp.hidden=-5`) stops the pipeline here, before DVC has removed any
+other stage's outputs. On success --out always gets the same bytes: a change
+to params.yaml reruns this check, but DVC sees an unchanged output and reruns
+only the stages whose own params changed.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decision_distill.atomic import write_json  # noqa: E402
+from decision_distill.errors import stage_main  # noqa: E402
+from decision_distill.params import load_params  # noqa: E402
+from decision_distill.scenario import load_scenario  # noqa: E402
+from decision_distill.stability import check_settings  # noqa: E402
+
+CHECKED = {"checked": "params.yaml and the scenario files it names are valid"}  # constant: see the docstring
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("data/params_checked.json"),
+                        help="written only when everything is valid (default: %(default)s)")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    scenario = load_scenario(params.scenario)
+    for path in scenario.zero_shot:  # the games stage answers these too
+        load_scenario(path)
+    check_settings(params.stability, scenario)
+    write_json(CHECKED, args.out)
+    print(f"{args.params} and scenario {scenario.name} are valid")
+
+
+if __name__ == "__main__":
+    main()

@@ -39,8 +39,9 @@ class Policy:
     fallbacks = 0  # decisions that involved a value never seen in training (students only)
 
     @staticmethod
-    def load(directory: str | Path, trained_on: str | Path | pd.DataFrame | None = None) -> "StudentPolicy":
-        return StudentPolicy(directory, trained_on)
+    def load(directory: str | Path, trained_on: str | Path | pd.DataFrame | None = None,
+             threads: int = 1) -> "StudentPolicy":
+        return StudentPolicy(directory, trained_on, threads)
 
     def probs(self, states: States) -> np.ndarray:
         raise NotImplementedError
@@ -56,9 +57,7 @@ class Policy:
             missing = next(n for n in names if n not in frame.columns)
             raise UserError(f"{self.name}: states have no feature '{missing}'; every state needs "
                             f"{', '.join(names)}")
-        if len(frame) and frame[names].isna().to_numpy().any():
-            column = next(n for n in names if frame[n].isna().any())
-            raise UserError(f"{self.name}: a state has no value for feature '{column}'; give every state one")
+        # A missing value (None, NaN) is left to the encoder / scenario check, which name the feature.
         return frame
 
 
@@ -66,12 +65,13 @@ class StudentPolicy(Policy):
     """A trained student from `models/students/<arch>`; `trained_on` (its train split) lets it
     count decisions on values it never saw."""
 
-    def __init__(self, directory: str | Path, trained_on: str | Path | pd.DataFrame | None = None):
+    def __init__(self, directory: str | Path, trained_on: str | Path | pd.DataFrame | None = None,
+                 threads: int = 1):
         import torch  # imported here so that constant and teacher policies never need it
 
         from .students import load_student
 
-        self._torch = torch
+        self._torch, self.threads = torch, threads
         self.model, self.encoder = load_student(directory)
         self.schema = self.encoder.schema
         self.name = Path(directory).name
@@ -81,11 +81,19 @@ class StudentPolicy(Policy):
         frame = self.frame(states)
         if not len(frame):
             return np.zeros((0, len(self.schema.options)))
-        ids, values = self.encoder.encode(frame)  # unknown values: UserError naming feature and value
         if self.unseen:
             self.fallbacks += int(_holds_unseen(frame, self.schema, self.unseen).sum())
-        with self._torch.inference_mode():
-            return self._torch.softmax(self.model(ids, values).double(), dim=-1).numpy()
+        # One intra-op thread: a simulation's batches are small, and on a shared machine
+        # torch's own threads wait on each other whenever another process holds a core
+        # (measured ~10x slower here; see bench/student_throughput.py).
+        previous = self._torch.get_num_threads()
+        self._torch.set_num_threads(self.threads)
+        try:
+            ids, values = self.encoder.encode(frame)  # unknown values: UserError naming feature and value
+            with self._torch.inference_mode():
+                return self._torch.softmax(self.model(ids, values).double(), dim=-1).numpy()
+        finally:
+            self._torch.set_num_threads(previous)
 
 
 class ConstantPolicy(Policy):

@@ -45,7 +45,7 @@ def test_bad_states_are_one_line_errors(trained):
         policy.prob([{"traits": ["cheap"]}])
     with pytest.raises(UserError, match="unknown value 'rich'"):
         policy.prob([{"traits": ["rich"], "contexts": ["hungry"]}])
-    with pytest.raises(UserError, match="no value for feature 'traits'"):
+    with pytest.raises(UserError, match="feature 'traits': expected a list of values, got None"):
         policy.prob([{"traits": None, "contexts": ["hungry"]}, {"traits": ["cheap"], "contexts": ["hungry"]}])
 
 

@@ -32,11 +32,16 @@ class Clock(_Strict):
         return int(round((self.close - self.open) * 60 / self.tick_minutes))
 
 
+class Persona(_Strict):
+    traits: list[str] = Field(min_length=1)
+    share: float = Field(gt=0)
+
+
 class Visitors(_Strict):
     stay_ticks: tuple[int, int]
     workers: float = Field(ge=0, le=1)
     after_work_hours: float = Field(gt=0)
-    traits: dict[str, float]
+    personas: list[Persona] = Field(min_length=1)
 
 
 class Stall(_Strict):
@@ -103,7 +108,12 @@ def check_against_scenario(config, scenario, path) -> None:
     """Every feature value the simulation names must exist in the scenario."""
     texts = {f.name: f.texts for f in scenario.features if f.kind in ("set", "choice")}
     if isinstance(config, MarketConfig):
-        named = {"traits": list(config.visitors.traits),
+        for i, persona in enumerate(config.visitors.personas):
+            clash = [(a, b) for a in persona.traits for b in persona.traits if a < b and scenario.in_conflict(a, b)]
+            if clash:
+                raise UserError(f"{path}: visitors.personas[{i}]: {clash[0][0]} and {clash[0][1]} conflict in "
+                                f"scenario '{scenario.name}'; drop one")
+        named = {"traits": [t for p in config.visitors.personas for t in p.traits],
                  "contexts": [w for w in config.weather if w != "none"]}
     else:
         named = {"game": [config.game], "stakes": [config.stakes], "context": list(config.contexts),

@@ -78,24 +78,15 @@ class MarketModel(mesa.Model):
 
     # ---- population -----------------------------------------------------------
     def _draw_traits(self, scenario: Scenario, rng: np.random.Generator) -> None:
-        """Each trait independently; a trait conflicting with one drawn before it is dropped;
-        a visitor without any gets one trait, drawn by the same probabilities."""
-        traits = self.config.visitors.traits
-        self.trait_names = list(traits)
-        p = np.array(list(traits.values()))
-        held = rng.random((self.n, len(p))) < p
-        empty = ~held.any(axis=1)
-        held[empty, rng.choice(len(p), size=int(empty.sum()), p=p / p.sum())] = True
-        for j, a in enumerate(self.trait_names):
-            for k, b in enumerate(self.trait_names[:j]):
-                if scenario.in_conflict(a, b):
-                    held[:, j] &= ~held[:, k]
-        self.has_trait = held
+        """Each visitor is one persona (visitors.personas), drawn by share."""
+        personas = self.config.visitors.personas
         order = list(next(f for f in scenario.features if f.name == "traits").texts)
-        combos, self.trait_code = np.unique(held, axis=0, return_inverse=True)
-        self.trait_code = self.trait_code.ravel()
-        self.trait_sets = [sorted((t for t, h in zip(self.trait_names, row) if h), key=order.index)
-                           for row in combos]
+        self.trait_names = [t for t in order if any(t in p.traits for p in personas)]
+        shares = np.array([p.share for p in personas])
+        self.trait_code = rng.choice(len(personas), size=self.n, p=shares / shares.sum())
+        self.trait_sets = [sorted(set(p.traits), key=order.index) for p in personas]
+        held = np.array([[t in p.traits for t in self.trait_names] for p in personas])
+        self.has_trait = held[self.trait_code]
 
     def _contexts_by_code(self, scenario: Scenario) -> list[list[str]]:
         """Context bitmask -> the context ids it stands for, in the scenario's order."""

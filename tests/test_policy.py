@@ -80,3 +80,19 @@ def test_teacher_policy_asks_each_distinct_state_once(tiny_teacher, tmp_path):
     np.testing.assert_allclose(again.prob(states), first[:2])
     assert again.computed == 0 and again.asked == 2
     cache.close()
+
+
+def test_teacher_policy_loads_its_model_once(tiny_teacher, tmp_path, monkeypatch):
+    from decision_distill import generate
+
+    loads = []
+    original = generate.load_teacher
+    monkeypatch.setattr(generate, "load_teacher", lambda *a, **k: loads.append(a) or original(*a, **k))
+    scenario = load_scenario(ICE)
+    params = parse_params({"generate": {"cache": str(tmp_path / "cache.sqlite")}})
+    cache = AnswerCache(params.generate.cache)
+    teacher = TeacherPolicy(tiny_teacher, scenario, params, cache)
+    for contexts in (["hungry"], ["discount"], ["after_work"]):  # three ticks, each with a new state
+        teacher.prob([{"traits": ["cheap"], "contexts": contexts}])
+    assert teacher.computed == 3 and len(loads) == 1
+    cache.close()

@@ -124,3 +124,19 @@ def test_simulation_file_errors_name_the_key(tmp_path, market):
     config, _ = market
     with pytest.raises(UserError, match="no feature 'traits'"):
         check_against_scenario(config, load_scenario("scenarios/games.yaml"), MARKET)
+
+
+def test_dilemma_runs_a_trained_games_student(dilemma, tmp_path):
+    from sim_students import train_students, write_splits
+
+    config, scenario = dilemma
+    splits = write_splits("scenarios/games.yaml", tmp_path / "splits", n=400)
+    student = Policy.load(train_students(splits, tmp_path / "students", archs=("mlp",), epochs=5) / "mlp")
+    recorder = Recorder(scenario.schema(), lambda s: 0.5)
+    recorder.probs = lambda states, inner=recorder.probs: (inner(states), student.probs(states))[1]
+    rows, _ = run_replicates(config, scenario, recorder, 2000, [0])
+    first = recorder.seen[0]
+    assert set(first["game"]) == {config.game} and first["both_cooperate"].eq(5.0).all()  # lookups derived
+    expected = student.prob(first).mean()
+    assert abs(rows["cooperation"].iloc[0] - expected) < 4 * np.sqrt(expected * (1 - expected) / 2000)
+    assert rows["decisions"].eq(2000).all() and len(rows) == config.rounds

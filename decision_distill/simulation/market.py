@@ -45,9 +45,10 @@ class Visitor(mesa.Agent):
 
 class MarketModel(mesa.Model):
     def __init__(self, config: MarketConfig, scenario: Scenario, decider, population: int = 500,
-                 seed: int | None = None, log_decisions: bool = False):
+                 seed: int | None = None, log_decisions: bool = False, log_sink: list | None = None):
         super().__init__(seed=seed)
         self.config, self.decider, self.n = config, decider, population
+        self.seed_value, self.log_sink = seed, log_sink  # log_sink: gets (seed, decision log) at the end
         self.ticks = config.clock.ticks
         self.hours_per_tick = config.clock.tick_minutes / 60
         rng = self.rng
@@ -68,7 +69,8 @@ class MarketModel(mesa.Model):
         self.stalls = [s.sells for s in config.stalls.values()]
         self._context_table = self._contexts_by_code(scenario)
         self.sales = self.decisions = 0
-        self.log = [] if log_decisions else None  # (tick, row, traits code, context code, p, buy) per decision
+        # (tick, row, traits code, context code, p, buy) per decision, for FQE and the tests
+        self.log = [] if log_decisions or log_sink is not None else None
         Visitor.create_agents(self, population, row=list(range(population)))
         reporters = {"sales": "sales", "decisions": "decisions",
                      "present": lambda m: int(m._present().sum())}
@@ -142,6 +144,8 @@ class MarketModel(mesa.Model):
         self.datacollector.collect(self)
         if t + 1 >= self.ticks:
             self.running = False
+            if self.log_sink is not None:
+                self.log_sink.append((self.seed_value, pd.concat(self.log, ignore_index=True)))
 
     def decide(self, trait_codes: np.ndarray, context_codes: np.ndarray) -> np.ndarray:
         """P(buy) for these visitors, one batched call to the decider."""

@@ -53,7 +53,7 @@ def test_fqe_of_another_policy_in_the_market_matches_its_monte_carlo_return():
     run_replicates(config, scenario, ConstantPolicy(target, scenario.schema()), 600, [0, 1], logs=target_logs)
     gamma, ticks = 0.9, config.clock.ticks
     personas = len(config.visitors.personas)
-    estimates = [fqe_one_day(log, lambda t, c: np.full(len(t), target), personas, ticks, len(CONTEXT_BITS),
+    estimates = [fqe_one_day(log, lambda rows: np.full(len(rows), target), personas, ticks, len(CONTEXT_BITS),
                              config.price, gamma, ticks) for _, log in logs]
     mc = np.mean([monte_carlo_return(log, config.price, gamma) for _, log in target_logs])
     behaviour_mc = np.mean([monte_carlo_return(log, config.price, gamma) for _, log in logs])

@@ -76,6 +76,13 @@ def test_stage_end_to_end(project):
         assert block["decisions"] > 0 and block["wasserstein"] >= 0 and 0 <= block["jsd"] <= 1
         assert set(block["groups"]) == {"likes_sweets", "dislikes_sweets", "health_conscious",
                                         "lactose_intolerant", "cheap", "spender", "impulsive_buyer"}
+    fqe = market["fqe"]
+    assert set(fqe["deciders"]) == {"teacher", "logreg", "mlp"}
+    for name, block in fqe["deciders"].items():
+        assert block["fqe"] > 0 and block["monte_carlo"] > 0
+        assert block["abs_error"] == pytest.approx(abs(block["fqe"] - block["monte_carlo"]))
+        assert block["monte_carlo_ci"][0] <= block["monte_carlo"] <= block["monte_carlo_ci"][1]
+    assert -1 <= fqe["rank_agreement_spearman"] <= 1
     ticks = pd.read_csv(root / "plots" / "christmas_market_ticks.csv")
     assert set(ticks["decider"]) == {"teacher", "logreg", "mlp"} and set(ticks["seed"]) == {0, 1, 2}
     assert (root / "plots" / "christmas_market.png").stat().st_size > 0

@@ -66,6 +66,7 @@ class MarketConfig(_Strict):
     weather: dict[str, float]
     discount: tuple[float, float]
     price: float = Field(gt=0)
+    gamma: float = Field(gt=0, le=1)
 
     @model_validator(mode="after")
     def _one_ice_cream_stall(self):

@@ -76,11 +76,11 @@ def monte_carlo_return(log: pd.DataFrame, price: float, gamma: float) -> float:
 
 def fqe_one_day(log: pd.DataFrame, prob_of, personas: int, ticks: int, context_bits: int, price: float,
                 gamma: float, iterations: int) -> float:
-    """FQE estimate of the value of the policy `prob_of(traits codes, context codes) -> P(buy)` from one
-    teacher-driven day's log."""
+    """FQE estimate of the value of the policy `prob_of(log rows) -> P(buy)` (it reads the rows'
+    traits, contexts and weather) from one teacher-driven day's log."""
     log = transitions(log)
     X = market_features(log, personas, ticks, context_bits)
-    p = prob_of(log["traits"].to_numpy(), log["contexts"].to_numpy())
+    p = np.asarray(prob_of(log), dtype=float)
     pi = np.stack([1 - p, p], axis=1)  # action 1 = buy
     nxt = log["next"].to_numpy()
     done = nxt < 0

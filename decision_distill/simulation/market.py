@@ -27,6 +27,29 @@ from .config import MarketConfig
 CONTEXT_BITS = ("hungry", "after_lunch", "after_work", "weather", "discount", "truck_nearby")
 
 
+def context_table(scenario: Scenario, weather: str) -> list[list[str]]:
+    """Context bitmask -> the context ids it stands for on a day with `weather`, in the scenario's order."""
+    order = list(next(f for f in scenario.features if f.name == "contexts").texts)
+    ids = [weather if b == "weather" else b for b in CONTEXT_BITS]
+    table = []
+    for code in range(2 ** len(CONTEXT_BITS)):
+        present = {ids[i] for i in range(len(ids)) if code >> i & 1 and ids[i] != "none"}
+        table.append(sorted(present, key=order.index))
+    return table
+
+
+def persona_traits(config: MarketConfig, scenario: Scenario) -> list[list[str]]:
+    """Each persona's traits, in the scenario's order (as the dataset lists them)."""
+    order = list(next(f for f in scenario.features if f.name == "traits").texts)
+    return [sorted(set(p.traits), key=order.index) for p in config.visitors.personas]
+
+
+def states_frame(trait_sets: list[list[str]], table: list[list[str]], traits: np.ndarray,
+                 contexts: np.ndarray) -> pd.DataFrame:
+    """The scenario states behind persona and context codes."""
+    return pd.DataFrame({"traits": [trait_sets[c] for c in traits], "contexts": [table[c] for c in contexts]})
+
+
 class Visitor(mesa.Agent):
     """A visitor; its state is row `row` of the model's arrays."""
 
@@ -86,19 +109,12 @@ class MarketModel(mesa.Model):
         self.trait_names = [t for t in order if any(t in p.traits for p in personas)]
         shares = np.array([p.share for p in personas])
         self.trait_code = rng.choice(len(personas), size=self.n, p=shares / shares.sum())
-        self.trait_sets = [sorted(set(p.traits), key=order.index) for p in personas]
+        self.trait_sets = persona_traits(self.config, scenario)
         held = np.array([[t in p.traits for t in self.trait_names] for p in personas])
         self.has_trait = held[self.trait_code]
 
     def _contexts_by_code(self, scenario: Scenario) -> list[list[str]]:
-        """Context bitmask -> the context ids it stands for, in the scenario's order."""
-        order = list(next(f for f in scenario.features if f.name == "contexts").texts)
-        ids = [self.weather if b == "weather" else b for b in CONTEXT_BITS]
-        table = []
-        for code in range(2 ** len(CONTEXT_BITS)):
-            present = {ids[i] for i in range(len(ids)) if code >> i & 1 and ids[i] != "none"}
-            table.append(sorted(present, key=order.index))
-        return table
+        return context_table(scenario, self.weather)
 
     # ---- a tick ---------------------------------------------------------------
     def _present(self) -> np.ndarray:
@@ -140,7 +156,7 @@ class MarketModel(mesa.Model):
         self.sales, self.decisions = int(buys.sum()), len(rows)
         if self.log is not None:
             self.log.append(pd.DataFrame({"tick": t, "row": rows, "traits": self.trait_code[rows],
-                                          "contexts": code[rows], "p": p, "buy": buys}))
+                                          "contexts": code[rows], "p": p, "buy": buys, "weather": self.weather}))
         self.datacollector.collect(self)
         if t + 1 >= self.ticks:
             self.running = False
@@ -151,6 +167,4 @@ class MarketModel(mesa.Model):
         """P(buy) for these visitors, one batched call to the decider."""
         if not len(trait_codes):
             return np.zeros(0)
-        frame = pd.DataFrame({"traits": [self.trait_sets[c] for c in trait_codes],
-                              "contexts": [self._context_table[c] for c in context_codes]})
-        return self.decider.prob(frame)
+        return self.decider.prob(states_frame(self.trait_sets, self._context_table, trait_codes, context_codes))

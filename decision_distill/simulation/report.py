@@ -17,8 +17,10 @@ from ..evaluate import SLM_TUNED, slm_model_dirs
 from ..params import Params
 from ..policy import Policy, SLMPolicy, TeacherPolicy
 from ..scenario import load_scenario
-from .config import check_against_scenario, load_simulation
+from .config import MarketConfig, check_against_scenario, load_simulation
 from .fidelity import compare, teacher_summary
+from .fqe import fqe_report
+from .market import CONTEXT_BITS, context_table, persona_traits, states_frame
 from .run import SERIES, run_replicates
 
 
@@ -69,15 +71,18 @@ def simulate_all(params: Params, teacher_dir: Path, students_dir: Path, slm_tune
 
 def one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim, students_metrics, out_dir) -> dict:
     series = SERIES[config.model]
-    runs, block = {}, {"series": series, "population": sim.population, "replicates": len(seeds)}
-    runs["teacher"], seconds = run_replicates(config, scenario, teacher, sim.population, seeds)
+    market = isinstance(config, MarketConfig)
+    runs, logs, block = {}, {}, {"series": series, "population": sim.population, "replicates": len(seeds)}
+    logs["teacher"] = [] if market else None
+    runs["teacher"], seconds = run_replicates(config, scenario, teacher, sim.population, seeds, logs["teacher"])
     block["teacher"] = {**teacher_summary(runs["teacher"], series, sim.bootstrap, sim.confidence, sim.seed),
                         "teacher_calls": teacher.computed, "distinct_states": teacher.asked,
                         "decisions": int(runs["teacher"]["decisions"].sum()), "seconds": round(seconds, 2)}
     block["deciders"] = {name: {"skipped": why} for name, why in skipped.items()}
     for name, decider in deciders.items():
         fallbacks_before = decider.fallbacks
-        runs[name], seconds = run_replicates(config, scenario, decider, sim.population, seeds)
+        logs[name] = [] if market else None
+        runs[name], seconds = run_replicates(config, scenario, decider, sim.population, seeds, logs[name])
         decisions = int(runs[name]["decisions"].sum())
         block["deciders"][name] = {
             "kl_per_decision": (students_metrics.get(name) or {}).get("kl"),
@@ -85,8 +90,35 @@ def one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim, stu
             "decisions": decisions, "fallback_decisions": decider.fallbacks - fallbacks_before,
             "seconds": round(seconds, 2),
         }
+    if market:
+        block["fqe"] = market_fqe(config, scenario, {"teacher": teacher, **deciders}, logs, sim)
     write_outputs(config.name, series, runs, out_dir)
     return block
+
+
+def market_fqe(config, scenario, deciders: dict, logs: dict, sim) -> dict:
+    """fqe.fqe_report for every decider (the teacher's own, on-policy, as a check), from the
+    teacher-driven days' logs, against each decider's own days."""
+    trait_sets = persona_traits(config, scenario)
+
+    def prob_of(decider):
+        def on_rows(rows):
+            out = np.empty(len(rows))
+            for weather, idx in rows.groupby("weather").indices.items():
+                frame = states_frame(trait_sets, context_table(scenario, weather), rows["traits"].to_numpy()[idx],
+                                     rows["contexts"].to_numpy()[idx])
+                out[idx] = decider.prob(frame)
+            return out
+        return on_rows
+
+    by_seed = {name: dict(days) for name, days in logs.items()}
+    fallbacks = {name: d.fallbacks for name, d in deciders.items()}
+    report = fqe_report(by_seed["teacher"], by_seed, {n: prob_of(d) for n, d in deciders.items()},
+                        len(config.visitors.personas), config.clock.ticks, len(CONTEXT_BITS), config.price,
+                        config.gamma, sim.bootstrap, sim.confidence, sim.seed)
+    for name, decider in deciders.items():  # FQE's own queries are not simulation decisions
+        decider.fallbacks = fallbacks[name]
+    return report
 
 
 def write_outputs(name: str, series: str, runs: dict[str, pd.DataFrame], out_dir: Path) -> None:

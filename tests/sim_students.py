@@ -15,11 +15,16 @@ from decision_distill.scenario import load_scenario
 from decision_distill.train import train_student
 
 
-def synthetic_decisions(scenario_path: str, n: int, seed: int = 0) -> tuple[object, pd.DataFrame]:
-    scenario = load_scenario(scenario_path)
+def synthetic_weights(scenario, seed: int = 0) -> dict[tuple[str, str], float]:
+    """(feature, value) -> the known policy's weight on the logit of the action."""
     rng = np.random.default_rng(seed + 1)
     values = [(f.name, v) for f in scenario.features if f.kind in ("set", "choice") for v in f.texts]
-    weight = {key: float(w) for key, w in zip(values, rng.normal(0.0, 1.0, len(values)))}
+    return {key: float(w) for key, w in zip(values, rng.normal(0.0, 1.0, len(values)))}
+
+
+def synthetic_decisions(scenario_path: str, n: int, seed: int = 0) -> tuple[object, pd.DataFrame]:
+    scenario = load_scenario(scenario_path)
+    weight = synthetic_weights(scenario, seed)
     rows = []
     for i, state in enumerate(scenario.sample_states(n, seed)):
         logit = sum(weight[(f.name, v)] for f in scenario.features if f.kind in ("set", "choice")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from decision_distill.atomic import write_json  # noqa: E402
+from decision_distill.atomic import atomic_dir, write_json  # noqa: E402
 from decision_distill.errors import stage_main  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
-from decision_distill.simulation.report import _finite, read_students_metrics, simulate_all  # noqa: E402
+from decision_distill.simulation.report import json_safe, read_students_metrics, simulate_all  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,9 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
-    report = simulate_all(params, args.teacher, args.students, args.slm_tuned, args.splits,
-                          read_students_metrics(args.students_metrics), args.out)
-    write_json(_finite(report), args.metrics)
+    students_metrics = read_students_metrics(args.students_metrics)
+    with atomic_dir(args.out) as out:  # a failed run leaves the previous plots, not half of new ones
+        report = simulate_all(params, args.teacher, args.students, args.slm_tuned, args.splits, students_metrics, out)
+        write_json(json_safe(report), args.metrics)
     print(f"simulate: {report['seconds']} s", flush=True)
 
 

@@ -156,12 +156,12 @@ def read_students_metrics(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _finite(obj):
+def json_safe(obj):
     """JSON-safe: NaN (a group nobody in it decided) becomes null."""
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj

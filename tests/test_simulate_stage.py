@@ -104,3 +104,34 @@ def test_stage_bad_params_is_one_line_and_writes_nothing(project, tmp_path):
     assert result.code == 2 and result.stderr.count("\n") == 1 and "simulate.deciders" in result.stderr
     after = (root / "simulate.json").read_bytes() if (root / "simulate.json").exists() else None
     assert before == after
+
+
+def test_stage_runs_the_dilemma_on_the_games_scenario(tmp_path):
+    """Not hard-wired to ice cream: with scenario games the dilemma runs and the market is skipped."""
+    from tiny_teacher import build_tiny_teacher
+
+    from decision_distill.model_source import download
+
+    games = "scenarios/games.yaml"
+    download(str(build_tiny_teacher(tmp_path / "weights", scenario_path=games)), "main", tmp_path / "teacher")
+    splits = write_splits(games, tmp_path / "splits", n=400)
+    students = train_students(splits, tmp_path / "students", archs=("mlp",), epochs=5)
+    metrics, _ = evaluate_students(splits, students, ["mlp"], ece_bins=10)
+    write_json(metrics, tmp_path / "students.json")
+    params = {"scenario": games, "generate": {"cache": str(tmp_path / "cache.sqlite")}, "slm": {"enabled": False},
+              "teacher": {"batch_size": 16, "device": "cpu"},
+              "simulate": {"population": 40, "replicates": 3, "deciders": ["mlp"], "bootstrap": 200}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _run(tmp_path, tmp_path / "teacher")
+    assert result.code == 0, result.stderr
+    report = json.loads((tmp_path / "simulate.json").read_text())
+    assert "skipped" in report["christmas_market"]
+    dilemma = report["repeated_dilemma"]
+    assert dilemma["series"] == "cooperation" and "fqe" not in dilemma
+    # 20 pairs x contexts/partners drawn from 5 x 5, x 3 histories: few distinct states
+    assert 0 < dilemma["teacher"]["teacher_calls"] <= dilemma["teacher"]["distinct_states"] <= 3 * 25
+    mlp = dilemma["deciders"]["mlp"]
+    assert mlp["kl_per_decision"] == metrics["mlp"]["kl"] and mlp["decisions"] == 40 * 10 * 3
+    assert 0 <= mlp["total"] <= 10  # a cooperation rate summed over 10 rounds
+    ticks = pd.read_csv(tmp_path / "plots" / "repeated_dilemma_ticks.csv")
+    assert ticks["cooperation"].between(0, 1).all()

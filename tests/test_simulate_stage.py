@@ -27,7 +27,8 @@ def test_fidelity_of_identical_and_shifted_runs():
     teacher = rng.poisson(10, size=(6, 20)).astype(float)
     same = compare(_rows(teacher), _rows(teacher), "sales", 200, 0.9, 0)
     assert same["total_diff"] == 0 and same["wasserstein"] == 0 and same["jsd"] == 0
-    assert same["spread_ratio"] == 1
+    assert same["spread_ratio"] == 1 and same["spread_ratio_ci"] == [1, 1]
+    assert same["total_ci"][0] <= same["total"] <= same["total_ci"][1]
     shifted = compare(_rows(teacher), _rows(teacher + 2), "sales", 200, 0.9, 0)
     assert shifted["total_diff"] == pytest.approx(40)  # 2 more per tick over 20 ticks
     assert shifted["wasserstein"] == pytest.approx(2)

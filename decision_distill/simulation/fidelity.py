@@ -9,6 +9,7 @@ RNG seed; only the decisions differ). Per decider against the teacher run:
                     rate summed over rounds), with a bootstrap interval over replicates
   spread_ratio      std over replicates of the decider's totals / the teacher's: 1 means the
                     same day-to-day spread; a decider can match the mean and miss this
+                    (interval: resamples where the teacher's totals have no spread are dropped)
   wasserstein       Wasserstein distance between the per-tick values pooled over replicates
   jsd               Jensen-Shannon divergence (base 2) between the profiles over ticks (the
                     series' share at each tick): when in the evening (which round) it happens
@@ -41,13 +42,25 @@ def replicate_interval(statistic, replicates: int, resamples: int, confidence: f
         return value, None
     res = bootstrap((idx,), lambda i: statistic(i.astype(int)), vectorized=False, n_resamples=resamples,
                     confidence_level=confidence, method="percentile", random_state=seed)
-    low, high = res.confidence_interval
+    # Percentiles of the resamples where the statistic is defined (a spread ratio is not where a
+    # resample repeats one day only); scipy's own interval would be NaN then.
+    dist = res.bootstrap_distribution
+    if not np.isfinite(dist).any():
+        return value, None
+    alpha = (1 - confidence) / 2
+    low, high = np.nanquantile(dist, [alpha, 1 - alpha])
     return value, [float(low), float(high)]
 
 
 def _profile(m: np.ndarray) -> np.ndarray:
     total = m.sum(axis=0)
     return total / total.sum() if total.sum() > 0 else np.full(len(total), 1 / len(total))
+
+
+def _std_ratio(D: np.ndarray, T: np.ndarray) -> float:
+    """std of the decider's daily totals / the teacher's; NaN where a resample has no teacher spread."""
+    t = T.sum(axis=1).std(ddof=1) if len(T) > 1 else 0.0
+    return float(D.sum(axis=1).std(ddof=1) / t) if t > 0 else float("nan")
 
 
 def compare(teacher: pd.DataFrame, decider: pd.DataFrame, series: str, resamples: int, confidence: float,
@@ -58,12 +71,14 @@ def compare(teacher: pd.DataFrame, decider: pd.DataFrame, series: str, resamples
     diff, diff_ci = ci(lambda i: (D[i].sum(axis=1) - T[i].sum(axis=1)).mean())
     w, w_ci = ci(lambda i: wasserstein_distance(D[i].ravel(), T[i].ravel()))
     j, j_ci = ci(lambda i: jensenshannon(_profile(D[i]), _profile(T[i]), base=2) ** 2)
-    t_std, d_std = T.sum(axis=1).std(ddof=1) if r > 1 else 0.0, D.sum(axis=1).std(ddof=1) if r > 1 else 0.0
+    total, total_ci = ci(lambda i: D[i].sum(axis=1).mean())
+    t_std, d_std = (M.sum(axis=1).std(ddof=1) if r > 1 else 0.0 for M in (T, D))
+    ratio, ratio_ci = (ci(lambda i: _std_ratio(D[i], T[i])) if t_std > 0 else (None, None))
     block = {
-        "total": float(D.sum(axis=1).mean()), "total_teacher": float(T.sum(axis=1).mean()),
+        "total": total, "total_ci": total_ci, "total_teacher": float(T.sum(axis=1).mean()),
         "total_diff": diff, "total_diff_ci": diff_ci,
         "total_std": float(d_std), "total_std_teacher": float(t_std),
-        "spread_ratio": float(d_std / t_std) if t_std > 0 else None,
+        "spread_ratio": ratio, "spread_ratio_ci": ratio_ci,
         "wasserstein": w, "wasserstein_ci": w_ci, "jsd": j, "jsd_ci": j_ci,
     }
     groups = [c for c in teacher.columns if c.startswith("buy_rate[")]

@@ -40,4 +40,4 @@ for n in ("logreg", "mlp", "encoder"):
     rows, _ = run_replicates(cfg, sc, Policy.load(students / n), 400, seeds)
     b = compare(t_rows, rows, "sales", 1000, 0.95, 0)
     g = {k: round(v["diff"], 3) for k, v in b["groups"].items()}
-    print(n, "kl", round(metrics[n]["kl"], 4), "total", round(b["total"], 1), "teacher", round(b["total_teacher"], 1), "diff", round(b["total_diff"], 1), [round(x, 1) for x in b["total_diff_ci"]], "spread", round(b["spread_ratio"], 2), "W", round(b["wasserstein"], 2), "jsd", round(b["jsd"], 4), "groups", g)
+    print(n, "kl", round(metrics[n]["kl"], 4), "total", round(b["total"], 1), "teacher", round(b["total_teacher"], 1), "diff", round(b["total_diff"], 1), [round(x, 1) for x in b["total_diff_ci"]], "spread", round(b["spread_ratio"], 2), [round(x, 2) for x in b["spread_ratio_ci"]], "W", round(b["wasserstein"], 2), "jsd", round(b["jsd"], 4), "groups", g)

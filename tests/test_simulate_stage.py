@@ -136,3 +136,11 @@ def test_stage_runs_the_dilemma_on_the_games_scenario(tmp_path):
     assert 0 <= mlp["total"] <= 10  # a cooperation rate summed over 10 rounds
     ticks = pd.read_csv(tmp_path / "plots" / "repeated_dilemma_ticks.csv")
     assert ticks["cooperation"].between(0, 1).all()
+
+
+def test_stage_missing_inputs_are_one_line_errors(project, tmp_path):
+    root, teacher = project
+    result = _run(root, teacher, "--students-metrics", str(tmp_path / "none.json"))
+    assert result.code == 2 and "run the evaluate stage first" in result.stderr and result.stderr.count("\n") == 1
+    result = _run(root, teacher, "--students", str(tmp_path / "no_students"))
+    assert result.code == 2 and "no trained 'logreg' student" in result.stderr and result.stderr.count("\n") == 1

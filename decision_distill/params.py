@@ -190,6 +190,19 @@ class Games(Section):
     seed: int = 0
 
 
+class Simulate(Section):
+    """simulate: the simulations (simulations/*.yaml) run with the teacher and each decider."""
+    simulations: list[str] = Field(default_factory=lambda: ["simulations/christmas_market.yaml",
+                                                            "simulations/repeated_dilemma.yaml"])
+    deciders: list[Literal["logreg", "mlp", "encoder", "decoder", "slm_tuned"]] = Field(
+        default_factory=lambda: ["logreg", "mlp", "encoder", "decoder", "slm_tuned"])
+    population: int = Field(400, ge=2)   # visitors (players) per replicate
+    replicates: int = Field(8, ge=1)     # seeded replicates per decider, seeds seed..seed+replicates-1
+    seed: int = 0
+    bootstrap: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+
 class Params(Section):
     scenario: str = "scenarios/ice_cream.yaml"
     teacher: Teacher = Teacher()
@@ -205,6 +218,7 @@ class Params(Section):
     perplexity: Perplexity = Perplexity()
     stability: Stability = Stability()
     games: Games = Games()
+    simulate: Simulate = Simulate()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 

@@ -1,0 +1,1 @@
+"""Simulations in which a decider (decision_distill.policy) makes every decision."""

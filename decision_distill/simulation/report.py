@@ -1,0 +1,167 @@
+"""The simulate stage's work: every simulation, with the teacher and each decider deciding,
+compared at the population level (fidelity.compare), and the plots of it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..answer_cache import AnswerCache
+from ..atomic import atomic_path, write_csv
+from ..errors import UserError
+from ..evaluate import SLM_TUNED, slm_model_dirs
+from ..params import Params
+from ..policy import Policy, SLMPolicy, TeacherPolicy
+from ..scenario import load_scenario
+from .config import MarketConfig, check_against_scenario, load_simulation
+from .fidelity import compare, teacher_summary
+from .fqe import fqe_report
+from .market import CONTEXT_BITS, context_table, persona_traits, states_frame
+from .run import SERIES, run_replicates
+
+
+def build_deciders(params: Params, scenario, students_dir: Path, slm_tuned: Path, train_split: Path,
+                   cache: AnswerCache) -> tuple[dict, dict]:
+    """(name -> Policy for each simulate.deciders entry that exists, name -> why it was skipped)."""
+    deciders, skipped = {}, {}
+    for name in params.simulate.deciders:
+        if name == SLM_TUNED:
+            if slm_model_dirs(params, slm_tuned, slm_tuned).get(SLM_TUNED) is None:
+                skipped[name] = "no tuned small LM (slm.enabled is false or models/slm_merged is a marker)"
+            else:
+                deciders[name] = SLMPolicy(slm_tuned, scenario, params, cache, name=name)
+            continue
+        directory = students_dir / name
+        if not directory.is_dir():
+            raise UserError(f"{directory}: no trained '{name}' student; run train@{name} or remove it "
+                            "from simulate.deciders")
+        deciders[name] = Policy.load(directory, trained_on=train_split if train_split.exists() else None)
+    return deciders, skipped
+
+
+def simulate_all(params: Params, teacher_dir: Path, students_dir: Path, slm_tuned: Path, splits: Path,
+                 students_metrics: dict, out_dir: Path) -> dict:
+    start = time.perf_counter()
+    sim = params.simulate
+    scenario = load_scenario(params.scenario)
+    seeds = list(range(sim.seed, sim.seed + sim.replicates))
+    report = {}
+    cache = AnswerCache(params.generate.cache)
+    try:
+        deciders, skipped = build_deciders(params, scenario, students_dir, slm_tuned, splits / "train.parquet", cache)
+        for path in sim.simulations:
+            config = load_simulation(path)
+            if config.scenario != scenario.name:
+                report[config.name] = {"skipped": f"written for scenario '{config.scenario}', the deciders were "
+                                                  f"trained on '{scenario.name}'"}
+                continue
+            check_against_scenario(config, scenario, path)
+            teacher = TeacherPolicy(teacher_dir, scenario, params, cache)
+            report[config.name] = one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim,
+                                                 students_metrics, out_dir)
+    finally:
+        cache.close()
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    return report
+
+
+def one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim, students_metrics, out_dir) -> dict:
+    series = SERIES[config.model]
+    market = isinstance(config, MarketConfig)
+    runs, logs, block = {}, {}, {"series": series, "population": sim.population, "replicates": len(seeds)}
+    logs["teacher"] = [] if market else None
+    runs["teacher"], seconds = run_replicates(config, scenario, teacher, sim.population, seeds, logs["teacher"])
+    block["teacher"] = {**teacher_summary(runs["teacher"], series, sim.bootstrap, sim.confidence, sim.seed),
+                        "teacher_calls": teacher.computed, "distinct_states": teacher.asked,
+                        "decisions": int(runs["teacher"]["decisions"].sum()), "seconds": round(seconds, 2)}
+    block["deciders"] = {name: {"skipped": why} for name, why in skipped.items()}
+    for name, decider in deciders.items():
+        fallbacks_before = decider.fallbacks
+        logs[name] = [] if market else None
+        runs[name], seconds = run_replicates(config, scenario, decider, sim.population, seeds, logs[name])
+        decisions = int(runs[name]["decisions"].sum())
+        block["deciders"][name] = {
+            "kl_per_decision": (students_metrics.get(name) or {}).get("kl"),
+            **compare(runs["teacher"], runs[name], series, sim.bootstrap, sim.confidence, sim.seed),
+            "decisions": decisions, "fallback_decisions": decider.fallbacks - fallbacks_before,
+            "seconds": round(seconds, 2),
+        }
+    if market:
+        block["fqe"] = market_fqe(config, scenario, {"teacher": teacher, **deciders}, logs, sim)
+    write_outputs(config.name, series, runs, out_dir)
+    return block
+
+
+def market_fqe(config, scenario, deciders: dict, logs: dict, sim) -> dict:
+    """fqe.fqe_report for every decider (the teacher's own, on-policy, as a check), from the
+    teacher-driven days' logs, against each decider's own days."""
+    trait_sets = persona_traits(config, scenario)
+
+    def prob_of(decider):
+        def on_rows(rows):
+            out = np.empty(len(rows))
+            for weather, idx in rows.groupby("weather").indices.items():
+                frame = states_frame(trait_sets, context_table(scenario, weather), rows["traits"].to_numpy()[idx],
+                                     rows["contexts"].to_numpy()[idx])
+                out[idx] = decider.prob(frame)
+            return out
+        return on_rows
+
+    by_seed = {name: dict(days) for name, days in logs.items()}
+    fallbacks = {name: d.fallbacks for name, d in deciders.items()}
+    report = fqe_report(by_seed["teacher"], by_seed, {n: prob_of(d) for n, d in deciders.items()},
+                        len(config.visitors.personas), config.clock.ticks, len(CONTEXT_BITS), config.price,
+                        config.gamma, sim.bootstrap, sim.confidence, sim.seed)
+    for name, decider in deciders.items():  # FQE's own queries are not simulation decisions
+        decider.fallbacks = fallbacks[name]
+    return report
+
+
+def write_outputs(name: str, series: str, runs: dict[str, pd.DataFrame], out_dir: Path) -> None:
+    """<name>_ticks.csv (every decider's rows) and <name>.png (mean series per tick, with the
+    range over replicates, and per-group buy rates where there are groups)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pd.concat([rows.assign(decider=d) for d, rows in runs.items()], ignore_index=True)
+    write_csv(frame, out_dir / f"{name}_ticks.csv")
+    groups = [c for c in frame.columns if c.startswith("buy_rate[")]
+    fig, axes = plt.subplots(1, 2 if groups else 1, figsize=(12 if groups else 7, 4), squeeze=False)
+    for d, rows in runs.items():
+        per_tick = rows.groupby("tick")[series]
+        line = axes[0, 0].plot(per_tick.mean().index, per_tick.mean(), label=d, lw=2.5 if d == "teacher" else 1.2)
+        axes[0, 0].fill_between(per_tick.mean().index, per_tick.min(), per_tick.max(), alpha=0.12,
+                                color=line[0].get_color())
+    axes[0, 0].set(xlabel="tick", ylabel=series, title=f"{name}: {series} per tick (mean, range over replicates)")
+    axes[0, 0].legend(fontsize=8)
+    if groups:
+        last = frame[frame["tick"] == frame["tick"].max()].groupby("decider")[groups].mean()
+        last.columns = [g[len("buy_rate["):-1] for g in groups]
+        last.T.plot.bar(ax=axes[0, 1], rot=30, fontsize=8)
+        axes[0, 1].set(ylabel="purchases per decision", title="buy rate per trait group")
+    fig.tight_layout()
+    with atomic_path(out_dir / f"{name}.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def read_students_metrics(path: Path) -> dict:
+    if not path.exists():
+        raise UserError(f"{path}: not found; run the evaluate stage first (kl_per_decision comes from it)")
+    return json.loads(path.read_text())
+
+
+def json_safe(obj):
+    """JSON-safe: NaN (a group nobody in it decided) becomes null."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj

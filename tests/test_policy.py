@@ -1,0 +1,98 @@
+"""decision_distill.policy: one interface over students, the teacher and constants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from decision_distill.answer_cache import AnswerCache
+from decision_distill.errors import UserError
+from decision_distill.evaluate import evaluate_students
+from decision_distill.params import parse_params
+from decision_distill.policy import ConstantPolicy, Policy, TeacherPolicy
+from decision_distill.scenario import load_scenario
+from sim_students import train_students, write_splits
+
+ICE = "scenarios/ice_cream.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("policy")
+    splits = write_splits(ICE, root / "splits")
+    return splits, train_students(splits, root / "students", archs=("mlp", "encoder"), epochs=5)
+
+
+def test_prob_equals_evaluate_predictions(trained):
+    splits, students = trained
+    _, predictions = evaluate_students(splits, students, ["mlp", "encoder"], ece_bins=10)
+    test = pd.read_parquet(splits / "test.parquet")
+    for arch in ("mlp", "encoder"):
+        rows = predictions[predictions["student"] == arch].set_index("state_id").loc[test["state_id"]]
+        policy = Policy.load(students / arch)
+        np.testing.assert_allclose(policy.prob(test), rows["student_yes"].to_numpy(), rtol=0, atol=1e-6)
+        # a list of dicts gives the same as the frame, in any batch split
+        dicts = test[["traits", "contexts"]].to_dict("records")
+        both = np.concatenate([policy.prob(dicts[:7]), policy.prob(dicts[7:])])
+        np.testing.assert_allclose(both, rows["student_yes"].to_numpy(), atol=1e-6)
+
+
+def test_bad_states_are_one_line_errors(trained):
+    _, students = trained
+    policy = Policy.load(students / "mlp")
+    with pytest.raises(UserError, match="no feature 'contexts'"):
+        policy.prob([{"traits": ["cheap"]}])
+    with pytest.raises(UserError, match="unknown value 'rich'"):
+        policy.prob([{"traits": ["rich"], "contexts": ["hungry"]}])
+    with pytest.raises(UserError, match="feature 'traits': expected a list of values, got None"):
+        policy.prob([{"traits": None, "contexts": ["hungry"]}, {"traits": ["cheap"], "contexts": ["hungry"]}])
+
+
+def test_values_never_trained_on_are_counted_as_fallbacks(trained):
+    splits, students = trained
+    train = pd.read_parquet(splits / "train.parquet")
+    no_discount = train[[("discount" not in list(c)) for c in train["contexts"]]]
+    policy = Policy.load(students / "mlp", trained_on=no_discount)
+    assert policy.unseen == {"contexts": {"discount"}}
+    policy.prob([{"traits": ["cheap"], "contexts": ["hungry"]}])
+    assert policy.fallbacks == 0
+    policy.prob([{"traits": ["cheap"], "contexts": ["discount"]}, {"traits": ["spender"], "contexts": ["discount"]}])
+    assert policy.fallbacks == 2
+
+
+def test_constant_policy():
+    schema = load_scenario(ICE).schema()
+    p = ConstantPolicy(0.3, schema).probs([{"traits": ["cheap"], "contexts": ["hungry"]}] * 3)
+    assert p.shape == (3, 2) and np.allclose(p[:, 0], 0.3)
+
+
+def test_teacher_policy_asks_each_distinct_state_once(tiny_teacher, tmp_path):
+    scenario = load_scenario(ICE)
+    params = parse_params({"generate": {"cache": str(tmp_path / "cache.sqlite")}})
+    cache = AnswerCache(params.generate.cache)
+    states = [{"traits": ["cheap"], "contexts": ["hungry"]}, {"traits": ["spender"], "contexts": ["discount"]}]
+    teacher = TeacherPolicy(tiny_teacher, scenario, params, cache)
+    first = teacher.prob(states * 3)
+    assert teacher.computed == 2 and teacher.asked == 2
+    assert np.allclose(first[:2], first[2:4]) and np.all((first > 0) & (first < 1))
+    again = TeacherPolicy(tiny_teacher, scenario, params, cache)  # a new process: the cache answers
+    np.testing.assert_allclose(again.prob(states), first[:2])
+    assert again.computed == 0 and again.asked == 2
+    cache.close()
+
+
+def test_teacher_policy_loads_its_model_once(tiny_teacher, tmp_path, monkeypatch):
+    from decision_distill import generate
+
+    loads = []
+    original = generate.load_teacher
+    monkeypatch.setattr(generate, "load_teacher", lambda *a, **k: loads.append(a) or original(*a, **k))
+    scenario = load_scenario(ICE)
+    params = parse_params({"generate": {"cache": str(tmp_path / "cache.sqlite")}})
+    cache = AnswerCache(params.generate.cache)
+    teacher = TeacherPolicy(tiny_teacher, scenario, params, cache)
+    for contexts in (["hungry"], ["discount"], ["after_work"]):  # three ticks, each with a new state
+        teacher.prob([{"traits": ["cheap"], "contexts": contexts}])
+    assert teacher.computed == 3 and len(loads) == 1
+    cache.close()

@@ -1,0 +1,146 @@
+"""The simulate stage end to end on a tiny profile, and its fidelity measures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from decision_distill.atomic import write_json
+from decision_distill.evaluate import evaluate_students
+from decision_distill.simulation.fidelity import compare
+from sim_students import train_students, write_splits
+from stage_cli import call_stage
+
+
+def _rows(matrix: np.ndarray) -> pd.DataFrame:
+    r, t = matrix.shape
+    return pd.DataFrame({"seed": np.repeat(np.arange(r), t), "tick": np.tile(np.arange(t), r),
+                         "sales": matrix.ravel()})
+
+
+def test_fidelity_of_identical_and_shifted_runs():
+    rng = np.random.default_rng(0)
+    teacher = rng.poisson(10, size=(6, 20)).astype(float)
+    same = compare(_rows(teacher), _rows(teacher), "sales", 200, 0.9, 0)
+    assert same["total_diff"] == 0 and same["wasserstein"] == 0 and same["jsd"] == 0
+    assert same["spread_ratio"] == 1 and same["spread_ratio_ci"] == [1, 1]
+    assert same["total_ci"][0] <= same["total"] <= same["total_ci"][1]
+    shifted = compare(_rows(teacher), _rows(teacher + 2), "sales", 200, 0.9, 0)
+    assert shifted["total_diff"] == pytest.approx(40)  # 2 more per tick over 20 ticks
+    assert shifted["wasserstein"] == pytest.approx(2)
+    low, high = shifted["total_diff_ci"]
+    assert low <= 40 <= high
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_teacher):
+    root = tmp_path_factory.mktemp("simulate_stage")
+    splits = write_splits("scenarios/ice_cream.yaml", root / "splits", n=500)
+    students = train_students(splits, root / "students", archs=("logreg", "mlp"), epochs=8)
+    metrics, _ = evaluate_students(splits, students, ["logreg", "mlp"], ece_bins=10)
+    write_json(metrics, root / "students.json")
+    params = {"generate": {"cache": str(root / "cache.sqlite")}, "slm": {"enabled": False},
+              "teacher": {"batch_size": 16, "device": "cpu"},
+              "simulate": {"population": 60, "replicates": 3, "deciders": ["logreg", "mlp", "slm_tuned"],
+                           "bootstrap": 200}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root, tiny_teacher
+
+
+def _run(root, teacher, *extra):
+    return call_stage("stages/simulate.py", "--teacher", str(teacher), "--students", str(root / "students"),
+                      "--slm-tuned", str(root / "no_slm"), "--splits", str(root / "splits"),
+                      "--students-metrics", str(root / "students.json"), "--metrics", str(root / "simulate.json"),
+                      "--out", str(root / "plots"), "--params", str(root / "params.yaml"), *extra)
+
+
+def test_stage_end_to_end(project):
+    root, teacher = project
+    result = _run(root, teacher)
+    assert result.code == 0, result.stderr
+    report = json.loads((root / "simulate.json").read_text())
+    market = report["christmas_market"]
+    assert "skipped" in report["repeated_dilemma"]  # written for the games scenario
+    t = market["teacher"]
+    assert 0 < t["teacher_calls"] == t["distinct_states"] < t["decisions"]  # states repeat
+    assert "skipped" in market["deciders"]["slm_tuned"]
+    students = json.loads((root / "students.json").read_text())
+    for name in ("logreg", "mlp"):
+        block = market["deciders"][name]
+        assert block["kl_per_decision"] == students[name]["kl"]
+        low, high = block["total_diff_ci"]
+        assert low <= block["total_diff"] <= high
+        assert block["decisions"] > 0 and block["wasserstein"] >= 0 and 0 <= block["jsd"] <= 1
+        assert set(block["groups"]) == {"likes_sweets", "dislikes_sweets", "health_conscious",
+                                        "lactose_intolerant", "cheap", "spender", "impulsive_buyer"}
+    fqe = market["fqe"]
+    assert set(fqe["deciders"]) == {"teacher", "logreg", "mlp"}
+    for name, block in fqe["deciders"].items():
+        assert block["fqe"] > 0 and block["monte_carlo"] > 0
+        assert block["abs_error"] == pytest.approx(abs(block["fqe"] - block["monte_carlo"]))
+        assert block["monte_carlo_ci"][0] <= block["monte_carlo"] <= block["monte_carlo_ci"][1]
+    assert -1 <= fqe["rank_agreement_spearman"] <= 1
+    ticks = pd.read_csv(root / "plots" / "christmas_market_ticks.csv")
+    assert set(ticks["decider"]) == {"teacher", "logreg", "mlp"} and set(ticks["seed"]) == {0, 1, 2}
+    assert (root / "plots" / "christmas_market.png").stat().st_size > 0
+    # a second run asks the teacher nothing: every state is in the answer cache
+    assert _run(root, teacher).code == 0
+    again = json.loads((root / "simulate.json").read_text())["christmas_market"]
+    assert again["teacher"]["teacher_calls"] == 0
+    assert again["deciders"]["mlp"]["total"] == market["deciders"]["mlp"]["total"]
+
+
+def test_stage_bad_params_is_one_line_and_writes_nothing(project, tmp_path):
+    root, teacher = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["simulate"]["deciders"] = ["mlp", "forest"]
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    before = (root / "simulate.json").read_bytes() if (root / "simulate.json").exists() else None
+    result = _run(root, teacher, "--params", str(bad))
+    assert result.code == 2 and result.stderr.count("\n") == 1 and "simulate.deciders" in result.stderr
+    after = (root / "simulate.json").read_bytes() if (root / "simulate.json").exists() else None
+    assert before == after
+
+
+def test_stage_runs_the_dilemma_on_the_games_scenario(tmp_path):
+    """Not hard-wired to ice cream: with scenario games the dilemma runs and the market is skipped."""
+    from tiny_teacher import build_tiny_teacher
+
+    from decision_distill.model_source import download
+
+    games = "scenarios/games.yaml"
+    download(str(build_tiny_teacher(tmp_path / "weights", scenario_path=games)), "main", tmp_path / "teacher")
+    splits = write_splits(games, tmp_path / "splits", n=400)
+    students = train_students(splits, tmp_path / "students", archs=("mlp",), epochs=5)
+    metrics, _ = evaluate_students(splits, students, ["mlp"], ece_bins=10)
+    write_json(metrics, tmp_path / "students.json")
+    params = {"scenario": games, "generate": {"cache": str(tmp_path / "cache.sqlite")}, "slm": {"enabled": False},
+              "teacher": {"batch_size": 16, "device": "cpu"},
+              "simulate": {"population": 40, "replicates": 3, "deciders": ["mlp"], "bootstrap": 200}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _run(tmp_path, tmp_path / "teacher")
+    assert result.code == 0, result.stderr
+    report = json.loads((tmp_path / "simulate.json").read_text())
+    assert "skipped" in report["christmas_market"]
+    dilemma = report["repeated_dilemma"]
+    assert dilemma["series"] == "cooperation" and "fqe" not in dilemma
+    # 20 pairs x contexts/partners drawn from 5 x 5, x 3 histories: few distinct states
+    assert 0 < dilemma["teacher"]["teacher_calls"] <= dilemma["teacher"]["distinct_states"] <= 3 * 25
+    mlp = dilemma["deciders"]["mlp"]
+    assert mlp["kl_per_decision"] == metrics["mlp"]["kl"] and mlp["decisions"] == 40 * 10 * 3
+    assert 0 <= mlp["total"] <= 10  # a cooperation rate summed over 10 rounds
+    ticks = pd.read_csv(tmp_path / "plots" / "repeated_dilemma_ticks.csv")
+    assert ticks["cooperation"].between(0, 1).all()
+
+
+def test_stage_missing_inputs_are_one_line_errors(project, tmp_path):
+    root, teacher = project
+    result = _run(root, teacher, "--students-metrics", str(tmp_path / "none.json"))
+    assert result.code == 2 and "run the evaluate stage first" in result.stderr and result.stderr.count("\n") == 1
+    result = _run(root, teacher, "--students", str(tmp_path / "no_students"))
+    assert result.code == 2 and "no trained 'logreg' student" in result.stderr and result.stderr.count("\n") == 1

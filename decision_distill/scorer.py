@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .scorer_checks import check_tokenization, head_matches_model
 
 if TYPE_CHECKING:
     from .teacher import LoadedTeacher
@@ -104,7 +105,11 @@ class TokenScorer:
     no real token ever attends to padding.
 
     A suffix is a tuple of text segments, tokenized one by one and concatenated:
-    the token sequence is the same whichever way the work is shared.
+    the token sequence is the same whichever way the work is shared. The fast path
+    checks itself: every prompt's pieces must tokenize as the whole prompt does,
+    the re-implemented LM head must match the model's own on a probe prompt (else
+    the model's logits are used), and a batch whose spliced layout would not fit a
+    sliding attention window takes the flat path.
     """
 
     def __init__(self, teacher: LoadedTeacher, option_texts: list[str], batch_size: int = 16):
@@ -112,6 +117,7 @@ class TokenScorer:
         self.option_ids = option_token_ids(self.tokenizer, option_texts)
         self.batch_size = batch_size
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.fast_head: bool | None = None  # decided by head_matches_model on the first prompt scored
         self._prefix: str | None = None
         self._prefix_cache = None
         self._prefix_len = 0
@@ -135,13 +141,18 @@ class TokenScorer:
     @torch.inference_mode()
     def score(self, prefix: str, suffixes: list[Suffix | str], on_batch=None) -> Scores:
         """Scores for each suffix, in batches of `batch_size`; `on_batch(n)` after each."""
+        suffixes = [(s,) if isinstance(s, str) else tuple(s) for s in suffixes]
+        check_tokenization(self, prefix, suffixes)
+        if self.fast_head is None:
+            probe = self.encode_prefix(prefix) + self.encode_suffix(suffixes[0])
+            self.fast_head = head_matches_model(self.model, probe, _final_logits)
         self._ensure_prefix(prefix)
-        suffixes = [(s,) if isinstance(s, str) else s for s in suffixes]
         heads = sorted({s[0] for s in suffixes if len(s) > 1})
-        if len(suffixes) < MIN_STATES_PER_HEAD * max(len(heads), 1) or not self._fits_window(suffixes):
-            heads = []  # too little sharing: one flat pass, the segments tokenized as always
-        head_index = {h: i for i, h in enumerate(heads)}
         head_ids = [self.encode_suffix(h) for h in heads]
+        if (len(suffixes) < MIN_STATES_PER_HEAD * max(len(heads), 1)
+                or not self._fits_window(max(map(len, head_ids), default=0))):
+            heads, head_ids = [], []  # too little sharing: one flat pass, the segments tokenized as always
+        head_index = {h: i for i, h in enumerate(heads)}
         head_kv = self._head_caches(head_ids)
         rows = [(head_index[s[0]], self.encode_suffix(s[1:])) if s[0] in head_index and len(s) > 1
                 else (-1, self.encode_suffix(s)) for s in suffixes]
@@ -149,7 +160,8 @@ class TokenScorer:
         order = np.argsort([len(head_ids[h]) + len(r) if h >= 0 else len(r) for h, r in rows], kind="stable")
         parts = []
         for i in range(0, len(rows), self.batch_size):
-            parts.append(self._score_batch([rows[j] for j in order[i : i + self.batch_size]], head_ids, head_kv))
+            batch = self._within_window([rows[j] for j in order[i : i + self.batch_size]], head_ids)
+            parts.append(self._score_batch(batch, head_ids, head_kv))
             if on_batch:
                 on_batch(len(parts[-1].probs))
         merged = _concat(parts)
@@ -157,12 +169,24 @@ class TokenScorer:
         inverse[order] = np.arange(len(order))
         return Scores(merged.probs[inverse], merged.option_mass[inverse], merged.logodds[inverse])
 
-    def _fits_window(self, suffixes: list[Suffix]) -> bool:
-        """Shared heads are spliced into the cache by position; beyond a sliding
-        window the cache drops old entries, so long prompts take the flat path."""
+    def _fits_window(self, length: int) -> bool:
+        """Whether the prefix and `length` more cache positions stay inside the sliding
+        attention window, if the model has one: beyond it the cache drops its oldest
+        entries and the window is measured in cache positions, not token positions.
+        (Strict: one position of margin, as models differ by one in where a window ends.)"""
         window = getattr(self.model.config, "sliding_window", None)
-        longest = max(len(self.encode_suffix(s)) for s in suffixes)
-        return window is None or self._prefix_len + longest + 8 < window
+        return window is None or self._prefix_len + length < window
+
+    def _within_window(self, rows: list[tuple[int, list[int]]], head_ids) -> list[tuple[int, list[int]]]:
+        """The batch as it will be built: each row's head padded to the batch's longest
+        head, then its remaining tokens padded to the longest. A shorter head leaves a
+        gap, so in cache positions a row's tokens lie further from the prefix than in
+        the prompt; if that layout does not fit the window, the rows go flat (their full
+        suffixes, the same tokens) so that positions are the prompt's own."""
+        width = max((len(head_ids[h]) for h, _ in rows if h >= 0), default=0)
+        if self._fits_window(width + max(len(r) for _, r in rows)):
+            return rows
+        return [(-1, head_ids[h] + r) if h >= 0 else (-1, r) for h, r in rows]
 
     def _head_caches(self, head_ids: list[list[int]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
         """Per distinct head, its keys and values in every layer ([1, heads, len, dim]),
@@ -203,21 +227,22 @@ class TokenScorer:
         head_mask = (torch.arange(width).unsqueeze(0) < torch.tensor(head_lens).unsqueeze(1)).long()
         full_mask = torch.cat([torch.ones(n, self._prefix_len, dtype=torch.long), head_mask, mask], 1)
         positions = (self._prefix_len + torch.tensor(head_lens).unsqueeze(1)) + torch.arange(ids.shape[1])
-        out = self.model.get_decoder()(
-            input_ids=ids.to(self.device), attention_mask=full_mask.to(self.device), past_key_values=cache,
-            position_ids=positions.to(self.device), use_cache=True,
-        )
-        last = (mask.sum(1) - 1).to(self.device)
-        hidden = out.last_hidden_state[torch.arange(n, device=self.device), last]
+        inputs = dict(input_ids=ids.to(self.device), attention_mask=full_mask.to(self.device),
+                      past_key_values=cache, position_ids=positions.to(self.device), use_cache=True)
+        answer_at = (torch.arange(n, device=self.device), (mask.sum(1) - 1).to(self.device))
+        if not self.fast_head:  # the model's own head, on every position (see head_matches_model)
+            return _scores_from_logits(self.model(**inputs).logits[answer_at], self.option_ids)
+        hidden = self.model.get_decoder()(**inputs).last_hidden_state[answer_at]
         return _scores_from_option_logp(option_log_probs(self.model, hidden, self.option_ids))
 
     @torch.inference_mode()
     def score_naive(self, prefix: str, suffixes: list[Suffix | str]) -> Scores:
-        """The unoptimised reference: the full prompt for every state and logits at
+        """The unoptimised reference: every prompt tokenized whole, and logits at
         every position, as a plain transformers loop would do it."""
         parts = []
         for i in range(0, len(suffixes), self.batch_size):
-            seqs = [self.encode_prefix(prefix) + self.encode_suffix(s) for s in suffixes[i : i + self.batch_size]]
+            seqs = [self.encode_prefix(prefix + "".join((s,) if isinstance(s, str) else s))
+                    for s in suffixes[i : i + self.batch_size]]
             ids, mask = _right_pad(seqs, self.pad_id)
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             last = mask.sum(1) - 1

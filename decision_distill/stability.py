@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from .answer_cache import AnswerCache
 from .errors import UserError
-from .generate import Prompts, answer_keys, ask_into_cache, build_prompts, missing, verbalized_answer
+from .generate import Prompts, answer_keys, ask_into_cache, build_prompts, missing, option_texts, verbalized_answer
 from .model_source import is_model_marker, read_teacher_json
 from .params import Params, Stability
 from .reliability import NONE_MEASURED, TOO_FEW, mean_pairwise_cosine, noise_floor, readout_agreement, summarize
@@ -174,7 +174,7 @@ def read_numerics(ctx: Context) -> dict[str, np.ndarray]:
     """The canonical prompts scored again: per batch size, in reversed order, and naively."""
     params = with_readout(ctx.params, "tokens")
     prompts = ctx.prompts(ctx.scenario, params)
-    options = [o.text for o in ctx.scenario.options]
+    options = option_texts(ctx.scenario, params, ctx.teacher.tokenizer)
     scorer = TokenScorer(ctx.teacher, options, params.teacher.batch_size)
     n = len(ctx.states)
     runs = {}

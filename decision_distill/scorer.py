@@ -151,7 +151,9 @@ class TokenScorer:
         head_ids = [self.encode_suffix(h) for h in heads]
         if (len(suffixes) < MIN_STATES_PER_HEAD * max(len(heads), 1)
                 or not self._fits_window(max(map(len, head_ids), default=0))):
-            heads, head_ids = [], []  # too little sharing: one flat pass, the segments tokenized as always
+            # Too little sharing, or a head reaching past the sliding window (its cached keys would
+            # not sit where _head_caches reads them): one flat pass, the segments tokenized as always.
+            heads, head_ids = [], []
         head_index = {h: i for i, h in enumerate(heads)}
         head_kv = self._head_caches(head_ids)
         rows = [(head_index[s[0]], self.encode_suffix(s[1:])) if s[0] in head_index and len(s) > 1

@@ -23,7 +23,8 @@ from .errors import UserError
 from .params import Params
 from .model_source import read_teacher_json
 from .scenario import Scenario, State
-from .teacher import SCORER_VERSION, TokenScorer, VerbalizedReader, load_teacher
+from .scorer import SCORER_VERSION
+from .teacher import TokenScorer, VerbalizedReader, load_teacher
 
 MIN_USEFUL_P_STD = 0.05
 BATCHES_PER_COMMIT = 16  # batches per cache commit: a kill loses at most this much work
@@ -53,6 +54,23 @@ def build_prompts(scenario: Scenario, states: list[State], params: Params, token
     )
     head, tail = wrapped.split(marker)
     return Prompts(head, [(h, t + tail) for h, t in cases])
+
+
+def option_texts(scenario: Scenario, params: Params, tokenizer) -> list[str]:
+    """The options' texts as they follow build_prompts' prompt: the scenario's own texts
+    (" Yes", completing "...:"), or, after a chat template's generation prompt, where the
+    model begins its own reply, the text without its leading space ("Yes")."""
+    texts = [o.text for o in scenario.options]
+    if not params.teacher.chat_template:
+        return texts
+    for i, text in enumerate(texts):
+        n = len(tokenizer(text.lstrip(), add_special_tokens=False).input_ids)
+        if n != 1:
+            raise UserError(f"teacher.chat_template: options[{i}].text {text!r} is read as the model's reply "
+                            f"{text.lstrip()!r}, which is {n} tokens for this tokenizer; the token readout needs "
+                            "one token per option: choose texts that are one token without their leading space, "
+                            "or set teacher.chat_template: false")
+    return [t.lstrip() for t in texts]
 
 
 def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: Params,
@@ -88,7 +106,7 @@ def ask_teacher(teacher, scenario: Scenario, params: Params, prompts: Prompts, t
     is called as each batch of n states is done."""
     t = params.teacher
     if t.readout == "tokens":
-        scorer = TokenScorer(teacher, [o.text for o in scenario.options], t.batch_size)
+        scorer = TokenScorer(teacher, option_texts(scenario, params, teacher.tokenizer), t.batch_size)
         # Large chunks let the scorer share heads and sort by length across many
         # states; each chunk is committed to the cache as a whole.
         chunk = t.batch_size * BATCHES_PER_COMMIT

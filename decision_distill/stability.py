@@ -15,7 +15,8 @@ of variation, each reported on its own:
             examples in the canonical wording.
   numerics  the canonical prompts scored again in each of stability.batch_sizes, in
             reversed order, and without prefix reuse (TokenScorer.score_naive): the
-            differences should be ~1e-6, i.e. the scorer is deterministic.
+            differences should be ~1e-6, i.e. the scorer is deterministic; above
+            NUMERICS_TOLERANCE (1e-3) the stage fails.
 
 Statistics per source (P(action) per state and run) are defined in
 decision_distill.reliability. The noise floor is the wording source read as a
@@ -46,7 +47,7 @@ from tqdm import tqdm
 
 from .answer_cache import AnswerCache
 from .errors import UserError
-from .generate import Prompts, answer_keys, ask_into_cache, build_prompts, missing, verbalized_answer
+from .generate import Prompts, answer_keys, ask_into_cache, build_prompts, missing, option_texts, verbalized_answer
 from .model_source import is_model_marker, read_teacher_json
 from .noise_floor import floor_intervals, floor_states, per_state_floor
 from .params import Params, Stability
@@ -178,7 +179,7 @@ def read_numerics(ctx: Context) -> dict[str, np.ndarray]:
     """The canonical prompts scored again: per batch size, in reversed order, and naively."""
     params = with_readout(ctx.params, "tokens")
     prompts = ctx.prompts(ctx.scenario, params)
-    options = [o.text for o in ctx.scenario.options]
+    options = option_texts(ctx.scenario, params, ctx.teacher.tokenizer)
     scorer = TokenScorer(ctx.teacher, options, params.teacher.batch_size)
     n = len(ctx.states)
     runs = {}
@@ -244,11 +245,23 @@ def sampling_metrics(ctx: Context, canonical: np.ndarray) -> tuple[dict, pd.Data
     return metrics, _readings("sampling", runs, p, explanations)
 
 
+# The scorer's runs are the same computation in another order: in float32 they differ by
+# ~1e-6. More than this is a scorer that is not exact for the teacher, and fails the stage.
+NUMERICS_TOLERANCE = 1e-3
+
+
 def numerics_metrics(runs: dict[str, np.ndarray]) -> dict:
     reference, *others = runs.values()
     diffs = np.abs(np.stack(others) - reference) if others else np.zeros((1, *reference.shape))
-    return summarize(_p_action(runs), list(runs)) | {
+    metrics = summarize(_p_action(runs), list(runs)) | {
         "reference": next(iter(runs)), "max_abs_diff": float(diffs.max()), "mean_abs_diff": float(diffs.mean())}
+    if metrics["max_abs_diff"] > NUMERICS_TOLERANCE:
+        worst = list(runs)[1 + int(diffs.reshape(len(others), -1).max(1).argmax())]
+        raise UserError(f"stability numerics: the scorer's P(option) differs by up to {metrics['max_abs_diff']:.3g} "
+                        f"(more than {NUMERICS_TOLERANCE:g}) between '{metrics['reference']}' and '{worst}', so "
+                        "its answers depend on how they were computed; with teacher.dtype bfloat16 or float16 "
+                        "use float32, otherwise report it as a scorer bug")
+    return metrics
 
 
 def measure_stability(params: Params, scenario: Scenario, teacher_dir: str | Path,

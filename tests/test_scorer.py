@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -62,3 +64,69 @@ def test_multi_token_options_are_refused(setup):
     teacher, *_ = setup
     with pytest.raises(UserError, match=r"options\[1\]\.text .* tokens"):
         TokenScorer(teacher, [" Yes", " perhaps maybe"])
+
+
+# ---- the fast path checks itself --------------------------------------------------
+
+def test_a_segment_boundary_inside_a_word_is_refused(setup):
+    teacher, scenario, prefix, suffixes = setup
+    scorer = TokenScorer(teacher, [o.text for o in scenario.options])
+    scorer.score(prefix, suffixes)  # the scenario's own segments end at spaces and newlines
+    split_word = [("Customer: loves sweets\nMoment: hot sum", "mer day\nBought ice cream:")]
+    with pytest.raises(UserError, match=r"boundary between the case head and the case tail .*hot sum' \| 'mer day"):
+        scorer.score(prefix, split_word)
+    with pytest.raises(UserError, match=r"boundary between the prefix and the case head"):
+        scorer.score(prefix + "Cust", [("omer: loves sweets\nMoment:", " hot summer day\nBought ice cream:")])
+
+
+def tiny_variant(tmp_path_factory, name: str, **kwargs):
+    from tiny_teacher import build_tiny_teacher
+
+    from decision_distill.model_source import download
+
+    root = tmp_path_factory.mktemp(name)
+    download(str(build_tiny_teacher(root / "weights", **kwargs)), "main", root / "teacher")
+    return load_teacher(root / "teacher", device="cpu")
+
+
+def test_a_head_the_fast_readout_does_not_know_falls_back_to_the_models_logits(setup, tmp_path_factory):
+    # Cohere's head scales the logits (config.logit_scale): _final_logits alone would read other probabilities.
+    cohere = tiny_variant(tmp_path_factory, "cohere", architecture="cohere")
+    _, scenario, prefix, suffixes = setup
+    scorer = TokenScorer(cohere, [o.text for o in scenario.options], batch_size=8)
+    with pytest.warns(UserWarning, match="LM head"):
+        fast = scorer.score(prefix, suffixes)
+    naive = scorer.score_naive(prefix, suffixes)
+    np.testing.assert_allclose(fast.probs, naive.probs, atol=1e-5)
+    np.testing.assert_allclose(fast.option_mass, naive.option_mass, atol=1e-5)
+    assert naive.probs[:, 0].std() > 1e-4
+
+
+def test_a_head_the_fast_readout_knows_keeps_the_fast_path(setup):
+    teacher, scenario, prefix, suffixes = setup
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback warning would fail the test
+        TokenScorer(teacher, [o.text for o in scenario.options]).score(prefix, suffixes[:4])
+
+
+def test_shared_heads_past_a_sliding_window_take_the_flat_path(setup, tmp_path_factory):
+    _, scenario, _, _ = setup
+    from tiny_teacher import build_tokenizer
+
+    tokenizer = build_tokenizer(scenario)
+    count = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
+    prefix = "Shop records.\n\n"
+    long_head = "Customer: " + ", ".join(["loves sweets, big spender, impulsive"] * 6) + "\nMoment:"
+    short_head = "Customer: stingy\nMoment:"
+    long_rests = [" " + ", ".join([c] * 12) + "\nBought ice cream:" for c in ("hungry", "after lunch", "after work")]
+    short_rests = [" hot summer day\nBought ice cream:", " on a diet\nBought ice cream:", " hungry\nBought ice cream:"]
+    suffixes = [(long_head, r) for r in short_rests * 2] + [(short_head, r) for r in long_rests * 2]
+    built = 1 + count(prefix) + count(long_head) + max(map(count, long_rests))  # <bos>, prefix, widest head, rest
+    longest = max(count(h) + count(r) for h, r in suffixes)
+    window = built - 10
+    assert 1 + count(prefix) + longest + 8 < window  # the old guard, prefix + longest suffix, lets it pass
+    small = tiny_variant(tmp_path_factory, "window", sliding_window=window)
+    scorer = TokenScorer(small, [o.text for o in scenario.options], batch_size=len(suffixes))
+    fast, naive = scorer.score(prefix, suffixes), scorer.score_naive(prefix, suffixes)
+    np.testing.assert_allclose(fast.probs, naive.probs, atol=1e-5)
+    np.testing.assert_allclose(fast.option_mass, naive.option_mass, atol=1e-5)

@@ -22,7 +22,7 @@ from decision_distill.plots import plot_stability_icc, plot_stability_spread, st
 from decision_distill.reliability import NONE_MEASURED, mard, summarize
 from decision_distill.scenario import load_scenario, parse_scenario
 from decision_distill.split import split_decisions
-from decision_distill.stability import check_settings, describe, explanation_cosine, measure_stability
+from decision_distill.stability import check_settings, describe, explanation_cosine, measure_stability, numerics_metrics
 from decision_distill.teacher import VerbalizedReader
 
 SCENARIO = "scenarios/ice_cream.yaml"
@@ -102,6 +102,17 @@ def test_explanation_similarity_uses_the_packaged_minilm():
     assert same == pytest.approx(1.0, abs=1e-5)
     assert mixed < 0.6
     assert explanation_cosine([["only one"], [None, None]]) is None
+
+
+def test_numerics_beyond_a_thousandth_fail_the_stage():
+    rng = np.random.default_rng(0)
+    canonical = rng.dirichlet([1, 1], size=10)
+    nudge = np.zeros_like(canonical)
+    nudge[3] = [2e-4, -2e-4]
+    within = numerics_metrics({"batch 4": canonical, "batch 1": canonical, "no prefix reuse": canonical + nudge})
+    assert within["max_abs_diff"] == pytest.approx(2e-4)
+    with pytest.raises(UserError, match=r"^stability numerics: .*0\.002 .*'no prefix reuse'.* teacher\.dtype"):
+        numerics_metrics({"batch 4": canonical, "batch 1": canonical, "no prefix reuse": canonical + 10 * nudge})
 
 
 # ---- the answer cache -------------------------------------------------------------

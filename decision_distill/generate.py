@@ -149,9 +149,11 @@ def verbalized_answer(parsed: dict) -> dict:
 
 
 def teacher_answers(teacher_dir: str | Path, scenario: Scenario, states: list[State], params: Params,
-                    cache: AnswerCache, desc: str = "teacher") -> list[dict]:
+                    cache: AnswerCache, desc: str = "teacher", load=load_teacher, report: bool = True) -> list[dict]:
     """The teacher's answer to each state (a cache record: ok, probs, ...), asked through
-    `cache`: the teacher is loaded only when some state is not answered yet."""
+    `cache`: the teacher is loaded (by `load`, load_teacher's signature) only when some state
+    is not answered yet. A caller that asks again and again (a simulation, tick by tick)
+    passes a `load` that keeps the model, and report=False to skip the per-call summary."""
     t = params.teacher
     if t.readout == "verbalized" and t.temperature > 0:
         # One dataset row per state, keyed without a seed: a sampled answer would depend on
@@ -162,14 +164,15 @@ def teacher_answers(teacher_dir: str | Path, scenario: Scenario, states: list[St
     fingerprint = read_teacher_json(teacher_dir)["fingerprint"]
     teacher = None
     if t.chat_template:  # the prompt text itself depends on the tokenizer
-        teacher = load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code)
+        teacher = load(teacher_dir, t.dtype, t.device, t.trust_remote_code)
     prompts = build_prompts(scenario, states, params, teacher.tokenizer if teacher else None)
     keys = answer_keys(fingerprint, prompts, scenario, params)
     todo = missing(cache, keys)
-    print(f"{scenario.name}: {len(states)} states, {len(states) - len(todo)} answered before "
-          f"(cache {cache.path}), {len(todo)} to ask", flush=True)
+    if report:
+        print(f"{scenario.name}: {len(states)} states, {len(states) - len(todo)} answered before "
+              f"(cache {cache.path}), {len(todo)} to ask", flush=True)
     if todo:
-        teacher = teacher or load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code)
+        teacher = teacher or load(teacher_dir, t.dtype, t.device, t.trust_remote_code)
         ask_into_cache(teacher, scenario, params, prompts, keys, todo, cache, desc=desc)
     answers = cache.get_many(keys)
     return [answers[k] for k in keys]

@@ -20,7 +20,6 @@ there is a default of the untrained weights, not something learnt.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -119,9 +118,18 @@ class _PromptPolicy(Policy):
         self.model_dir, self.scenario, self.params, self.cache = Path(model_dir), scenario, params, cache
         self.schema, self.name = scenario.schema(), name
         self._memo: dict[str, np.ndarray] = {}
-        self._loaded: dict = {}  # the model, once loaded (see _model_loaded_once)
+        self._loaded: dict = {}  # load arguments -> the model (see _load_once)
         self.asked = 0  # distinct states this policy looked up (in the cache or from the model)
         self.computed = 0  # of those, states the model had to answer (not in the cache before)
+
+    def _load_once(self, *args):
+        """load_teacher that keeps the model: a simulation asks once per tick, and reloading
+        the model on every cache miss would cost more than the answers."""
+        if args not in self._loaded:
+            from .teacher import load_teacher
+
+            self._loaded[args] = load_teacher(*args)
+        return self._loaded[args]
 
     def probs(self, states: States) -> np.ndarray:
         from .scenario import state_key
@@ -145,11 +153,10 @@ class TeacherPolicy(_PromptPolicy):
         super().__init__(teacher_dir, scenario, params, cache, name)
 
     def _answer(self, states: list[dict]) -> list[np.ndarray]:
-        from . import generate
+        from .generate import teacher_answers
 
-        with _model_loaded_once(generate, self._loaded):
-            answers = generate.teacher_answers(self.model_dir, self.scenario, states, self.params, self.cache,
-                                               desc=self.name)
+        answers = teacher_answers(self.model_dir, self.scenario, states, self.params, self.cache,
+                                  desc=self.name, load=self._load_once, report=False)
         bad = [s for s, a in zip(states, answers) if not a["ok"]]
         if bad:
             raise UserError(f"teacher: no readable answer for state {bad[0]}; use teacher.readout: tokens")
@@ -161,32 +168,10 @@ class SLMPolicy(_PromptPolicy):
         super().__init__(model_dir, scenario, params, cache, name)
 
     def _answer(self, states: list[dict]) -> list[np.ndarray]:
-        from . import slm
+        from .slm import slm_answers
 
-        with _model_loaded_once(slm, self._loaded):
-            return list(slm.slm_answers(self.model_dir, self.scenario, states, self.params, self.cache,
-                                        desc=self.name))
-
-
-@contextlib.contextmanager
-def _model_loaded_once(module, loaded: dict):
-    """teacher_answers and slm_answers load the model on every call that misses the cache; a
-    simulation calls them once per tick, and reloading Gemma each time would cost more than
-    the answers. Within this block `module.load_teacher` returns the policy's model once loaded;
-    the answer cache's keys and the prompts stay those functions' own."""
-    original = module.load_teacher
-
-    def load_once(*args, **kwargs):
-        key = (args, tuple(sorted(kwargs.items())))
-        if key not in loaded:
-            loaded[key] = original(*args, **kwargs)
-        return loaded[key]
-
-    module.load_teacher = load_once
-    try:
-        yield
-    finally:
-        module.load_teacher = original
+        return list(slm_answers(self.model_dir, self.scenario, states, self.params, self.cache,
+                                desc=self.name, load=self._load_once))
 
 
 def _state_dicts(frame: pd.DataFrame, scenario) -> list[dict]:

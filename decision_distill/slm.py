@@ -60,10 +60,10 @@ def teacher_distribution(frame: pd.DataFrame, options: list[str]) -> np.ndarray:
 
 
 def slm_answers(model_dir: str | Path, scenario: Scenario, states: list[State], params: Params,
-                cache: AnswerCache, desc: str = "slm") -> np.ndarray:
+                cache: AnswerCache, desc: str = "slm", load=load_teacher) -> np.ndarray:
     """The SLM's P(option | short prompt), [N, K], read like a token-readout teacher and kept
     in the answer cache under the model's fingerprint: asked once, and the model is loaded
-    only if some state is not cached yet."""
+    (by `load`, load_teacher's signature) only if some state is not cached yet."""
     slm = params.slm
     # Read through the teacher settings, but with the SLM's own precision: the key must name
     # how this model is loaded (slm.dtype, slm.quantize), never the teacher's settings.
@@ -74,7 +74,7 @@ def slm_answers(model_dir: str | Path, scenario: Scenario, states: list[State], 
                        quantize=slm.quantize)
     todo = missing(cache, keys)
     if todo:
-        model = load_teacher(model_dir, slm.dtype, slm.device, slm.trust_remote_code, slm.quantize)
+        model = load(model_dir, slm.dtype, slm.device, slm.trust_remote_code, slm.quantize)
         ask_into_cache(model, scenario, as_reader, prompts, keys, todo, cache, desc=desc)
     answers = cache.get_many(keys)
     return np.array([answers[k]["probs"] for k in keys], dtype=np.float64)

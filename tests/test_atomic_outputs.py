@@ -91,6 +91,7 @@ def test_no_stage_writes_an_output_except_by_rename(tmp_path, tiny_teacher, monk
     import_params.write_text(yaml.safe_dump({**TINY, "generate": {"source": "import"},
                                              "import": {"path": str(REPO / "examples/imported_decisions.csv")}}))
     stages = {
+        "check": ["stages/check_params.py", "--params", str(teacher_params), "--out", str(out / "checked.json")],
         "download": ["stages/download.py", "--role", "teacher", "--out", str(out / "teacher"),
                      "--params", str(teacher_params)],
         "download (not needed)": ["stages/download.py", "--role", "slm", "--out", str(out / "slm"),
@@ -113,8 +114,9 @@ def test_no_stage_writes_an_output_except_by_rename(tmp_path, tiny_teacher, monk
                   "--out", str(out / "merged"), "--params", str(slm_params)],
         "perplexity": ["stages/perplexity.py", "--splits", str(inputs / "gsplits"), "--base", str(tiny_teacher),
                        "--merged", str(tiny_teacher), "--metrics", str(out / "ppl.json"), "--params", str(slm_params)],
-        "stability": ["stages/stability.py", "--teacher", str(tiny_teacher), "--metrics", str(out / "stab.json"),
-                      "--readings", str(out / "stab.parquet"), "--params", str(slm_params)],
+        "stability": ["stages/stability.py", "--teacher", str(tiny_teacher), "--test", str(inputs / "gsplits/test.parquet"),
+                      "--metrics", str(out / "stab.json"), "--readings", str(out / "stab.parquet"),
+                      "--floor", str(out / "floor.parquet"), "--params", str(slm_params)],
         "games (no cells)": ["stages/games.py", "--metrics", str(out / "games.json"), "--params", str(import_params)],
         "plot": ["stages/plot.py", "--predictions", str(inputs / "predictions.parquet"), "--metrics",
                  str(inputs / "students.json"), "--splits", str(inputs / "splits"), "--live", str(inputs / "live"),

@@ -83,11 +83,11 @@ def test_teacher_policy_asks_each_distinct_state_once(tiny_teacher, tmp_path):
 
 
 def test_teacher_policy_loads_its_model_once(tiny_teacher, tmp_path, monkeypatch):
-    from decision_distill import generate
+    from decision_distill import teacher as teacher_module
 
     loads = []
-    original = generate.load_teacher
-    monkeypatch.setattr(generate, "load_teacher", lambda *a, **k: loads.append(a) or original(*a, **k))
+    original = teacher_module.load_teacher
+    monkeypatch.setattr(teacher_module, "load_teacher", lambda *a, **k: loads.append(a) or original(*a, **k))
     scenario = load_scenario(ICE)
     params = parse_params({"generate": {"cache": str(tmp_path / "cache.sqlite")}})
     cache = AnswerCache(params.generate.cache)

@@ -4,7 +4,7 @@ The loss is distillation, not sampling: the cross-entropy between the teacher's
 distribution over the answer options (the split's p_<option> columns) and the
 SLM's answer-token probabilities, renormalised over the options, at the answer
 position of the plain short prompt (decision_distill.slm). The readout is the
-scorer's own (`teacher.option_log_probs`), so what is trained is what evaluate
+scorer's own (`scorer.option_log_probs`), so what is trained is what evaluate
 measures. Where the split has teacher explanations (verbalized readout), an
 optional next-token loss on them is added (`lora.explanation_weight`).
 
@@ -42,7 +42,9 @@ from .errors import UserError
 from .params import Params
 from .scenario import Scenario, load_scenario
 from .slm import slm_prompts, states_from_frame, teacher_distribution
-from .teacher import TokenScorer, _final_logits, _right_pad, load_teacher, option_log_probs
+from .scorer import TokenScorer, final_logits, option_log_probs, right_pad
+from .scorer_checks import require_fast_head
+from .teacher import load_teacher
 from .train import kl_divergence, load_decisions, soft_cross_entropy
 
 STAGE = "lora-train"
@@ -70,7 +72,7 @@ class Examples:
         return len(self.ids)
 
     def batch(self, rows: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-        ids, mask = _right_pad([self.ids[r] for r in rows], pad_id)
+        ids, mask = right_pad([self.ids[r] for r in rows], pad_id)
         positions = torch.arange(ids.shape[1])
         explained = torch.stack([(positions >= self.explained_from[r]) & (positions < len(self.ids[r]))
                                  for r in rows])
@@ -134,7 +136,7 @@ class AnswerReadout(torch.nn.Module):
         predicts = explained[:, 1:]  # position t predicts token t + 1
         if not predicts.any():
             return option_logp, None
-        logits = _final_logits(causal_lm, hidden[:, :-1][predicts])
+        logits = final_logits(causal_lm, hidden[:, :-1][predicts])
         return option_logp, torch.nn.functional.cross_entropy(logits.float(), input_ids[:, 1:][predicts])
 
 
@@ -276,6 +278,7 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
     scorer = TokenScorer(slm, [o.text for o in scenario.options])
     explain = params.lora.explanation_weight > 0 and "explanation" in frames["train"].columns
     train, val = (build_examples(frames[name], scenario, scorer, explain) for name in ("train", "val"))
+    require_fast_head(slm.model, train.ids[0][: train.answer_pos[0] + 1], final_logits, "slm.model")
     fp = fingerprint(params, slm.fingerprint, train, group)
 
     module = AnswerReadout(_with_lora(slm.model, params), scorer.option_ids)

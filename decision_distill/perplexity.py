@@ -31,7 +31,9 @@ from .metrics import ce
 from .scenario import Scenario
 from .schema import Schema
 from .slm import slm_prompts, states_from_frame, teacher_distribution
-from .teacher import LoadedTeacher, TokenScorer, _final_logits, _right_pad, _scores_from_logits, load_teacher
+from .scorer import TokenScorer, final_logits, right_pad, scores_from_logits
+from .scorer_checks import require_fast_head
+from .teacher import LoadedTeacher, load_teacher
 
 EXPLANATION_SEPARATOR = ". "  # joins answer and explanation, as lora-train writes its training text
 LOGIT_ROWS = 256  # positions per vocabulary projection: bounds memory with a large vocabulary
@@ -71,12 +73,14 @@ def text_scores(model: LoadedTeacher, text: HeldOutText, option_texts: list[str]
     """The report described in the module docstring for one model."""
     scorer = TokenScorer(model, option_texts, batch_size)
     rows = token_rows(scorer, text)
+    if rows:
+        require_fast_head(model.model, rows[0][0], final_logits, "slm.model")
     nll = {"answer": 0.0, "explanation": 0.0}
     count = {"answer": 0, "explanation": 0}
     probs = []
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch"):
         batch = rows[start : start + batch_size]
-        ids, mask = _right_pad([c + a + e for c, a, e in batch], scorer.pad_id)
+        ids, mask = right_pad([c + a + e for c, a, e in batch], scorer.pad_id)
         hidden = model.model.model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).last_hidden_state
         # Position t predicts token t + 1: score every answer and explanation token.
         where, targets, kinds = [], [], []
@@ -92,7 +96,7 @@ def text_scores(model: LoadedTeacher, text: HeldOutText, option_texts: list[str]
             count[kind] += 1
         last = torch.tensor([len(c) - 1 for c, _, _ in batch], device=model.device)
         answer_hidden = hidden[torch.arange(len(batch), device=model.device), last]
-        probs.append(_scores_from_logits(_final_logits(model.model, answer_hidden), scorer.option_ids).probs)
+        probs.append(scores_from_logits(final_logits(model.model, answer_hidden), scorer.option_ids).probs)
     Q = np.concatenate(probs)
     total = sum(count.values())
     return {
@@ -107,7 +111,7 @@ def text_scores(model: LoadedTeacher, text: HeldOutText, option_texts: list[str]
 def _target_logprobs(model: LoadedTeacher, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     parts = []
     for i in range(0, len(hidden), LOGIT_ROWS):
-        logits = _final_logits(model.model, hidden[i : i + LOGIT_ROWS]).float()
+        logits = final_logits(model.model, hidden[i : i + LOGIT_ROWS]).float()
         parts.append(torch.log_softmax(logits, dim=-1).gather(1, targets[i : i + LOGIT_ROWS, None])[:, 0])
     return torch.cat(parts).double().cpu()
 

@@ -48,7 +48,7 @@ def option_token_ids(tokenizer, option_texts: list[str]) -> list[int]:
     return ids
 
 
-def _scores_from_logits(last_logits: torch.Tensor, option_ids: list[int]) -> Scores:
+def scores_from_logits(last_logits: torch.Tensor, option_ids: list[int]) -> Scores:
     return _scores_from_option_logp(torch.log_softmax(last_logits.float(), dim=-1)[:, option_ids])
 
 
@@ -56,7 +56,7 @@ def option_log_probs(model, hidden: torch.Tensor, option_ids: list[int]) -> torc
     """log P(option token | prompt) over the full vocabulary, [B, K], from the hidden
     states at the answer position ([B, hidden]). The one readout shared by the scorer
     and by LoRA training, so it stays differentiable (no inference_mode here)."""
-    return torch.log_softmax(_final_logits(model, hidden).float(), dim=-1)[:, option_ids]
+    return torch.log_softmax(final_logits(model, hidden).float(), dim=-1)[:, option_ids]
 
 
 def _scores_from_option_logp(option_logp: torch.Tensor) -> Scores:
@@ -72,7 +72,7 @@ def _concat(parts: list[Scores]) -> Scores:
     return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("probs", "option_mass", "logodds")))
 
 
-def _final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+def final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """The LM head on selected hidden states only: the 262k-entry vocabulary
     projection is the costliest layer, so it runs on one position per prompt."""
     logits = model.get_output_embeddings()(hidden)
@@ -82,7 +82,7 @@ def _final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def _right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(map(len, seqs))
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -129,7 +129,7 @@ class TokenScorer:
 
     def encode_prefix(self, prefix: str) -> list[int]:
         # A chat template writes the BOS token itself; otherwise the tokenizer adds it.
-        return self.tokenizer(prefix, add_special_tokens=not _has_bos(self.tokenizer, prefix)).input_ids
+        return self.tokenizer(prefix, add_special_tokens=not has_bos(self.tokenizer, prefix)).input_ids
 
     def encode_suffix(self, suffix: Suffix | str) -> list[int]:
         segments = (suffix,) if isinstance(suffix, str) else suffix
@@ -150,7 +150,7 @@ class TokenScorer:
         check_tokenization(self, prefix, suffixes)
         if self.fast_head is None:
             probe = self.encode_prefix(prefix) + self.encode_suffix(suffixes[0])
-            self.fast_head = head_matches_model(self.model, probe, _final_logits)
+            self.fast_head = head_matches_model(self.model, probe, final_logits)
         self._ensure_prefix(prefix)
         heads = sorted({s[0] for s in suffixes if len(s) > 1})
         head_ids = [self.encode_suffix(h) for h in heads]
@@ -201,7 +201,7 @@ class TokenScorer:
         per_head = []
         for start in range(0, len(head_ids), self.batch_size):
             batch = head_ids[start : start + self.batch_size]
-            ids, _ = _right_pad(batch, self.pad_id)
+            ids, _ = right_pad(batch, self.pad_id)
             cache = copy.deepcopy(self._prefix_cache)
             cache.batch_repeat_interleave(len(batch))
             positions = torch.arange(self._prefix_len, self._prefix_len + ids.shape[1], device=self.device)
@@ -219,7 +219,7 @@ class TokenScorer:
         n = len(rows)
         head_lens = [len(head_ids[h]) if h >= 0 else 0 for h, _ in rows]
         width = max(head_lens)
-        ids, mask = _right_pad([r for _, r in rows], self.pad_id)
+        ids, mask = right_pad([r for _, r in rows], self.pad_id)
         cache = copy.deepcopy(self._prefix_cache)
         cache.batch_repeat_interleave(n)
         if width:
@@ -238,7 +238,7 @@ class TokenScorer:
                       past_key_values=cache, position_ids=positions.to(self.device), use_cache=True)
         answer_at = (torch.arange(n, device=self.device), (mask.sum(1) - 1).to(self.device))
         if not self.fast_head:  # the model's own head, on every position (see head_matches_model)
-            return _scores_from_logits(self.model(**inputs).logits[answer_at], self.option_ids)
+            return scores_from_logits(self.model(**inputs).logits[answer_at], self.option_ids)
         hidden = self.model.get_decoder()(**inputs).last_hidden_state[answer_at]
         return _scores_from_option_logp(option_log_probs(self.model, hidden, self.option_ids))
 
@@ -250,12 +250,12 @@ class TokenScorer:
         for i in range(0, len(suffixes), self.batch_size):
             seqs = [self.encode_prefix(prefix + "".join((s,) if isinstance(s, str) else s))
                     for s in suffixes[i : i + self.batch_size]]
-            ids, mask = _right_pad(seqs, self.pad_id)
+            ids, mask = right_pad(seqs, self.pad_id)
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             last = mask.sum(1) - 1
-            parts.append(_scores_from_logits(logits[torch.arange(len(seqs)), last.to(self.device)], self.option_ids))
+            parts.append(scores_from_logits(logits[torch.arange(len(seqs)), last.to(self.device)], self.option_ids))
         return _concat(parts)
 
 
-def _has_bos(tokenizer, text: str) -> bool:
+def has_bos(tokenizer, text: str) -> bool:
     return bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)

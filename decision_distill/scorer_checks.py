@@ -50,7 +50,7 @@ def _boundary_error(scorer, segments: list[str]) -> str:
 
 
 @torch.inference_mode()
-def head_matches_model(model, prompt_ids: list[int], fast_head: Callable) -> bool:
+def head_matches_model(model, prompt_ids: list[int], fast_head: Callable, warn: bool = True) -> bool:
     """Whether `fast_head(model, hidden)` (the LM head as the fast path applies it) gives
     the model's own next-token probabilities on one prompt. A head that does more than
     the fast path knows (a logit scale, another cap) would otherwise be read wrongly;
@@ -63,8 +63,19 @@ def head_matches_model(model, prompt_ids: list[int], fast_head: Callable) -> boo
     own = model(input_ids=ids, **keep).logits[:, -1].float().softmax(-1)
     fast = fast_head(model, model.get_decoder()(input_ids=ids).last_hidden_state[:, -1]).float().softmax(-1)
     gap = float((own - fast).abs().max())
-    if gap > HEAD_TOLERANCE:
+    if gap > HEAD_TOLERANCE and warn:
         warnings.warn(f"TokenScorer: the fast readout's LM head differs from {type(model).__name__}'s own "
                       f"(max |difference| in P {gap:.2g} on a probe prompt); reading answers from the model's "
                       "own logits instead (correct, slower)", stacklevel=3)
     return gap <= HEAD_TOLERANCE
+
+
+def require_fast_head(model, prompt_ids: list[int], fast_head: Callable, key: str) -> None:
+    """LoRA training and the perplexity report apply the LM head themselves, on selected
+    positions (training needs it differentiable, and the full vocabulary at every position
+    would not fit): unlike the scorer they have no slower exact path, so a model whose
+    head the fast path does not reproduce is refused rather than trained or measured wrongly."""
+    if not head_matches_model(model, prompt_ids, fast_head, warn=False):
+        raise UserError(f"{key}: {type(model).__name__}'s LM head does more than a projection with Gemma-style "
+                        "soft-capping (e.g. a logit scale), which LoRA training and perplexity apply themselves; "
+                        "use a model whose head they reproduce (Gemma, Llama, Qwen, Mistral) or slm.enabled: false")

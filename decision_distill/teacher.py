@@ -16,11 +16,8 @@ import torch
 
 from .errors import UserError
 from .model_source import read_teacher_json, refuse_pickle_weights
-# The token readout lives in .scorer; its names stay importable from here for callers.
-from .scorer import (  # noqa: F401
-    MIN_STATES_PER_HEAD, Scores, Suffix, TokenScorer, _final_logits, _has_bos, _right_pad, _scores_from_logits,
-    option_log_probs, option_token_ids,
-)
+# The token readout lives in .scorer; TokenScorer stays importable from here, beside the loader.
+from .scorer import TokenScorer, has_bos  # noqa: F401
 
 # ---- loading --------------------------------------------------------------------
 
@@ -126,7 +123,7 @@ class VerbalizedReader:
         results = []
         for i in range(0, len(prompts), self.batch_size):
             batch = self.tokenizer(prompts[i : i + self.batch_size], return_tensors="pt", padding=True,
-                                   add_special_tokens=not _has_bos(self.tokenizer, prompts[i]))
+                                   add_special_tokens=not has_bos(self.tokenizer, prompts[i]))
             torch.manual_seed(seed + i)
             sampling = {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0} \
                 if self.temperature > 0 else {"do_sample": False, "top_k": None, "top_p": None}

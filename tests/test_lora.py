@@ -249,3 +249,13 @@ def test_killed_three_times_resumes_to_the_uninterrupted_result(tmp_path, tiny_t
     curves = [pd.read_csv(w / "live/plots/metrics/train/loss.tsv", sep="\t") for w in (straight, killed)]
     assert curves[1]["step"].tolist() == list(range(1, KILL_TOTAL_STEPS + 1))  # each step logged once
     np.testing.assert_array_equal(curves[0]["loss"], curves[1]["loss"])
+
+
+def test_lora_refuses_a_head_it_would_train_through_wrongly(tmp_path, policy_splits):
+    # Cohere scales its logits; LoRA's readout applies the head itself, so it would fit other probabilities.
+    from tiny_teacher import tiny_model_dir
+
+    cohere = tiny_model_dir(tmp_path, architecture="cohere")
+    with pytest.raises(UserError, match="slm.model: CohereForCausalLM's LM head"):
+        run_in_process(tmp_path, cohere, policy_splits, max_steps=2)
+    assert not (tmp_path / "adapter").exists()

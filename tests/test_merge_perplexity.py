@@ -26,7 +26,8 @@ from decision_distill.params import parse_params
 from decision_distill.perplexity import held_out_text, text_scores, token_rows
 from decision_distill.scenario import load_scenario
 from decision_distill.slm import slm_answers, slm_prompts
-from decision_distill.teacher import LoadedTeacher, TokenScorer, _right_pad, load_teacher
+from decision_distill.scorer import TokenScorer, right_pad
+from decision_distill.teacher import LoadedTeacher, load_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = load_scenario(ROOT / "scenarios/ice_cream.yaml")
@@ -136,7 +137,7 @@ def test_perplexity_drops_on_text_the_model_was_trained_on(tiny_teacher, tmp_pat
     base = load_teacher(tiny_teacher, device="cpu")
     before = text_scores(base, text, OPTION_TEXTS)
     rows = token_rows(TokenScorer(base, OPTION_TEXTS), text)
-    ids, mask = _right_pad([c + a + e for c, a, e in rows], pad_id=0)
+    ids, mask = right_pad([c + a + e for c, a, e in rows], pad_id=0)
     labels = ids.masked_fill(mask == 0, -100)
     for row, (context, _, _) in enumerate(rows):
         labels[row, : len(context)] = -100  # next-token loss on the teacher's words only
@@ -256,3 +257,13 @@ def test_merge_stage_error_is_one_line_and_exit_2(tiny_teacher, tmp_path, capsys
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "lora-train" in err and "\n" not in err
+
+
+def test_perplexity_refuses_a_head_it_would_apply_wrongly(tmp_path):
+    # Cohere scales its logits; perplexity applies the head itself, so it would measure other numbers.
+    from tiny_teacher import tiny_model_dir
+
+    cohere = load_teacher(tiny_model_dir(tmp_path, architecture="cohere"), device="cpu")
+    text = held_out_text(teacher_frame(4, explanations=True), SCENARIO)
+    with pytest.raises(UserError, match="slm.model: CohereForCausalLM's LM head"):
+        text_scores(cohere, text, OPTION_TEXTS)

@@ -90,7 +90,7 @@ def tiny_variant(tmp_path_factory, name: str, **kwargs):
 
 
 def test_a_head_the_fast_readout_does_not_know_falls_back_to_the_models_logits(setup, tmp_path_factory):
-    # Cohere's head scales the logits (config.logit_scale): _final_logits alone would read other probabilities.
+    # Cohere's head scales the logits (config.logit_scale): final_logits alone would read other probabilities.
     cohere = tiny_variant(tmp_path_factory, "cohere", architecture="cohere")
     _, scenario, prefix, suffixes = setup
     scorer = TokenScorer(cohere, [o.text for o in scenario.options], batch_size=8)

@@ -85,3 +85,12 @@ def build_tiny_teacher(directory: Path, scenario_path: str = "scenarios/ice_crea
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def tiny_model_dir(root: Path, **kwargs) -> Path:
+    """A model directory as the download stage makes it (teacher.json) for a tiny model
+    built with `kwargs` (build_tiny_teacher's options)."""
+    from decision_distill.model_source import download
+
+    download(str(build_tiny_teacher(root / "weights", **kwargs)), "main", root / "model")
+    return root / "model"

@@ -143,3 +143,21 @@ def active_states(scenario: Scenario, total: int, seed: int, config: Active, ask
             f"pool {len(pool)}, asked {len(chosen)} (disagreement {scores.max():.4f} .. "
             f"{np.sort(scores)[-len(chosen)]:.4f}, pool median {np.median(scores):.4f})")
     return states, answers, reserved
+
+
+def cached_ask(answer_fn: Callable[[State], list[float]], cache, name: str) -> Ask:
+    """An Ask for a teacher given as a function state -> probabilities (a synthetic teacher
+    with known effects, for tests and bench/active_vs_random.py), through the answer cache
+    like a real one: each state is answered once per `name`, whatever run asks it."""
+    from .answer_cache import answer_key
+
+    def ask(states: list[State]) -> list[dict]:
+        keys = [answer_key(model=name, state=state_key(s)) for s in states]
+        known = cache.get_many(keys)
+        for k, s in zip(keys, states):
+            if k not in known:  # committed one by one: a kill loses no answer already given
+                known[k] = {"ok": True, "probs": [float(p) for p in answer_fn(s)]}
+                cache.put_many({k: known[k]})
+        return [known[k] for k in keys]
+
+    return ask

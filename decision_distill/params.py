@@ -49,6 +49,7 @@ class Active(Section):
     committee: int = Field(5, ge=2)      # bootstrapped MLPs voting
     hidden: int = Field(32, ge=1)
     epochs: int = Field(150, ge=1)
+    pick: Literal["proportional", "top"] = "proportional"  # draw in proportion to disagreement | the k highest
 
 
 class Generate(Section):

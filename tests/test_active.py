@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decision_distill.active import active_states, cached_ask, disagreement, pick, plan_budget
+from decision_distill.active import active_states, cached_ask, disagreement, pick, pick_proportional, plan_budget
 from decision_distill.answer_cache import AnswerCache
 from decision_distill.errors import UserError
 from decision_distill.params import Active, parse_params
@@ -63,6 +63,15 @@ def test_disagreement_is_zero_on_consensus_and_picks_the_disputed_states():
     assert scores[0] == pytest.approx(0.0, abs=1e-12) and scores[4] == pytest.approx(0.0, abs=1e-12)
     assert list(pick(scores, 2)) == [1, 3]  # the split vote first, then the spread near certainty
     assert scores[1] > scores[3] > scores[2] > 0
+
+
+def test_proportional_pick_is_seeded_skips_consensus_and_favours_disagreement():
+    scores = np.array([0.0] * 50 + [0.01] * 50 + [0.1] * 50)
+    draws = [pick_proportional(scores, 10, np.random.default_rng(s)) for s in range(200)]
+    assert (draws[0] == pick_proportional(scores, 10, np.random.default_rng(0))).all()
+    picked = np.concatenate(draws)
+    assert len(set(draws[0])) == 10 and (picked >= 50).all()  # never a state the committee agrees on
+    assert (picked >= 100).sum() > 5 * ((picked >= 50) & (picked < 100)).sum()
 
 
 def test_budget_is_spent_exactly_and_too_small_a_budget_is_an_error():

@@ -12,7 +12,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "decision_distill", "scenarios", "examples", ".dvcignore"]
 STAGES = ["download@teacher", "download@slm", "generate", "split", "train@logreg", "train@mlp", "train@encoder", "train@decoder",
-          "lora-train", "merge", "perplexity", "stability", "evaluate", "games", "plot"]
+          "lora-train", "merge", "perplexity", "stability", "evaluate", "effects", "games", "plot"]
 
 
 def sh(*cmd, cwd):
@@ -92,7 +92,7 @@ def test_tiny_profile_runs_end_to_end(project):
 def test_exp_run_reruns_only_what_the_changed_param_feeds(project):
     root, _ = project
     log = sh("dvc", "exp", "run", "-S", "student.mlp.hidden=24", cwd=root)
-    assert ran(log) == {"train@mlp", "evaluate", "games", "plot"}
+    assert ran(log) == {"train@mlp", "evaluate", "effects", "games", "plot"}
     diff = sh("dvc", "metrics", "diff", cwd=root)
     assert "mlp" in diff
 

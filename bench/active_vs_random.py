@@ -16,7 +16,7 @@ seed states). --teacher synthetic is a function of the state with known effects 
 interactions (no model); a teacher directory (models/teacher) asks the real teacher.
 
 Writes --out/curves.csv and --out/active_vs_random.png (mean test KL over seeds with a
-t interval). Last line: `answers_to_match_random_<B>=<n> saving=<B/n>`, B the largest
+t interval on log KL). Last line: `answers_to_match_random_<B>=<n> saving=<B/n>`, B the largest
 budget: the answers active needs for random's mean KL at B (log-linear interpolation
 between budgets; ">max" when it never gets there).
 """
@@ -92,11 +92,14 @@ def test_kl(scenario, params, arch, train: pd.DataFrame, test: pd.DataFrame, see
 
 
 def interval(values: np.ndarray, confidence=0.95) -> tuple[float, float, float]:
-    mean = float(np.mean(values))
+    """Geometric mean over seeds with a t interval on log KL: KL is positive and spans
+    orders of magnitude, so an interval on the raw scale can go below 0."""
+    logs = np.log(values)
+    mean = float(np.mean(logs))
     if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * stats.sem(values)
-    return mean, mean - half, mean + half
+        return float(np.exp(mean)), float("nan"), float("nan")
+    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * stats.sem(logs)
+    return float(np.exp(mean)), float(np.exp(mean - half)), float(np.exp(mean + half))
 
 
 def answers_to_match(curve: pd.DataFrame, target: float) -> float:
@@ -122,7 +125,12 @@ def main() -> None:
     p.add_argument("--test", type=int, default=1000, help="fixed random test states per seed")
     p.add_argument("--rounds", type=int, default=None, help="active rounds up to the largest budget")
     p.add_argument("--out", type=Path, default=Path("bench/out/active_vs_random"))
+    p.add_argument("--replot", type=Path, default=None, help="a runs.csv from before: only redo curves and plot")
     args = p.parse_args()
+    if args.replot:
+        raw = pd.read_csv(args.replot)
+        args.seeds = sorted(raw["seed"].unique())
+        return report(raw, args, max(args.budgets), 0, 0.0)
     params = load_params(args.params)
     scenario = load_scenario(params.scenario)
     top = max(args.budgets)
@@ -165,7 +173,7 @@ def report(raw: pd.DataFrame, args, top: int, asked: int, seconds: float) -> Non
     ax.set_yscale("log")
     ax.set_xlabel("teacher answers (training + validation)")
     ax.set_ylabel(f"test KL(teacher || {args.student})")
-    ax.set_title(f"Active vs random sampling, {len(args.seeds)} seeds, mean and 95% t interval\n"
+    ax.set_title(f"Active vs random sampling, {len(args.seeds)} seeds, geometric mean, 95% t interval\n"
                  f"teacher: {args.teacher}, {args.test} random test states per seed", fontsize=9)
     ax.legend()
     fig.tight_layout()

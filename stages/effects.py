@@ -28,7 +28,7 @@ from decision_distill.errors import stage_main  # noqa: E402
 from decision_distill.params import ARCHITECTURES, load_params  # noqa: E402
 from decision_distill.schema import Schema  # noqa: E402
 from decision_distill.students import load_student, predict  # noqa: E402
-from decision_distill.train import load_decisions  # noqa: E402
+from decision_distill.train import TRAIN_THREADS, load_decisions, torch_threads  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,16 +51,19 @@ def main(argv=None) -> None:
     test = load_decisions(args.splits / "test.parquet").reset_index(drop=True)
     teacher = test[schema.prob_columns].to_numpy(dtype=float)
     students = {arch: load_student(args.students / arch) for arch in ARCHITECTURES}
-    probs = {arch: predict(m, enc, test) for arch, (m, enc) in students.items()}
-    table = effects_table(test, schema, probs, e.confidence)
     importance, metrics = [], {}
-    for arch, (model, enc) in students.items():
-        imp = permutation_importance(lambda f, m=model, c=enc: predict(m, c, f), test, schema, e.repeats, e.seed,
-                                     e.confidence)
-        importance.append(imp.assign(student=arch))
-        metrics[arch] = {"importance": {r.group: {"kl_rise": r.importance, "low": r.low, "high": r.high}
-                                        for r in imp.itertuples()},
-                         **agreement_with_teacher(table, arch)}
+    # One thread, as in training: the students are tiny and extra threads spin against other
+    # processes on a shared machine (the permutation loop measured 0.4 s a call with 2 threads, busy).
+    with torch_threads(TRAIN_THREADS):
+        probs = {arch: predict(m, enc, test) for arch, (m, enc) in students.items()}
+        table = effects_table(test, schema, probs, e.confidence)
+        for arch, (model, enc) in students.items():
+            imp = permutation_importance(lambda f, m=model, c=enc: predict(m, c, f), test, schema, e.repeats,
+                                         e.seed, e.confidence)
+            importance.append(imp.assign(student=arch))
+            metrics[arch] = {"importance": {r.group: {"kl_rise": r.importance, "low": r.low, "high": r.high}
+                                            for r in imp.itertuples()},
+                             **agreement_with_teacher(table, arch)}
     with tempfile.TemporaryDirectory() as work:
         for arch in e.ablate:  # retrains: off by default, minutes per student
             metrics[arch]["ablation"] = {

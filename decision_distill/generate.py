@@ -183,14 +183,24 @@ def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_da
     t = params.teacher
     if t.readout == "verbalized" and len(scenario.options) != 2:
         raise UserError("teacher.readout: verbalized needs a two-option scenario; use tokens")
-    states = scenario.sample_states(params.generate.states, params.generate.seed)
-    cache = AnswerCache(params.generate.cache)
+    g = params.generate
+    cache = AnswerCache(g.cache)
+    reserved = None
     try:
-        answers = teacher_answers(teacher_dir, scenario, states, params, cache)
+        if g.strategy == "active":  # imported here: the default random run needs none of it
+            from .active import active_states
+            states, answers, reserved = active_states(
+                scenario, g.states, g.seed, g.active,
+                lambda some: teacher_answers(teacher_dir, scenario, some, params, cache))
+        else:
+            states = scenario.sample_states(g.states, g.seed)
+            answers = teacher_answers(teacher_dir, scenario, states, params, cache)
     finally:
         cache.close()
     questions = [scenario.describe(s) for s in states]
     frame = decisions_frame(scenario, states, questions, answers, t.readout)
+    if reserved is not None:  # the split stage puts exactly these random states in test
+        frame["reserved_test"] = reserved
     metrics = teacher_metrics(frame, scenario, t.readout)
     write_parquet(frame, out_dataset)
     scenario.schema().save(out_schema)

@@ -40,12 +40,27 @@ class Teacher(Section):
     temperature: float = Field(0.0, ge=0.0)
 
 
+class Active(Section):
+    """generate.active: used when generate.strategy is active."""
+    reserve: int = Field(400, ge=0)     # first random states kept for the test split (never chosen actively)
+    seed_states: int = Field(200, ge=1)  # random states asked before the first committee
+    rounds: int = Field(8, ge=1)         # committee rounds sharing the remaining answers
+    pool: int = Field(20000, ge=1)       # candidate states scored per round (fresh random draws)
+    committee: int = Field(5, ge=2)      # bootstrapped MLPs voting
+    hidden: int = Field(32, ge=1)
+    epochs: int = Field(150, ge=1)
+    pick: Literal["proportional", "top"] = "proportional"  # draw in proportion to disagreement | the k highest
+
+
 class Generate(Section):
     source: Literal["teacher", "import"] = "teacher"
     states: int = Field(2000, ge=1)
     seed: int = 0
     # Outside the checkout by default, so `dvc exp run --temp/--queue` copies reuse it (see user_cache)
     cache: str = "~/.cache/decision-distill/answers.sqlite"
+    # random: every state a seeded random draw | active: query by committee (decision_distill.active)
+    strategy: Literal["random", "active"] = "random"
+    active: Active = Active()
 
 
 class Import(Section):
@@ -203,6 +218,15 @@ class Simulate(Section):
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
 
 
+class Effects(Section):
+    """effects: per-value effects, teacher vs students; permutation importance; input ablations."""
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    repeats: int = Field(10, ge=2)        # shuffles per feature group (permutation importance)
+    ablate: list[Literal["logreg", "mlp", "encoder", "decoder"]] = Field(default_factory=list)  # retrain without each group
+    bootstrap: int = Field(1000, ge=100)  # resamples of each ablation's KL-rise interval
+    seed: int = 0
+
+
 class Params(Section):
     scenario: str = "scenarios/ice_cream.yaml"
     teacher: Teacher = Teacher()
@@ -219,6 +243,7 @@ class Params(Section):
     stability: Stability = Stability()
     games: Games = Games()
     simulate: Simulate = Simulate()
+    effects: Effects = Effects()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 

@@ -62,12 +62,31 @@ def split_decisions(dataset: str | Path, schema_path: str | Path, spec: Split, o
     keys = _state_keys(in_dist, schema)
     unique = keys.unique()
     rng = np.random.default_rng(spec.seed)
+    if "reserved_test" in in_dist.columns:  # actively sampled: test is exactly the reserved random states
+        return _write_reserved(in_dist, usable, masks, keys, rng, spec, schema_path, out_dir, frame)
     shuffled = unique[rng.permutation(len(unique))]
     n_test = int(round(spec.test * len(unique)))
     n_val = int(round(spec.val * len(unique)))
     assignment = {k: "test" for k in shuffled[:n_test]}
     assignment |= {k: "val" for k in shuffled[n_test : n_test + n_val]}
-    which = keys.map(lambda k: assignment.get(k, "train"))
+    return _write(in_dist, usable, masks, keys.map(lambda k: assignment.get(k, "train")), schema_path, out_dir, frame)
+
+
+def _write_reserved(in_dist, usable, masks, keys, rng, spec: Split, schema_path, out_dir, frame) -> dict:
+    """generate.strategy active: the dataset is biased towards where students disagreed, so
+    evaluating on a random share of it would be biased too. Test is the reserved random
+    sample (decision_distill.active); val, used only to stop training, is drawn from the rest."""
+    reserved = in_dist["reserved_test"].fillna(False).astype(bool).to_numpy()
+    if not reserved.any():
+        raise UserError("split: the dataset marks no reserved_test states; raise generate.active.reserve above 0")
+    rest = keys[~reserved].unique()
+    shuffled = rest[rng.permutation(len(rest))]
+    val = set(shuffled[: int(round(spec.val * len(rest)))])
+    which = pd.Series(np.where(reserved, "test", ["val" if k in val else "train" for k in keys]), index=keys.index)
+    return _write(in_dist, usable, masks, which, schema_path, out_dir, frame)
+
+
+def _write(in_dist, usable, masks, which: pd.Series, schema_path, out_dir, frame) -> dict:
     parts = {name: in_dist[which == name] for name in REGULAR_SPLITS}
     parts |= {name: usable[mask] for name, mask in masks.items()}  # a state in two holdouts is in both
     if len(parts["train"]) == 0:

@@ -16,7 +16,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "decision_distill", "scenarios", "simulations", "examples", ".dvcignore"]
 STAGES = ["check", "download@teacher", "download@slm", "generate", "split", "train@logreg", "train@mlp", "train@encoder", "train@decoder",
-          "lora-train", "merge", "perplexity", "stability", "evaluate", "games", "plot", "simulate"]
+          "lora-train", "merge", "perplexity", "stability", "evaluate", "effects", "games", "plot", "simulate"]
 
 
 def run(*cmd, cwd) -> subprocess.CompletedProcess:
@@ -215,7 +215,7 @@ def test_exp_run_reruns_only_what_the_changed_param_feeds(project):
     checked = (root / "data/params_checked.json").read_bytes()
     log = sh("dvc", "exp", "run", "-S", "student.mlp.hidden=24", cwd=root)
     # the check reruns on any params change; its output is the same bytes, so nothing follows from it
-    assert ran(log) == {"check", "train@mlp", "evaluate", "games", "plot", "simulate"}
+    assert ran(log) == {"check", "train@mlp", "evaluate", "effects", "games", "plot", "simulate"}
     assert (root / "data/params_checked.json").read_bytes() == checked
     diff = sh("dvc", "metrics", "diff", cwd=root)
     assert "mlp" in diff

@@ -183,7 +183,8 @@ def report(raw: pd.DataFrame, args, top: int, asked: int, seconds: float) -> Non
     print(curves.to_string(index=False))
     print(f"teacher answers asked this run: {asked} (the rest came from the cache); {seconds:.0f} s")
     shown = f">{top}" if not np.isfinite(n) else f"{n:.0f}"
-    print(f"answers_to_match_random_{top}={shown} saving={top / n:.2f}")
+    print(f"answers_to_match_random_{top}={shown} saving={top / n:.2f}" if np.isfinite(n)
+          else f"answers_to_match_random_{top}={shown} saving=<1")
 
 
 if __name__ == "__main__":

@@ -34,3 +34,29 @@ def build_tiny_persona_model(directory: Path, texts: list[str], seed: int = 0, v
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def always_prefer(source: Path, directory: Path, token_text: str) -> Path:
+    """A copy of a tiny model that puts the highest logit on `token_text` after any prompt:
+    a known preference, built into the weights, read back through the real loading code.
+
+    Residual dimension 0 carries a positive constant from every token's embedding (no layer
+    writes to it: the rows of o_proj and down_proj for it are zero), the final norm keeps
+    only that dimension, and the tied output embedding gives `token_text` three times the
+    constant, so its logit is the largest whatever the prompt."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
+    model = Gemma3ForCausalLM.from_pretrained(source)
+    (token,) = tokenizer(token_text, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        embed = model.get_input_embeddings().weight
+        embed[:, 0] = 1.0
+        embed[token, 0] = 3.0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[0, :] = 0.0
+            layer.mlp.down_proj.weight[0, :] = 0.0
+        model.model.norm.weight.fill_(-1.0)  # Gemma's norm scales by (1 + weight)
+        model.model.norm.weight[0] = 9.0
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory

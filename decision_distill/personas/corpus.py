@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from ..errors import UserError
 
@@ -107,9 +107,9 @@ def _profiles(path: Path, personas: set[str]) -> dict[str, str]:
     if not path.exists():
         return {}
     try:
-        raw = yaml.safe_load(_read_utf8(path))
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); write 'persona: description' lines") from None
+        raw = YAML(typ="safe", pure=True).load(_read_utf8(path))
+    except YAMLError:
+        raise UserError(f"{path}: not valid YAML; write one 'persona: description' line per person") from None
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise UserError(f"{path}: must map each persona to a text description ('NAME: description')")
     unknown = sorted(str(k) for k in raw if str(k) not in personas)

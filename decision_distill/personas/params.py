@@ -32,7 +32,7 @@ class PersonaLoRA(Section):
     alpha: float = Field(16.0, gt=0.0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
-    lr: float = Field(5e-4, gt=0.0)
+    lr: float = Field(1e-3, gt=0.0)
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(4, ge=1)
     max_steps: int = Field(100, ge=1)
@@ -50,8 +50,8 @@ class PersonaPerplexity(Section):
 class Extract(Section):
     categories: list[str] = Field(default_factory=lambda: ["belief", "memory", "personality trait"], min_length=1)
     threshold: float = Field(0.5, gt=0.0, lt=1.0)  # P(yes) above which a chunk reveals the category
-    cap: int = Field(5, ge=1)  # at most this many summaries and questions per person and category
-    max_new_tokens: int = Field(40, ge=4)
+    cap: int = Field(3, ge=1)  # at most this many summaries and questions per person and category
+    max_new_tokens: int = Field(32, ge=4)
 
 
 class PersonaParams(Section):

@@ -46,6 +46,8 @@ def _copy(tmp_path: Path) -> Path:
      "votes.csv: line 2: persona 'Nobody' has no text"),
     (lambda d: (d / "votes.csv").write_text("question,persona,vote\nQ?,Walter_Henning,Yes\n"),
      "votes.csv: line 2: vote 'Yes' is neither Aye nor Nay"),
+    (lambda d: (d / "profiles.yaml").write_text("Walter_Henning: farmer\nNobody: ghost\n"),
+     "profiles.yaml: Nobody has no text in the corpus"),
     (lambda d: shutil.copy(d / "Walter_Henning.txt", d / "walter_henning.txt"),
      "persona 'walter_henning' already comes from Walter_Henning.txt"),
 ])

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
            for name, directory in models.items()}
     p = params.perplexity
     report = matrix_report(nll, chunks, personas, p.bootstrap, p.confidence, p.seed)
+    # What each adapter was trained on, beside what it achieved (persona-train's summary).
+    report["training"] = {p: json.loads(f.read_text()) for p in personas
+                          if (f := args.models / p / "adapter" / "persona_train.json").exists()}
     draw_heatmap(report, args.heatmap)
     write_json(report, args.metrics)
     print(f"persona-perplexity: adapter helped {report['helped']} of {report['personas']}; own model lowest on "

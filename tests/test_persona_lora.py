@@ -116,5 +116,8 @@ def test_the_persona_flow_runs_through_the_stage_scripts(tmp_path, small_board, 
             cell = report["matrix"][text][model]
             assert cell["ci"][0] <= cell["perplexity"] <= cell["ci"][1]
     assert Path("ppl.png").read_bytes()[:4] == b"\x89PNG"
+    assert {p: report["training"][p]["train_chunks"] for p in TWO} == \
+        {p: sum(c["split"] == "train" and c["persona"] == p for c in json.loads(Path("chunks.json").read_text())["chunks"])
+         for p in TWO}
     split = json.loads(Path("split.json").read_text())
     assert all(split["personas"][p]["train_chunks"] > 0 for p in TWO)

@@ -1,0 +1,1 @@
+"""The persona half: one small-LM agent per person, built from what that person said."""

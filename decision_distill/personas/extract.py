@@ -1,0 +1,109 @@
+"""persona-extract: which training chunks reveal a belief, a memory or a personality trait,
+read from the teacher's answer-token probabilities, then a one-sentence summary and a
+probing question for the strongest chunks, at most `cap` per person and category.
+
+The decision is P(" Yes") / (P(" Yes") + P(" No")) at the answer position (TokenScorer),
+never whether generated text starts with "YES" (the research's filter did that, and its
+cap of 25 per person did not hold: here the cap is applied before anything is generated
+and checked again before anything is written).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..teacher import LoadedTeacher, TokenScorer
+from .chunks import TRAIN, Chunk
+
+OPTIONS = [" Yes", " No"]
+PREFIX = ("You read passages from transcripts of school board meetings and say whether a passage "
+          "reveals something about the speaker.\n\n"
+          'Passage: "When I was a boy we walked two miles to the schoolhouse, rain or shine."\n'
+          "Does this passage reveal a memory of the speaker? Answer: Yes\n\n"
+          'Passage: "Item four is the approval of last month\'s minutes."\n'
+          "Does this passage reveal a belief of the speaker? Answer: No\n\n")
+
+
+def decision_suffix(chunk: Chunk, category: str) -> tuple[str, str]:
+    """(passage, question): the passage is the head segment, shared by every category."""
+    return f'Passage: "{chunk.text}"\n', f"Does this passage reveal a {category} of the speaker? Answer:"
+
+
+def p_yes(teacher: LoadedTeacher, chunks: list[Chunk], categories: list[str], batch_size: int = 8) -> np.ndarray:
+    """[len(chunks), len(categories)] P(Yes) normalised over the Yes/No tokens."""
+    scorer = TokenScorer(teacher, OPTIONS, batch_size)
+    suffixes = [decision_suffix(c, cat) for c in chunks for cat in categories]
+    return scorer.score(PREFIX, suffixes).probs[:, 0].reshape(len(chunks), len(categories))
+
+
+def select(chunks: list[Chunk], probs: np.ndarray, categories: list[str], threshold: float,
+           cap: int) -> dict[tuple[str, str], list[tuple[Chunk, float]]]:
+    """(persona, category) -> the chunks above `threshold`, highest P(yes) first, at most `cap`."""
+    chosen: dict[tuple[str, str], list[tuple[Chunk, float]]] = {}
+    for j, category in enumerate(categories):
+        for i in np.argsort(-probs[:, j], kind="stable"):
+            if probs[i, j] <= threshold:
+                break
+            kept = chosen.setdefault((chunks[i].persona, category), [])
+            if len(kept) < cap:
+                kept.append((chunks[i], float(probs[i, j])))
+    return chosen
+
+
+@torch.inference_mode()
+def generate_line(teacher: LoadedTeacher, prompt: str, max_new_tokens: int) -> str:
+    """Greedy continuation, first line only: the text is kept for a person to review, never parsed."""
+    tok = teacher.tokenizer
+    ids = tok(prompt, return_tensors="pt").input_ids.to(teacher.device)
+    out = teacher.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+    text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    if n == 0:
+        return [0.0, 1.0]
+    p = k / n
+    centre, half = (p + z * z / (2 * n)), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))]
+
+
+def extract(teacher: LoadedTeacher, chunks: list[Chunk], categories: list[str], threshold: float, cap: int,
+            max_new_tokens: int, personas: list[str]) -> tuple[dict, list[dict], dict]:
+    """(profiles, questions, metrics) from the training chunks."""
+    train = [c for c in chunks if c.split == TRAIN]
+    probs = p_yes(teacher, train, categories)
+    chosen = select(train, probs, categories, threshold, cap)
+    if any(len(v) > cap for v in chosen.values()):  # the cap is a promise: never write past it
+        raise UserError(f"persona-extract: more than extract.cap={cap} items for a person and category")
+    profiles = {p: {c: [] for c in categories} for p in personas}
+    questions = []
+    for (persona, category), items in sorted(chosen.items()):
+        for chunk, p in items:
+            passage = f'Passage: "{chunk.text}"\n'
+            summary = generate_line(teacher, passage + f"In one sentence, the {category} this passage reveals about "
+                                    "the speaker:", max_new_tokens)
+            question = generate_line(teacher, passage + f"A question that asks the speaker about this {category}:",
+                                     max_new_tokens)
+            profiles[persona][category].append({"chunk": chunk.id, "p_yes": p, "summary": summary})
+            questions.append({"id": f"{chunk.id}/{category}", "persona": persona, "category": category,
+                              "chunk": chunk.id, "p_yes": p, "summary": summary, "question": question})
+    counts = {}
+    for j, category in enumerate(categories):
+        per = {}
+        for persona in personas:
+            rows = np.array([c.persona == persona for c in train])
+            above = int((probs[rows, j] > threshold).sum())
+            per[persona] = {"chunks": int(rows.sum()), "above_threshold": above,
+                            "share_above": above / max(1, int(rows.sum())),
+                            "share_above_ci95": wilson(above, int(rows.sum())),
+                            "kept": len(chosen.get((persona, category), [])),
+                            "mean_p_yes": float(probs[rows, j].mean()) if rows.any() else None}
+        counts[category] = per
+    return profiles, questions, {"threshold": threshold, "cap": cap, "categories": counts,
+                                 "questions": len(questions)}

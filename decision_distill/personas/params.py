@@ -1,0 +1,100 @@
+"""personas/params.yaml, validated like params.yaml: one-line errors naming the key.
+
+The persona pipeline reads the small LM settings (slm.model and its precision) from the
+project's params.yaml: both halves share the one downloaded base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, model_validator
+from ruamel.yaml import YAML, YAMLError
+
+from ..errors import UserError
+from ..params import Section, _reject_nan
+
+DEFAULT = Path("personas/params.yaml")
+
+
+class Corpus(Section):
+    path: str = "examples/board"
+    personas: list[str] = Field(min_length=1)  # the corpus's personas; the training foreach runs over them
+
+
+class Chunks(Section):
+    words: int = Field(200, ge=10)  # about this many words per chunk
+    held_out: float = Field(0.2, gt=0.0, lt=1.0)  # share of each person's words held out, as whole monologues
+    seed: int = 0
+
+
+class PersonaLoRA(Section):
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+    lr: float = Field(1e-3, gt=0.0)
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(4, ge=1)
+    max_steps: int = Field(100, ge=1)
+    max_tokens: int = Field(320, ge=8)  # a chunk's tokens beyond this are cut (about 200 words fit)
+    checkpoint_every: int = Field(5, ge=1)
+    seed: int = 0
+
+
+class PersonaPerplexity(Section):
+    bootstrap: int = Field(1000, ge=100)  # resamples of held-out chunks per interval
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+
+class Extract(Section):
+    categories: list[str] = Field(default_factory=lambda: ["belief", "memory", "personality trait"], min_length=1)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)  # P(yes) above which a chunk reveals the category
+    cap: int = Field(3, ge=1)  # at most this many summaries and questions per person and category
+    max_new_tokens: int = Field(32, ge=4)
+
+
+class PersonaParams(Section):
+    corpus: Corpus
+    chunks: Chunks = Chunks()
+    lora: PersonaLoRA = PersonaLoRA()
+    perplexity: PersonaPerplexity = PersonaPerplexity()
+    extract: Extract = Extract()
+
+    @model_validator(mode="after")
+    def _names_unique(self):
+        if len(set(self.corpus.personas)) != len(self.corpus.personas):
+            raise ValueError("corpus.personas lists a name twice")
+        return self
+
+
+def parse_persona_params(raw: object, source: str = str(DEFAULT)) -> PersonaParams:
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: must be a mapping of sections (corpus, chunks, lora, ...)")
+    _reject_nan(raw, "", source)
+    try:
+        return PersonaParams.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        what = "unknown key; remove it" if first["type"] == "extra_forbidden" else first["msg"]
+        raise UserError(f"{source}: {key}: {what}") from None
+
+
+def load_persona_params(path: str | Path = DEFAULT) -> PersonaParams:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: not found; run the stage from the project root")
+    try:
+        raw = YAML(typ="safe", pure=True).load(path.read_text())
+    except YAMLError:
+        raise UserError(f"{path}: is not valid YAML; fix the syntax") from None
+    return parse_persona_params(raw, str(path))
+
+
+def check_personas_match(params: PersonaParams, corpus_personas: list[str], source: str = str(DEFAULT)) -> None:
+    """The foreach in personas/dvc.yaml runs over corpus.personas: it must name exactly the corpus's people."""
+    listed, found = set(params.corpus.personas), set(corpus_personas)
+    if listed != found:
+        raise UserError(f"{source}: corpus.personas must list exactly the personas in {params.corpus.path}: "
+                        f"set it to [{', '.join(sorted(found))}]")

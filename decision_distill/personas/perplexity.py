@@ -1,0 +1,110 @@
+"""The perplexity matrix: every person's tuned model, and the base model, on every person's
+held-out chunks, with bootstrap intervals over those chunks.
+
+Per person it answers the two questions the research's heatmaps left open:
+  did the adapter help?   own-text perplexity tuned / base, a paired interval (the same
+                          resampled chunks for both); helped when the whole interval is below 1
+  is the diagonal lowest? whether the person's own model has the lowest perplexity of all
+                          persona models on their text, and the share of resamples where it does
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..teacher import load_teacher
+from .chunks import HELD_OUT, Chunk
+from .text import encode_chunk, sequence_nll
+
+BASE = "base"
+
+
+@torch.inference_mode()
+def chunk_nll(model_dir: str | Path, chunks: list[Chunk], dtype: str, device: str,
+              trust_remote_code: bool) -> np.ndarray:
+    """[N, 2]: summed negative log-likelihood and predicted-token count of each chunk."""
+    model = load_teacher(model_dir, dtype, device, trust_remote_code)
+    rows = []
+    for c in chunks:
+        nll, tokens = sequence_nll(model.model, encode_chunk(model.tokenizer, c.text), model.device)
+        rows.append((nll.item(), tokens))
+    return np.array(rows, dtype=np.float64)
+
+
+def _ppl(nll: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """exp(total nll / total tokens), per row of `weights` (resample counts) when given."""
+    if weights is None:
+        return np.exp(nll[:, 0].sum() / nll[:, 1].sum())
+    return np.exp(weights @ nll[:, 0] / (weights @ nll[:, 1]))
+
+
+def matrix_report(nll: dict[str, np.ndarray], chunks: list[Chunk], personas: list[str], bootstrap: int,
+                  confidence: float, seed: int) -> dict:
+    """`nll`: model name (BASE or a persona) -> chunk_nll over `chunks` (the held-out chunks, in order)."""
+    alpha = (1 - confidence) / 2
+    matrix, own = {}, {}
+    for p, text_of in enumerate(personas):
+        rows = np.array([c.persona == text_of for c in chunks])
+        n = int(rows.sum())
+        # The same resampled chunks for every model: paired comparisons.
+        rng = np.random.default_rng([seed, p])
+        weights = rng.multinomial(n, np.full(n, 1 / n), size=bootstrap).astype(np.float64)
+        draws = {m: _ppl(v[rows], weights) for m, v in nll.items()}
+        matrix[text_of] = {m: {"perplexity": float(_ppl(v[rows])),
+                               "ci": [float(np.quantile(draws[m], alpha)), float(np.quantile(draws[m], 1 - alpha))]}
+                           for m, v in nll.items()}
+        if text_of not in nll:
+            continue
+        ratio = draws[text_of] / draws[BASE]
+        others = [m for m in nll if m != BASE]
+        lowest = np.stack([draws[m] for m in others]).argmin(axis=0) == others.index(text_of)
+        point = {m: matrix[text_of][m]["perplexity"] for m in others}
+        own[text_of] = {
+            "held_out_chunks": n,
+            "base": matrix[text_of][BASE], "tuned": matrix[text_of][text_of],
+            "ratio_tuned_to_base": float(point[text_of] / matrix[text_of][BASE]["perplexity"]),
+            "ratio_ci": [float(np.quantile(ratio, alpha)), float(np.quantile(ratio, 1 - alpha))],
+            "helped": bool(np.quantile(ratio, 1 - alpha) < 1),
+            "own_model_lowest": min(point, key=point.get) == text_of,
+            "own_model_lowest_share": float(lowest.mean()),
+        }
+    return {"models": list(nll), "texts": personas, "confidence": confidence, "bootstrap": bootstrap,
+            "matrix": matrix, "own_text": own,
+            "diagonal_lowest": sum(o["own_model_lowest"] for o in own.values()),
+            "helped": sum(o["helped"] for o in own.values()), "personas": len(own)}
+
+
+def held_out(chunks: list[Chunk]) -> list[Chunk]:
+    return [c for c in chunks if c.split == HELD_OUT]
+
+
+def draw_heatmap(report: dict, out: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..atomic import atomic_path
+
+    models, texts = report["models"], report["texts"]
+    grid = np.array([[report["matrix"][t][m]["perplexity"] for t in texts] for m in models])
+    fig, ax = plt.subplots(figsize=(1.4 * len(texts) + 2.5, 0.7 * len(models) + 1.8))
+    image = ax.imshow(grid, cmap="viridis_r")
+    ax.set_xticks(range(len(texts)), texts, rotation=30, ha="right")
+    ax.set_yticks(range(len(models)), models)
+    ax.set_xlabel("held-out text of")
+    ax.set_ylabel("model")
+    for i, m in enumerate(models):
+        for j, t in enumerate(texts):
+            lo, hi = report["matrix"][t][m]["ci"]
+            ax.text(j, i, f"{grid[i, j]:.1f}\n[{lo:.1f}, {hi:.1f}]", ha="center", va="center", fontsize=7,
+                    color="white", fontweight="bold" if m == t else "normal")
+    fig.colorbar(image, ax=ax, label="perplexity")
+    ax.set_title(f"Perplexity on held-out chunks ({report['confidence']:.0%} bootstrap intervals)")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,61 @@
+"""persona-perplexity stage: every person's merged model, and the base SLM, on every
+person's held-out chunks; metrics with bootstrap intervals and a heatmap.
+
+example:
+  python stages/persona_perplexity.py --chunks data/personas/chunks.json --base models/slm \
+      --models models/personas --metrics metrics/personas/perplexity.json --heatmap metrics/personas/perplexity.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decision_distill.atomic import write_json  # noqa: E402
+from decision_distill.errors import UserError, stage_main  # noqa: E402
+from decision_distill.params import load_params  # noqa: E402
+from decision_distill.personas.chunks import chunks_from_json  # noqa: E402
+from decision_distill.personas.params import load_persona_params  # noqa: E402
+from decision_distill.personas.perplexity import BASE, chunk_nll, draw_heatmap, held_out, matrix_report  # noqa: E402
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=Path, default=Path("data/personas/chunks.json"))
+    parser.add_argument("--base", type=Path, default=Path("models/slm"))
+    parser.add_argument("--models", type=Path, default=Path("models/personas"),
+                        help="holds PERSONA/merged for every persona (default: %(default)s)")
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/personas/perplexity.json"))
+    parser.add_argument("--heatmap", type=Path, default=Path("metrics/personas/perplexity.png"))
+    parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"))
+    parser.add_argument("--slm-params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    params = load_persona_params(args.params)
+    slm = load_params(args.slm_params).slm
+    chunks = held_out(chunks_from_json(json.loads(args.chunks.read_text())["chunks"]))
+    personas = params.corpus.personas
+    models = {BASE: args.base} | {p: args.models / p / "merged" for p in personas}
+    for name, directory in models.items():
+        if not (directory / "teacher.json").exists():
+            raise UserError(f"{directory}: no model ({name}); run persona-merge (or download@slm) first")
+    nll = {name: chunk_nll(directory, chunks, slm.dtype, slm.device, slm.trust_remote_code)
+           for name, directory in models.items()}
+    p = params.perplexity
+    report = matrix_report(nll, chunks, personas, p.bootstrap, p.confidence, p.seed)
+    # What each adapter was trained on, beside what it achieved (persona-train's summary).
+    report["training"] = {p: json.loads(f.read_text()) for p in personas
+                          if (f := args.models / p / "adapter" / "persona_train.json").exists()}
+    draw_heatmap(report, args.heatmap)
+    write_json(report, args.metrics)
+    print(f"persona-perplexity: adapter helped {report['helped']} of {report['personas']}; own model lowest on "
+          f"its own text for {report['diagonal_lowest']} of {report['personas']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""persona-split stage: read a persona corpus, cut monologues into chunks of about
+chunks.words words, hold out whole monologues per person (seeded).
+
+example:
+  python stages/persona_split.py --params personas/params.yaml --out data/personas/chunks.json \
+      --metrics metrics/personas/split.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decision_distill.atomic import write_json  # noqa: E402
+from decision_distill.errors import stage_main  # noqa: E402
+from decision_distill.personas.chunks import mean_words, split_corpus, split_summary  # noqa: E402
+from decision_distill.personas.corpus import load_corpus  # noqa: E402
+from decision_distill.personas.params import check_personas_match, load_persona_params  # noqa: E402
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"))
+    parser.add_argument("--out", type=Path, default=Path("data/personas/chunks.json"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/personas/split.json"))
+    args = parser.parse_args(argv)
+    params = load_persona_params(args.params)
+    corpus = load_corpus(params.corpus.path)
+    check_personas_match(params, corpus.personas, str(args.params))
+    chunks = split_corpus(corpus, params.chunks.words, params.chunks.held_out, params.chunks.seed, params.corpus.path)
+    summary = {"personas": split_summary(chunks), "mean_chunk_words": mean_words(chunks),
+               "votes": len(corpus.votes), "vote_questions": len({v.question for v in corpus.votes}),
+               "aye_share": (sum(v.vote == "Aye" for v in corpus.votes) / len(corpus.votes)) if corpus.votes else None}
+    write_json({"corpus": params.corpus.path, "profiles": corpus.profiles,
+                "chunks": [c.as_dict() for c in chunks]}, args.out)
+    write_json(summary, args.metrics)
+    print(f"persona-split: {len(chunks)} chunks of {len(corpus.personas)} personas in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""persona-train stage: one person's LoRA adapter (next-token loss on their training chunks)
+on the base SLM (slm.model, downloaded by download@slm). Killed, it resumes from its last
+checkpoint when rerun.
+
+example:
+  python stages/persona_train.py --persona Walter_Henning --chunks data/personas/chunks.json \
+      --slm models/slm --out models/personas/Walter_Henning/adapter \
+      --checkpoints models/personas/Walter_Henning/checkpoints
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decision_distill.errors import UserError, stage_main  # noqa: E402
+from decision_distill.params import load_params  # noqa: E402
+from decision_distill.personas.chunks import chunks_from_json  # noqa: E402
+from decision_distill.personas.params import load_persona_params  # noqa: E402
+from decision_distill.personas.train import train_persona  # noqa: E402
+
+
+def read_chunks(path: Path):
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{path}: missing or not JSON; run the persona-split stage first") from None
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--persona", required=True)
+    parser.add_argument("--chunks", type=Path, default=Path("data/personas/chunks.json"))
+    parser.add_argument("--slm", type=Path, default=Path("models/slm"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path, required=True)
+    parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"))
+    parser.add_argument("--slm-params", type=Path, default=Path("params.yaml"),
+                        help="reads slm.dtype, slm.device, slm.trust_remote_code (default: %(default)s)")
+    args = parser.parse_args(argv)
+    lora = load_persona_params(args.params).lora
+    slm = load_params(args.slm_params).slm
+    chunks = chunks_from_json(read_chunks(args.chunks)["chunks"])
+    summary = train_persona(chunks, args.persona, lora, args.slm, args.out, args.checkpoints,
+                            slm.dtype, slm.device, slm.trust_remote_code)
+    print(f"persona-train: {args.persona}: {summary['steps']} steps, loss {summary['first_loss']:.3f} -> "
+          f"{summary['final_loss']:.3f}; adapter in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""A tiny in-process Gemma-3 for the persona tests: its BPE tokenizer is trained on the
+corpus text itself (so a chunk is tens of tokens, not hundreds of characters), plus the
+words of the extraction prompts; weights random. Saved and loaded like any real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
+
+
+def build_tiny_persona_model(directory: Path, texts: list[str], seed: int = 0, vocab: int = 900) -> Path:
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIALS, show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
+                                        bos_token="<bos>", unk_token="<unk>")
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=512,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=1024,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    )
+    model = Gemma3ForCausalLM(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def always_prefer(source: Path, directory: Path, token_text: str) -> Path:
+    """A copy of a tiny model that puts the highest logit on `token_text` after any prompt:
+    a known preference, built into the weights, read back through the real loading code.
+
+    Residual dimension 0 carries a positive constant from every token's embedding (no layer
+    writes to it: the rows of o_proj and down_proj for it are zero), the final norm keeps
+    only that dimension, and the tied output embedding gives `token_text` three times the
+    constant, so its logit is the largest whatever the prompt."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
+    model = Gemma3ForCausalLM.from_pretrained(source)
+    (token,) = tokenizer(token_text, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        embed = model.get_input_embeddings().weight
+        embed[:, 0] = 1.0
+        embed[token, 0] = 3.0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[0, :] = 0.0
+            layer.mlp.down_proj.weight[0, :] = 0.0
+        model.model.norm.weight.fill_(-1.0)  # Gemma's norm scales by (1 + weight)
+        model.model.norm.weight[0] = 9.0
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -1,0 +1,152 @@
+"""Profile extraction reads P(Yes) from answer tokens (a tiny model with a built-in
+preference gives the expected decision), honours its cap, and the review CLI's edits,
+driven by scripted input, reach the reviewed-questions file."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from decision_distill.model_source import download
+from decision_distill.personas.chunks import TRAIN, split_corpus
+from decision_distill.personas.corpus import load_corpus
+from decision_distill.personas.extract import OPTIONS, PREFIX, decision_suffix, extract, p_yes
+from decision_distill.personas.review import kept_questions
+from decision_distill.teacher import load_teacher
+from persona_tiny import always_prefer, build_tiny_persona_model
+from stage_cli import REPO, call_stage
+
+TWO = ["Daniel_Reyes", "Lucia_Brandt"]
+CATEGORIES = ["belief", "memory", "personality trait"]
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("board")
+    for name in TWO:
+        shutil.copy(REPO / "examples/board" / f"{name}.txt", root / f"{name}.txt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, board) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("extract_models")
+    corpus = load_corpus(board)
+    texts = [m for p in corpus.personas for m in corpus.monologues[p]] + [PREFIX] * 20 + ["Answer: Yes No"] * 50
+    weights = build_tiny_persona_model(root / "weights", texts)
+    out = {"random": weights, "yes": always_prefer(weights, root / "yes_w", OPTIONS[0]),
+           "no": always_prefer(weights, root / "no_w", OPTIONS[1])}
+    for name, path in out.items():
+        download(str(path), "main", root / name)
+    return {name: root / name for name in out}
+
+
+def _chunks(board):
+    return split_corpus(load_corpus(board), 60, 0.25, 0)
+
+
+def test_the_decision_is_the_answer_token_probability(models, board):
+    teacher = load_teacher(models["random"], device="cpu")
+    chunks = [c for c in _chunks(board) if c.split == TRAIN][:3]
+    probs = p_yes(teacher, chunks, CATEGORIES)
+    tok = teacher.tokenizer
+    yes, no = (tok(o, add_special_tokens=False).input_ids[0] for o in OPTIONS)
+    for i, c in enumerate(chunks):
+        for j, cat in enumerate(CATEGORIES):
+            head, tail = decision_suffix(c, cat)
+            ids = tok(PREFIX).input_ids + tok(head, add_special_tokens=False).input_ids \
+                + tok(tail, add_special_tokens=False).input_ids
+            with torch.no_grad():
+                logits = teacher.model(torch.tensor([ids])).logits[0, -1]
+            expected = torch.softmax(logits[[yes, no]].double(), 0)[0].item()
+            assert probs[i, j] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("cap", [1, 3])
+def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_keeps_none(models, board, cap):
+    chunks = _chunks(board)
+    teacher = load_teacher(models["yes"], device="cpu")
+    profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO)
+    for person in TWO:
+        n_train = sum(c.persona == person and c.split == TRAIN for c in chunks)
+        assert n_train > cap
+        for cat in CATEGORIES:
+            assert len(profiles[person][cat]) == cap  # every chunk passed; the cap held
+            assert metrics["categories"][cat][person]["above_threshold"] == n_train
+            assert all(item["p_yes"] > 0.9 for item in profiles[person][cat])
+    assert len(questions) == cap * len(TWO) * len(CATEGORIES)
+    assert len({q["id"] for q in questions}) == len(questions)
+    teacher = load_teacher(models["no"], device="cpu")
+    profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO)
+    assert questions == [] and all(v == [] for p in profiles.values() for v in p.values())
+    assert all(metrics["categories"][c][p]["above_threshold"] == 0 for c in CATEGORIES for p in TWO)
+
+
+def _questions(tmp_path) -> Path:
+    items = [{"id": f"Daniel_Reyes/0/{i}/belief", "persona": "Daniel_Reyes", "category": "belief",
+              "chunk": f"Daniel_Reyes/0/{i}", "p_yes": 0.8, "summary": f"summary {i}", "question": f"question {i}?"}
+             for i in range(3)]
+    path = tmp_path / "questions.json"
+    path.write_text(json.dumps(items))
+    return path
+
+
+def _run_review(tmp_path, monkeypatch, script: str, *extra: str):
+    monkeypatch.setattr("sys.stdin", io.StringIO(script))
+    return call_stage("stages/review.py", "--questions", str(tmp_path / "questions.json"),
+                      "--out", str(tmp_path / "reviewed"), *extra)
+
+
+def test_review_edits_reach_the_reviewed_questions_file(tmp_path, monkeypatch):
+    _questions(tmp_path)
+    # accept the first; edit the second (new question, keep summary); drop the third
+    result = _run_review(tmp_path, monkeypatch, "a\ne\nWhat did room 114 teach you?\n\nd\n")
+    assert result.code == 0, result.stderr
+    saved = json.loads((tmp_path / "reviewed/Daniel_Reyes.json").read_text())["items"]
+    assert [i["status"] for i in saved] == ["accepted", "edited", "dropped"]
+    assert saved[1]["question"] == "What did room 114 teach you?" and saved[1]["summary"] == "summary 1"
+    assert saved[1]["generated_question"] == "question 1?"
+    kept = kept_questions(tmp_path / "reviewed", "Daniel_Reyes")
+    assert [k["question"] for k in kept] == ["question 0?", "What did room 114 teach you?"]
+    # nothing left to review: a second session asks nothing and changes nothing
+    before = (tmp_path / "reviewed/Daniel_Reyes.json").read_bytes()
+    assert _run_review(tmp_path, monkeypatch, "").code == 0
+    assert (tmp_path / "reviewed/Daniel_Reyes.json").read_bytes() == before
+
+
+def test_quitting_keeps_what_was_decided_and_the_rest_comes_back(tmp_path, monkeypatch):
+    _questions(tmp_path)
+    assert _run_review(tmp_path, monkeypatch, "x\nd\nq\n").code == 0  # an unknown key is asked again
+    saved = json.loads((tmp_path / "reviewed/Daniel_Reyes.json").read_text())["items"]
+    assert [(i["id"][-8:], i["status"]) for i in saved] == [("0/belief", "dropped")]
+    result = _run_review(tmp_path, monkeypatch, "a\na\n")
+    assert "2 accepted" in result.stdout
+    assert len(json.loads((tmp_path / "reviewed/Daniel_Reyes.json").read_text())["items"]) == 3
+
+
+def test_the_extract_stage_writes_profiles_and_questions(tmp_path, models, board):
+    params = yaml.safe_load((REPO / "personas/params.yaml").read_text())
+    params["corpus"] = {"path": str(board), "personas": TWO}
+    params["chunks"] = {"words": 60, "held_out": 0.25, "seed": 0}
+    params["extract"] = {"categories": CATEGORIES, "threshold": 0.5, "cap": 2, "max_new_tokens": 4}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    root = yaml.safe_load((REPO / "params.yaml").read_text())
+    root["teacher"]["device"] = "cpu"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(root))
+    assert call_stage("stages/persona_split.py", "--params", str(tmp_path / "p.yaml"), "--out",
+                      str(tmp_path / "c.json"), "--metrics", str(tmp_path / "s.json")).code == 0
+    result = call_stage("stages/persona_extract.py", "--params", str(tmp_path / "p.yaml"), "--teacher-params",
+                        str(tmp_path / "params.yaml"), "--teacher", str(models["yes"]), "--chunks",
+                        str(tmp_path / "c.json"), "--profiles", str(tmp_path / "profiles.json"),
+                        "--questions", str(tmp_path / "questions.json"), "--metrics", str(tmp_path / "e.json"))
+    assert result.code == 0, result.stderr
+    questions = json.loads((tmp_path / "questions.json").read_text())
+    assert len(questions) == 2 * len(TWO) * len(CATEGORIES)
+    profiles = json.loads((tmp_path / "profiles.json").read_text())
+    assert set(profiles) == set(TWO) and all(len(profiles[p]["belief"]) == 2 for p in TWO)

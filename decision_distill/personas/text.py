@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..teacher import _final_logits
+from ..scorer import final_logits
 
 LOGIT_ROWS = 128  # positions per vocabulary projection: a 262k vocabulary would otherwise dominate memory
 
@@ -24,6 +24,6 @@ def sequence_nll(causal_lm, ids: list[int], device) -> tuple[torch.Tensor, int]:
     targets = input_ids[0, 1:]
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, len(targets), LOGIT_ROWS):
-        logits = _final_logits(causal_lm, hidden[start:start + LOGIT_ROWS]).float()
+        logits = final_logits(causal_lm, hidden[start:start + LOGIT_ROWS]).float()
         total = total + torch.nn.functional.cross_entropy(logits, targets[start:start + LOGIT_ROWS], reduction="sum")
     return total, len(targets)

@@ -15,8 +15,11 @@ SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 
 def build_tiny_persona_model(directory: Path, texts: list[str], seed: int = 0, vocab: int = 900) -> Path:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
+    # As Gemma's: newlines are tokens of their own and no space is put before a text, so the
+    # scorer's piecewise tokenization equals the whole prompt's (it refuses a prompt otherwise).
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"),
+                                                 pre_tokenizers.Metaspace(prepend_scheme="never")])
+    tok.decoder = decoders.Metaspace(prepend_scheme="never")
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIALS, show_progress=False)
     tok.train_from_iterator(texts, trainer)
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])

@@ -99,7 +99,7 @@ def test_whole_pipeline_runs_on_the_games_scenario_with_held_out_contexts_and_do
     holdouts = {"oos_contexts": [["sports"], ["room_sharing"], ["venture_capital"]], "ood_games": [["doubled"]]}
     (tmp_path / "project").mkdir()
     log = tiny_project(tmp_path / "project", str(weights), scenario=GAMES,
-                       generate={"states": 200}, split={"holdouts": holdouts})
+                       generate={"states": 200}, split={"holdouts": holdouts, "test": 0.5})  # effects needs more test states than effects
     assert ran(log) == set(STAGES)
     root = tmp_path / "project"
     metrics = json.loads((root / "metrics/students.json").read_text())

@@ -14,6 +14,7 @@ from ..answer_cache import AnswerCache
 from ..atomic import atomic_path, write_csv
 from ..errors import UserError
 from ..evaluate import SLM_TUNED, slm_model_dirs
+from ..model_source import is_model_marker
 from ..params import Params
 from ..policy import Policy, SLMPolicy, TeacherPolicy
 from ..scenario import load_scenario
@@ -60,6 +61,9 @@ def simulate_all(params: Params, teacher_dir: Path, students_dir: Path, slm_tune
                                                   f"trained on '{scenario.name}'"}
                 continue
             check_against_scenario(config, scenario, path)
+            if is_model_marker(teacher_dir):  # imported decisions: no teacher to compare the deciders with
+                report[config.name] = {"skipped": "no teacher model (generate.source: import)"}
+                continue
             teacher = TeacherPolicy(teacher_dir, scenario, params, cache)
             report[config.name] = one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim,
                                                  students_metrics, out_dir)

@@ -45,7 +45,7 @@ def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path):
         sh(*cmd, cwd=root)
     log = sh("dvc", "repro", "personas/dvc.yaml", cwd=root)
     ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage '")}
-    expected = {"download@teacher", "download@slm", "persona-split", "persona-perplexity", "persona-extract",
+    expected = {"check", "download@teacher", "download@slm", "persona-split", "persona-perplexity", "persona-extract",
                 *(f"persona-{s}@{p}" for s in ("train", "merge") for p in TWO)}
     assert {r.rsplit(":", 1)[-1] for r in ran} == expected
     report = json.loads((root / "metrics/personas/perplexity.json").read_text())

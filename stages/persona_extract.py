@@ -4,7 +4,7 @@ strongest chunks (at most extract.cap per person and category) get a one-sentenc
 and a probing question.
 
 example:
-  python stages/persona_extract.py --teacher models/teacher --chunks data/personas/chunks.json \
+  python stages/persona_extract.py --teacher models/teacher --chunks data/personas/chunks \
       --profiles data/personas/profiles.json --questions data/personas/questions.json \
       --metrics metrics/personas/extract.json
 """
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decision_distill.atomic import write_json  # noqa: E402
 from decision_distill.errors import UserError, stage_main  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
-from decision_distill.personas.chunks import chunks_from_json  # noqa: E402
+from decision_distill.personas.chunks import load_chunks, load_profiles  # noqa: E402
 from decision_distill.personas.extract import extract  # noqa: E402
 from decision_distill.personas.params import load_persona_params  # noqa: E402
 from decision_distill.teacher import load_teacher  # noqa: E402
@@ -31,7 +31,8 @@ from decision_distill.teacher import load_teacher  # noqa: E402
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", type=Path, default=Path("models/teacher"))
-    parser.add_argument("--chunks", type=Path, default=Path("data/personas/chunks.json"))
+    parser.add_argument("--chunks", type=Path, default=Path("data/personas/chunks"),
+                        help="persona-split's directory of NAME.json files (default: %(default)s)")
     parser.add_argument("--profiles", type=Path, default=Path("data/personas/profiles.json"))
     parser.add_argument("--questions", type=Path, default=Path("data/personas/questions.json"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/personas/extract.json"))
@@ -41,15 +42,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_persona_params(args.params)
     t = load_params(args.teacher_params).teacher
-    try:
-        data = json.loads(args.chunks.read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{args.chunks}: missing or not JSON; run the persona-split stage first") from None
+    chunks = load_chunks(args.chunks, params.corpus.personas)
+    hand_written = load_profiles(args.chunks, params.corpus.personas)
     teacher = load_teacher(args.teacher, t.dtype, t.device, t.trust_remote_code)
     e = params.extract
-    profiles, questions, metrics = extract(teacher, chunks_from_json(data["chunks"]), e.categories, e.threshold,
+    profiles, questions, metrics = extract(teacher, chunks, e.categories, e.threshold,
                                            e.cap, e.max_new_tokens, params.corpus.personas)
-    hand_written = data.get("profiles", {})
     write_json({p: {"description": hand_written.get(p), **profiles[p]} for p in profiles}, args.profiles)
     write_json(questions, args.questions)
     write_json(metrics, args.metrics)

@@ -2,7 +2,7 @@
 person's held-out chunks; metrics with bootstrap intervals and a heatmap.
 
 example:
-  python stages/persona_perplexity.py --chunks data/personas/chunks.json --base models/slm \
+  python stages/persona_perplexity.py --chunks data/personas/chunks --base models/slm \
       --models models/personas --metrics metrics/personas/perplexity.json --heatmap metrics/personas/perplexity.png
 """
 
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decision_distill.atomic import write_json  # noqa: E402
 from decision_distill.errors import UserError, stage_main  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
-from decision_distill.personas.chunks import chunks_from_json  # noqa: E402
+from decision_distill.personas.chunks import load_chunks  # noqa: E402
 from decision_distill.personas.params import load_persona_params  # noqa: E402
 from decision_distill.personas.perplexity import BASE, chunk_nll, draw_heatmap, held_out, matrix_report  # noqa: E402
 
@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     import json
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chunks", type=Path, default=Path("data/personas/chunks.json"))
+    parser.add_argument("--chunks", type=Path, default=Path("data/personas/chunks"),
+                        help="persona-split's directory of NAME.json files (default: %(default)s)")
     parser.add_argument("--base", type=Path, default=Path("models/slm"))
     parser.add_argument("--models", type=Path, default=Path("models/personas"),
                         help="holds PERSONA/merged for every persona (default: %(default)s)")
@@ -38,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_persona_params(args.params)
     slm = load_params(args.slm_params).slm
-    chunks = held_out(chunks_from_json(json.loads(args.chunks.read_text())["chunks"]))
     personas = params.corpus.personas
+    chunks = held_out(load_chunks(args.chunks, personas))
     models = {BASE: args.base} | {p: args.models / p / "merged" for p in personas}
     for name, directory in models.items():
         if not (directory / "teacher.json").exists():

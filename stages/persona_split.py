@@ -1,8 +1,10 @@
 """persona-split stage: read a persona corpus, cut monologues into chunks of about
-chunks.words words, hold out whole monologues per person (seeded).
+chunks.words words, hold out whole monologues per person (seeded). Writes one
+NAME.json per person into --out, so a change to one person's text reruns only that
+person's training.
 
 example:
-  python stages/persona_split.py --params personas/params.yaml --out data/personas/chunks.json \
+  python stages/persona_split.py --params personas/params.yaml --out data/personas/chunks \
       --metrics metrics/personas/split.json
 """
 
@@ -16,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from decision_distill.atomic import write_json  # noqa: E402
 from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.personas.chunks import mean_words, split_corpus, split_summary  # noqa: E402
+from decision_distill.personas.chunks import mean_words, split_corpus, split_summary, write_chunks  # noqa: E402
 from decision_distill.personas.corpus import load_corpus  # noqa: E402
 from decision_distill.personas.params import check_personas_match, load_persona_params  # noqa: E402
 
@@ -25,7 +27,8 @@ from decision_distill.personas.params import check_personas_match, load_persona_
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"))
-    parser.add_argument("--out", type=Path, default=Path("data/personas/chunks.json"))
+    parser.add_argument("--out", type=Path, default=Path("data/personas/chunks"),
+                        help="directory for one NAME.json per person (default: %(default)s)")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/personas/split.json"))
     args = parser.parse_args(argv)
     params = load_persona_params(args.params)
@@ -35,8 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = {"personas": split_summary(chunks), "mean_chunk_words": mean_words(chunks),
                "votes": len(corpus.votes), "vote_questions": len({v.question for v in corpus.votes}),
                "aye_share": (sum(v.vote == "Aye" for v in corpus.votes) / len(corpus.votes)) if corpus.votes else None}
-    write_json({"corpus": params.corpus.path, "profiles": corpus.profiles,
-                "chunks": [c.as_dict() for c in chunks]}, args.out)
+    write_chunks(chunks, corpus.profiles, params.corpus.path, args.out)
     write_json(summary, args.metrics)
     print(f"persona-split: {len(chunks)} chunks of {len(corpus.personas)} personas in {args.out}")
 

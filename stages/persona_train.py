@@ -3,7 +3,7 @@ on the base SLM (slm.model, downloaded by download@slm). Killed, it resumes from
 checkpoint when rerun.
 
 example:
-  python stages/persona_train.py --persona Walter_Henning --chunks data/personas/chunks.json \
+  python stages/persona_train.py --persona Walter_Henning --chunks data/personas/chunks \
       --slm models/slm --out models/personas/Walter_Henning/adapter \
       --checkpoints models/personas/Walter_Henning/checkpoints
 """
@@ -16,27 +16,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from decision_distill.errors import UserError, stage_main  # noqa: E402
+from decision_distill.errors import stage_main  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
-from decision_distill.personas.chunks import chunks_from_json  # noqa: E402
+from decision_distill.personas.chunks import load_chunks  # noqa: E402
 from decision_distill.personas.params import load_persona_params  # noqa: E402
 from decision_distill.personas.train import train_persona  # noqa: E402
-
-
-def read_chunks(path: Path):
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{path}: missing or not JSON; run the persona-split stage first") from None
 
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--persona", required=True)
-    parser.add_argument("--chunks", type=Path, default=Path("data/personas/chunks.json"))
+    parser.add_argument("--chunks", type=Path, default=Path("data/personas/chunks"),
+                        help="persona-split's directory; only PERSONA.json is read (default: %(default)s)")
     parser.add_argument("--slm", type=Path, default=Path("models/slm"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, required=True)
@@ -46,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     lora = load_persona_params(args.params).lora
     slm = load_params(args.slm_params).slm
-    chunks = chunks_from_json(read_chunks(args.chunks)["chunks"])
+    chunks = load_chunks(args.chunks, [args.persona])
     summary = train_persona(chunks, args.persona, lora, args.slm, args.out, args.checkpoints,
                             slm.dtype, slm.device, slm.trust_remote_code)
     print(f"persona-train: {args.persona}: {summary['steps']} steps, loss {summary['first_loss']:.3f} -> "

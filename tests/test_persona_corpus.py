@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from decision_distill.errors import UserError
-from decision_distill.personas.chunks import HELD_OUT, TRAIN, cut, split_corpus
+from decision_distill.personas.chunks import HELD_OUT, TRAIN, cut, load_chunks, load_profiles, split_corpus
 from decision_distill.personas.corpus import load_corpus
 from stage_cli import REPO, call_stage
 
@@ -59,7 +59,7 @@ def test_a_bad_corpus_is_a_one_line_error_naming_the_file_and_writes_nothing(tmp
     params = yaml.safe_load((REPO / "personas/params.yaml").read_text())
     params["corpus"]["path"] = str(corpus)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    out = tmp_path / "out/chunks.json"
+    out = tmp_path / "out/chunks"
     result = call_stage("stages/persona_split.py", "--params", str(tmp_path / "params.yaml"), "--out", str(out),
                         "--metrics", str(tmp_path / "out/split.json"))
     assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
@@ -86,9 +86,31 @@ def test_the_persona_list_must_match_the_corpus(tmp_path):
     params["corpus"]["personas"] = params["corpus"]["personas"][:-1]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = call_stage("stages/persona_split.py", "--params", str(tmp_path / "params.yaml"),
-                        "--out", str(tmp_path / "c.json"), "--metrics", str(tmp_path / "m.json"))
+                        "--out", str(tmp_path / "chunks"), "--metrics", str(tmp_path / "m.json"))
     assert result.code == 2 and "corpus.personas must list exactly" in result.stderr
-    assert not (tmp_path / "c.json").exists()
+    assert not (tmp_path / "chunks").exists()
+
+
+def test_the_split_stage_writes_one_file_per_person_that_load_chunks_reads_back(tmp_path):
+    corpus = load_corpus(EXAMPLE)
+    params = yaml.safe_load((REPO / "personas/params.yaml").read_text())
+    params["corpus"]["path"] = str(EXAMPLE)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "chunks"
+    (out / "Gone.json").parent.mkdir()
+    (out / "Gone.json").write_text("{}")  # a person of an earlier corpus: the directory is replaced
+    result = call_stage("stages/persona_split.py", "--params", str(tmp_path / "params.yaml"), "--out", str(out),
+                        "--metrics", str(tmp_path / "m.json"))
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"{p}.json" for p in corpus.personas]
+    c = params["chunks"]
+    expected = split_corpus(corpus, c["words"], c["held_out"], c["seed"])
+    assert load_chunks(out) == expected
+    one = corpus.personas[2]
+    assert load_chunks(out, [one]) == [x for x in expected if x.persona == one]
+    assert load_profiles(out, [one]) == {one: corpus.profiles[one]}
+    with pytest.raises(UserError, match="Nobody.json: missing or not JSON"):
+        load_chunks(out, ["Nobody"])
 
 
 def test_chunks_are_about_the_chunk_size_and_cover_the_monologue():

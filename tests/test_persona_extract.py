@@ -140,10 +140,10 @@ def test_the_extract_stage_writes_profiles_and_questions(tmp_path, models, board
     root["teacher"]["device"] = "cpu"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(root))
     assert call_stage("stages/persona_split.py", "--params", str(tmp_path / "p.yaml"), "--out",
-                      str(tmp_path / "c.json"), "--metrics", str(tmp_path / "s.json")).code == 0
+                      str(tmp_path / "chunks"), "--metrics", str(tmp_path / "s.json")).code == 0
     result = call_stage("stages/persona_extract.py", "--params", str(tmp_path / "p.yaml"), "--teacher-params",
                         str(tmp_path / "params.yaml"), "--teacher", str(models["yes"]), "--chunks",
-                        str(tmp_path / "c.json"), "--profiles", str(tmp_path / "profiles.json"),
+                        str(tmp_path / "chunks"), "--profiles", str(tmp_path / "profiles.json"),
                         "--questions", str(tmp_path / "questions.json"), "--metrics", str(tmp_path / "e.json"))
     assert result.code == 0, result.stderr
     questions = json.loads((tmp_path / "questions.json").read_text())

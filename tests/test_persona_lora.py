@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from decision_distill.model_source import download
-from decision_distill.personas.chunks import HELD_OUT, split_corpus
+from decision_distill.personas.chunks import HELD_OUT, load_chunks, split_corpus
 from decision_distill.personas.corpus import load_corpus
 from decision_distill.personas.params import PersonaLoRA
 from decision_distill.personas.perplexity import BASE, chunk_nll, matrix_report
@@ -97,16 +97,16 @@ def test_the_persona_flow_runs_through_the_stage_scripts(tmp_path, small_board, 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(root))
     monkeypatch.chdir(tmp_path)
     common = ["--params", "personas.yaml"]
-    assert call_stage("stages/persona_split.py", *common, "--out", "chunks.json", "--metrics", "split.json").code == 0
+    assert call_stage("stages/persona_split.py", *common, "--out", "chunks", "--metrics", "split.json").code == 0
     for person in TWO:
         out = call_stage("stages/persona_train.py", *common, "--slm-params", "params.yaml", "--persona", person,
-                         "--chunks", "chunks.json", "--slm", str(tiny_slm), "--out", f"models/{person}/adapter",
+                         "--chunks", "chunks", "--slm", str(tiny_slm), "--out", f"models/{person}/adapter",
                          "--checkpoints", f"models/{person}/checkpoints")
         assert out.code == 0, out.stderr
         out = call_stage("stages/merge.py", "--params", "params.yaml", "--base", str(tiny_slm),
                          "--adapter", f"models/{person}/adapter", "--out", f"models/{person}/merged")
         assert out.code == 0, out.stderr
-    out = call_stage("stages/persona_perplexity.py", *common, "--slm-params", "params.yaml", "--chunks", "chunks.json",
+    out = call_stage("stages/persona_perplexity.py", *common, "--slm-params", "params.yaml", "--chunks", "chunks",
                      "--base", str(tiny_slm), "--models", "models", "--metrics", "ppl.json", "--heatmap", "ppl.png")
     assert out.code == 0, out.stderr
     report = json.loads(Path("ppl.json").read_text())
@@ -117,7 +117,6 @@ def test_the_persona_flow_runs_through_the_stage_scripts(tmp_path, small_board, 
             assert cell["ci"][0] <= cell["perplexity"] <= cell["ci"][1]
     assert Path("ppl.png").read_bytes()[:4] == b"\x89PNG"
     assert {p: report["training"][p]["train_chunks"] for p in TWO} == \
-        {p: sum(c["split"] == "train" and c["persona"] == p for c in json.loads(Path("chunks.json").read_text())["chunks"])
-         for p in TWO}
+        {p: sum(c.split == "train" and c.persona == p for c in load_chunks("chunks")) for p in TWO}
     split = json.loads(Path("split.json").read_text())
     assert all(split["personas"][p]["train_chunks"] > 0 for p in TWO)

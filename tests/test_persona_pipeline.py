@@ -54,3 +54,10 @@ def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path):
     assert all(sum(q["persona"] == p and q["category"] == c for q in questions) <= 2
                for p in TWO for c in personas["extract"]["categories"])
     assert "up to date" in sh("dvc", "repro", "personas/dvc.yaml", cwd=root)
+    # One person's text changes: after the split reruns, only that person's training is stale.
+    changed = root / "corpus" / f"{TWO[1]}.txt"
+    changed.write_text(changed.read_text() + "\n\nOne more thing about the bus routes before we vote tonight.\n")
+    sh("dvc", "repro", "--single-item", "personas/dvc.yaml:persona-split", cwd=root)
+    stale = {line.rstrip(":") for line in sh("dvc", "status", "personas/dvc.yaml", cwd=root).splitlines()
+             if line.endswith(":") and not line[:1].isspace()}  # stage names; their changes are indented
+    assert {s.rsplit(":", 1)[-1] for s in stale} == {f"persona-train@{TWO[1]}", "persona-perplexity", "persona-extract"}

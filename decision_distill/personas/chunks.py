@@ -1,14 +1,20 @@
 """Monologues cut into chunks of about `words` words, and a seeded split that holds out
 whole monologues per person: no held-out chunk shares a monologue with a training
-chunk, so held-out perplexity never rewards memorising the training text."""
+chunk, so held-out perplexity never rewards memorising the training text.
+
+The split stage writes one file per person (DIRECTORY/NAME.json), so a change to one
+person's text reruns only that person's training; every stage reads them with load_chunks."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_dir, write_json
 from ..errors import UserError
 from .corpus import Corpus
 
@@ -70,8 +76,49 @@ def split_corpus(corpus: Corpus, words: int, held_out: float, seed: int, source:
     return chunks
 
 
-def chunks_from_json(rows: list[dict]) -> list[Chunk]:
-    return [Chunk(r["persona"], r["monologue"], r["chunk"], r["split"], r["words"], r["text"]) for r in rows]
+def write_chunks(chunks: list[Chunk], profiles: dict[str, str], corpus: str, directory: str | Path) -> None:
+    """DIRECTORY/NAME.json per person ({"persona", "corpus", "profile", "chunks"}), all of
+    them or none: the directory is replaced as a whole, so a removed person leaves no file."""
+    personas = sorted({c.persona for c in chunks})
+    for name in personas:
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise UserError(f"{corpus}: persona name '{name}' cannot be a file name (it holds a slash or starts "
+                            "with a dot); rename the person")
+    with atomic_dir(directory) as tmp:
+        for name in personas:
+            write_json({"persona": name, "corpus": corpus, "profile": profiles.get(name),
+                        "chunks": [c.as_dict() for c in chunks if c.persona == name]}, tmp / f"{name}.json")
+
+
+def _read_person(directory: Path, persona: str) -> dict:
+    path = directory / f"{persona}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{path}: missing or not JSON; check corpus.personas in personas/params.yaml and "
+                        "run the persona-split stage") from None
+
+
+def _listed(directory: Path, personas: list[str] | None) -> list[str]:
+    if personas is not None:
+        return list(personas)
+    if not directory.is_dir():
+        raise UserError(f"{directory}: no chunks directory; run the persona-split stage first")
+    return sorted(p.stem for p in directory.glob("*.json"))
+
+
+def load_chunks(directory: str | Path, personas: list[str] | None = None) -> list[Chunk]:
+    """The chunks of `personas` (every person in the directory when None), person by person
+    in the order given; reads only those people's files."""
+    directory = Path(directory)
+    return [Chunk(r["persona"], r["monologue"], r["chunk"], r["split"], r["words"], r["text"])
+            for name in _listed(directory, personas) for r in _read_person(directory, name)["chunks"]]
+
+
+def load_profiles(directory: str | Path, personas: list[str] | None = None) -> dict[str, str | None]:
+    """Each person's hand-written description from the corpus's profiles.yaml (None if none)."""
+    directory = Path(directory)
+    return {name: _read_person(directory, name)["profile"] for name in _listed(directory, personas)}
 
 
 def split_summary(chunks: list[Chunk]) -> dict:

@@ -1,7 +1,8 @@
 """persona-extract stage: the teacher reads each training chunk; P(Yes) per category from
 answer-token probabilities decides whether it reveals a belief, a memory or a trait; the
 strongest chunks (at most extract.cap per person and category) get a one-sentence summary
-and a probing question.
+and a probing question. Every score and generated line is stored in the answer cache
+(generate.cache of params.yaml) as it is computed: a killed run's rerun redoes nothing done.
 
 example:
   python stages/persona_extract.py --teacher models/teacher --chunks data/personas/chunks \
@@ -12,14 +13,14 @@ example:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from decision_distill.answer_cache import AnswerCache  # noqa: E402
 from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import UserError, stage_main  # noqa: E402
+from decision_distill.errors import stage_main  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
 from decision_distill.personas.chunks import load_chunks, load_profiles  # noqa: E402
 from decision_distill.personas.extract import extract  # noqa: E402
@@ -38,16 +39,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, default=Path("metrics/personas/extract.json"))
     parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"))
     parser.add_argument("--teacher-params", type=Path, default=Path("params.yaml"),
-                        help="reads teacher.dtype, teacher.device, teacher.trust_remote_code (default: %(default)s)")
+                        help="reads teacher.dtype, teacher.device, teacher.trust_remote_code and generate.cache "
+                        "(default: %(default)s)")
     args = parser.parse_args(argv)
     params = load_persona_params(args.params)
-    t = load_params(args.teacher_params).teacher
+    root = load_params(args.teacher_params)
+    t = root.teacher
     chunks = load_chunks(args.chunks, params.corpus.personas)
     hand_written = load_profiles(args.chunks, params.corpus.personas)
     teacher = load_teacher(args.teacher, t.dtype, t.device, t.trust_remote_code)
     e = params.extract
-    profiles, questions, metrics = extract(teacher, chunks, e.categories, e.threshold,
-                                           e.cap, e.max_new_tokens, params.corpus.personas)
+    cache = AnswerCache(root.generate.cache)
+    try:
+        profiles, questions, metrics = extract(teacher, chunks, e.categories, e.threshold, e.cap, e.max_new_tokens,
+                                               params.corpus.personas, cache, t.dtype)
+    finally:
+        cache.close()
     write_json({p: {"description": hand_written.get(p), **profiles[p]} for p in profiles}, args.profiles)
     write_json(questions, args.questions)
     write_json(metrics, args.metrics)

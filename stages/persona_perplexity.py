@@ -1,5 +1,7 @@
 """persona-perplexity stage: every person's merged model, and the base SLM, on every
-person's held-out chunks; metrics with bootstrap intervals and a heatmap.
+person's held-out chunks; metrics with bootstrap intervals and a heatmap. Each chunk's
+NLL is stored in the answer cache (generate.cache of params.yaml) as it is computed: a
+killed run's rerun recomputes nothing finished.
 
 example:
   python stages/persona_perplexity.py --chunks data/personas/chunks --base models/slm \
@@ -14,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from decision_distill.answer_cache import AnswerCache  # noqa: E402
 from decision_distill.atomic import write_json  # noqa: E402
 from decision_distill.errors import UserError, stage_main  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
@@ -35,18 +38,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, default=Path("metrics/personas/perplexity.json"))
     parser.add_argument("--heatmap", type=Path, default=Path("metrics/personas/perplexity.png"))
     parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"))
-    parser.add_argument("--slm-params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--slm-params", type=Path, default=Path("params.yaml"),
+                        help="reads slm.dtype, slm.device, slm.trust_remote_code and generate.cache "
+                        "(default: %(default)s)")
     args = parser.parse_args(argv)
     params = load_persona_params(args.params)
-    slm = load_params(args.slm_params).slm
+    root = load_params(args.slm_params)
+    slm = root.slm
     personas = params.corpus.personas
     chunks = held_out(load_chunks(args.chunks, personas))
     models = {BASE: args.base} | {p: args.models / p / "merged" for p in personas}
     for name, directory in models.items():
         if not (directory / "teacher.json").exists():
             raise UserError(f"{directory}: no model ({name}); run persona-merge (or download@slm) first")
-    nll = {name: chunk_nll(directory, chunks, slm.dtype, slm.device, slm.trust_remote_code)
-           for name, directory in models.items()}
+    cache = AnswerCache(root.generate.cache)
+    try:
+        nll = {name: chunk_nll(directory, chunks, slm.dtype, slm.device, slm.trust_remote_code, cache)
+               for name, directory in models.items()}
+    finally:
+        cache.close()
     p = params.perplexity
     report = matrix_report(nll, chunks, personas, p.bootstrap, p.confidence, p.seed)
     # What each adapter was trained on, beside what it achieved (persona-train's summary).

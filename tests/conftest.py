@@ -95,3 +95,12 @@ def tiny_teacher(tmp_path_factory) -> Path:
     weights = build_tiny_teacher(root / "weights")
     download(str(weights), "main", root / "teacher")
     return root / "teacher"
+
+
+@pytest.fixture(scope="session")
+def persona_weights(tmp_path_factory) -> Path:
+    """The one tiny persona model (tests/persona_tiny.py) every persona test loads, built once:
+    its tokenizer knows the whole example board and the extraction prompts."""
+    from persona_tiny import board_texts, build_tiny_persona_model
+
+    return build_tiny_persona_model(tmp_path_factory.mktemp("persona_weights") / "weights", board_texts())

@@ -11,6 +11,17 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
+BOARD = Path(__file__).resolve().parents[1] / "examples/board"
+
+
+def board_texts() -> list[str]:
+    """Every monologue of the example board and the extraction prompt's words (repeated, so
+    " Yes" and " No" become single tokens as in a real tokenizer)."""
+    from decision_distill.personas.corpus import load_corpus
+    from decision_distill.personas.extract import PREFIX
+
+    corpus = load_corpus(BOARD)
+    return [m for p in corpus.personas for m in corpus.monologues[p]] + [PREFIX] * 20 + ["Answer: Yes No"] * 50
 
 
 def build_tiny_persona_model(directory: Path, texts: list[str], seed: int = 0, vocab: int = 900) -> Path:

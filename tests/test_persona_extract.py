@@ -13,13 +13,14 @@ import pytest
 import torch
 import yaml
 
+from decision_distill.answer_cache import AnswerCache
 from decision_distill.model_source import download
 from decision_distill.personas.chunks import TRAIN, split_corpus
 from decision_distill.personas.corpus import load_corpus
 from decision_distill.personas.extract import OPTIONS, PREFIX, decision_suffix, extract, p_yes
 from decision_distill.personas.review import kept_questions
 from decision_distill.teacher import load_teacher
-from persona_tiny import always_prefer, build_tiny_persona_model
+from persona_tiny import always_prefer
 from stage_cli import REPO, call_stage
 
 TWO = ["Daniel_Reyes", "Lucia_Brandt"]
@@ -35,11 +36,9 @@ def board(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, board) -> dict[str, Path]:
+def models(tmp_path_factory, persona_weights) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("extract_models")
-    corpus = load_corpus(board)
-    texts = [m for p in corpus.personas for m in corpus.monologues[p]] + [PREFIX] * 20 + ["Answer: Yes No"] * 50
-    weights = build_tiny_persona_model(root / "weights", texts)
+    weights = persona_weights
     out = {"random": weights, "yes": always_prefer(weights, root / "yes_w", OPTIONS[0]),
            "no": always_prefer(weights, root / "no_w", OPTIONS[1])}
     for name, path in out.items():
@@ -51,10 +50,10 @@ def _chunks(board):
     return split_corpus(load_corpus(board), 60, 0.25, 0)
 
 
-def test_the_decision_is_the_answer_token_probability(models, board):
+def test_the_decision_is_the_answer_token_probability(models, board, tmp_path):
     teacher = load_teacher(models["random"], device="cpu")
     chunks = [c for c in _chunks(board) if c.split == TRAIN][:3]
-    probs = p_yes(teacher, chunks, CATEGORIES)
+    probs = p_yes(teacher, chunks, CATEGORIES, AnswerCache(tmp_path / "answers.sqlite"), "float32")
     tok = teacher.tokenizer
     yes, no = (tok(o, add_special_tokens=False).input_ids[0] for o in OPTIONS)
     for i, c in enumerate(chunks):
@@ -69,10 +68,12 @@ def test_the_decision_is_the_answer_token_probability(models, board):
 
 
 @pytest.mark.parametrize("cap", [1, 3])
-def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_keeps_none(models, board, cap):
+def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_keeps_none(models, board, cap,
+                                                                                           tmp_path):
     chunks = _chunks(board)
+    cache = AnswerCache(tmp_path / "answers.sqlite")
     teacher = load_teacher(models["yes"], device="cpu")
-    profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO)
+    profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32")
     for person in TWO:
         n_train = sum(c.persona == person and c.split == TRAIN for c in chunks)
         assert n_train > cap
@@ -83,9 +84,36 @@ def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_
     assert len(questions) == cap * len(TWO) * len(CATEGORIES)
     assert len({q["id"] for q in questions}) == len(questions)
     teacher = load_teacher(models["no"], device="cpu")
-    profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO)
+    profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32")
     assert questions == [] and all(v == [] for p in profiles.values() for v in p.values())
     assert all(metrics["categories"][c][p]["above_threshold"] == 0 for c in CATEGORIES for p in TWO)
+
+
+def test_a_killed_extraction_resumes_without_repeating_a_generation(models, board, tmp_path, monkeypatch):
+    chunks, cap = _chunks(board), 2
+    teacher = load_teacher(models["yes"], device="cpu")
+    whole = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, AnswerCache(tmp_path / "a.sqlite"), "float32")
+    generations = 2 * cap * len(TWO) * len(CATEGORIES)  # a summary and a question per kept chunk
+    real, calls, kill_at = teacher.model.generate, [], [6]
+
+    def generate(*args, **kwargs):  # the real generate, counted; a kill on the sixth call
+        calls.append(1)
+        if len(calls) in kill_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    forwards = []
+    teacher.model.register_forward_hook(lambda *_: forwards.append(1))
+    monkeypatch.setattr(teacher.model, "generate", generate)
+    cache = AnswerCache(tmp_path / "b.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32")
+    calls.clear(), kill_at.clear(), forwards.clear()
+    assert extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32") == whole
+    assert len(calls) == generations - 5  # the five finished before the kill are not generated again
+    calls.clear(), forwards.clear()
+    assert extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32") == whole
+    assert calls == [] and forwards == []  # everything, P(yes) included, came from the cache
 
 
 def _questions(tmp_path) -> Path:

@@ -13,13 +13,13 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from decision_distill.answer_cache import AnswerCache
 from decision_distill.model_source import download
 from decision_distill.personas.chunks import HELD_OUT, load_chunks, split_corpus
 from decision_distill.personas.corpus import load_corpus
 from decision_distill.personas.params import PersonaLoRA
 from decision_distill.personas.perplexity import BASE, chunk_nll, matrix_report
 from decision_distill.personas.train import train_persona
-from persona_tiny import build_tiny_persona_model
 from stage_cli import REPO, call_stage
 
 TWO = ["Margaret_Okafor", "Walter_Henning"]
@@ -36,12 +36,9 @@ def small_board(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_slm(tmp_path_factory, small_board) -> Path:
+def tiny_slm(tmp_path_factory, persona_weights) -> Path:
     root = tmp_path_factory.mktemp("tiny_slm")
-    corpus = load_corpus(small_board)
-    texts = [m for p in corpus.personas for m in corpus.monologues[p]]
-    weights = build_tiny_persona_model(root / "weights", texts)
-    download(str(weights), "main", root / "slm")
+    download(str(persona_weights), "main", root / "slm")
     return root / "slm"
 
 
@@ -54,8 +51,9 @@ def test_a_persona_adapter_lowers_perplexity_on_its_own_held_out_text(tmp_path, 
 
     merge_adapter(tiny_slm, tmp_path / "adapter", tmp_path / "merged")
     held = [c for c in chunks if c.split == HELD_OUT]
-    nll = {BASE: chunk_nll(tiny_slm, held, "float32", "cpu", False),
-           person: chunk_nll(tmp_path / "merged", held, "float32", "cpu", False)}
+    cache = AnswerCache(tmp_path / "answers.sqlite")
+    nll = {BASE: chunk_nll(tiny_slm, held, "float32", "cpu", False, cache),
+           person: chunk_nll(tmp_path / "merged", held, "float32", "cpu", False, cache)}
     report = matrix_report(nll, held, TWO, 200, 0.95, 0)
     own = report["own_text"][person]
     assert own["tuned"]["perplexity"] < own["base"]["perplexity"]
@@ -83,6 +81,31 @@ def test_a_killed_persona_run_resumes_to_the_same_adapter(tmp_path, small_board,
     assert resumed["final_loss"] == pytest.approx(whole["final_loss"], rel=1e-5)
     a, b = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("a", "b"))
     assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_killed_perplexity_run_recomputes_nothing_finished(tmp_path, small_board, tiny_slm, monkeypatch):
+    import decision_distill.personas.perplexity as perplexity
+
+    held = [c for c in split_corpus(load_corpus(small_board), 60, 0.25, 0) if c.split == HELD_OUT]
+    whole = chunk_nll(tiny_slm, held, "float32", "cpu", False, AnswerCache(tmp_path / "a.sqlite"))
+    real, calls, kill_at = perplexity.sequence_nll, [], [4]
+
+    def sequence_nll(*args, **kwargs):  # the real one, counted; a kill on the fourth chunk
+        calls.append(1)
+        if len(calls) in kill_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(perplexity, "sequence_nll", sequence_nll)
+    cache = AnswerCache(tmp_path / "b.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        chunk_nll(tiny_slm, held, "float32", "cpu", False, cache)
+    calls.clear(), kill_at.clear()
+    resumed = chunk_nll(tiny_slm, held, "float32", "cpu", False, cache)
+    assert len(held) > 4 and len(calls) == len(held) - 3  # the three finished chunks are not recomputed
+    assert np.array_equal(resumed, whole)
+    calls.clear()
+    assert np.array_equal(chunk_nll(tiny_slm, held, "float32", "cpu", False, cache), whole) and calls == []
 
 
 def test_the_persona_flow_runs_through_the_stage_scripts(tmp_path, small_board, tiny_slm, monkeypatch):

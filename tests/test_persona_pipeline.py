@@ -10,15 +10,12 @@ from pathlib import Path
 
 import yaml
 
-from decision_distill.personas.corpus import load_corpus
-from decision_distill.personas.extract import PREFIX
-from persona_tiny import build_tiny_persona_model
 from test_pipeline import PROJECT_FILES, REPO, sh
 
 TWO = ["Margaret_Okafor", "Walter_Henning"]
 
 
-def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path):
+def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path, persona_weights):
     root = tmp_path / "project"
     root.mkdir()
     for name in [*PROJECT_FILES, "personas"]:
@@ -27,9 +24,7 @@ def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path):
     (root / "corpus").mkdir()
     for person in TWO:
         shutil.copy(REPO / "examples/board" / f"{person}.txt", root / "corpus" / f"{person}.txt")
-    corpus = load_corpus(root / "corpus")
-    texts = [m for p in corpus.personas for m in corpus.monologues[p]] + [PREFIX] * 20 + ["Answer: Yes No"] * 50
-    weights = build_tiny_persona_model(tmp_path / "weights", texts)
+    weights = persona_weights
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["teacher"].update(model=str(weights), device="cpu")
     params["slm"].update(model=str(weights), device="cpu")

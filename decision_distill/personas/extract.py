@@ -6,6 +6,10 @@ The decision is P(" Yes") / (P(" Yes") + P(" No")) at the answer position (Token
 never whether generated text starts with "YES" (the research's filter did that, and its
 cap of 25 per person did not hold: here the cap is applied before anything is generated
 and checked again before anything is written).
+
+Resumable: every P(yes) batch and every generated line goes to the answer cache as soon
+as it is computed (keys: decision_distill.personas.answers), so a killed run's rerun
+scores and generates only what is missing and writes the same files.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import math
 import numpy as np
 import torch
 
+from ..answer_cache import AnswerCache
 from ..errors import UserError
 from ..teacher import LoadedTeacher, TokenScorer
+from .answers import persona_key
 from .chunks import TRAIN, Chunk
 
 OPTIONS = [" Yes", " No"]
@@ -33,11 +39,28 @@ def decision_suffix(chunk: Chunk, category: str) -> tuple[str, str]:
     return f'Passage: "{chunk.text}"\n', f"Does this passage reveal a {category} of the speaker? Answer:"
 
 
-def p_yes(teacher: LoadedTeacher, chunks: list[Chunk], categories: list[str], batch_size: int = 8) -> np.ndarray:
-    """[len(chunks), len(categories)] P(Yes) normalised over the Yes/No tokens."""
-    scorer = TokenScorer(teacher, OPTIONS, batch_size)
+BATCHES_PER_COMMIT = 4  # scorer batches per cache commit: a kill loses at most this much scoring
+
+
+def p_yes(teacher: LoadedTeacher, chunks: list[Chunk], categories: list[str], cache: AnswerCache,
+          dtype: str, batch_size: int = 8) -> np.ndarray:
+    """[len(chunks), len(categories)] P(Yes) normalised over the Yes/No tokens, through `cache`.
+    `dtype` is the precision the teacher was loaded in (part of the key)."""
     suffixes = [decision_suffix(c, cat) for c in chunks for cat in categories]
-    return scorer.score(PREFIX, suffixes).probs[:, 0].reshape(len(chunks), len(categories))
+    # The segment boundaries are part of the key: the scorer tokenizes each segment on its own.
+    keys = [persona_key("persona-extract p_yes", teacher.fingerprint, dtype, PREFIX + head + tail, options=OPTIONS,
+                        segments=[len(PREFIX), len(head)]) for head, tail in suffixes]
+    known = cache.get_many(keys)
+    todo = [i for i, k in enumerate(keys) if k not in known]
+    scorer = TokenScorer(teacher, OPTIONS, batch_size)
+    step = batch_size * BATCHES_PER_COMMIT
+    for start in range(0, len(todo), step):
+        idx = todo[start:start + step]
+        probs = scorer.score(PREFIX, [suffixes[i] for i in idx]).probs[:, 0]
+        found = {keys[i]: {"p_yes": float(p)} for i, p in zip(idx, probs)}
+        cache.put_many(found)
+        known |= found
+    return np.array([known[k]["p_yes"] for k in keys]).reshape(len(chunks), len(categories))
 
 
 def select(chunks: list[Chunk], probs: np.ndarray, categories: list[str], threshold: float,
@@ -65,6 +88,18 @@ def generate_line(teacher: LoadedTeacher, prompt: str, max_new_tokens: int) -> s
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
+def cached_line(teacher: LoadedTeacher, prompt: str, max_new_tokens: int, cache: AnswerCache, dtype: str) -> str:
+    """generate_line through `cache`: stored as soon as it is generated."""
+    key = persona_key("persona-extract line", teacher.fingerprint, dtype, prompt, max_new_tokens=max_new_tokens,
+                      decoding="greedy, first non-empty line, special tokens skipped")
+    hit = cache.get_many([key])
+    if key in hit:
+        return hit[key]["text"]
+    text = generate_line(teacher, prompt, max_new_tokens)
+    cache.put_many({key: {"text": text}})
+    return text
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     if n == 0:
         return [0.0, 1.0]
@@ -74,10 +109,11 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
 
 
 def extract(teacher: LoadedTeacher, chunks: list[Chunk], categories: list[str], threshold: float, cap: int,
-            max_new_tokens: int, personas: list[str]) -> tuple[dict, list[dict], dict]:
-    """(profiles, questions, metrics) from the training chunks."""
+            max_new_tokens: int, personas: list[str], cache: AnswerCache,
+            dtype: str) -> tuple[dict, list[dict], dict]:
+    """(profiles, questions, metrics) from the training chunks, every model result through `cache`."""
     train = [c for c in chunks if c.split == TRAIN]
-    probs = p_yes(teacher, train, categories)
+    probs = p_yes(teacher, train, categories, cache, dtype)
     chosen = select(train, probs, categories, threshold, cap)
     if any(len(v) > cap for v in chosen.values()):  # the cap is a promise: never write past it
         raise UserError(f"persona-extract: more than extract.cap={cap} items for a person and category")
@@ -86,10 +122,10 @@ def extract(teacher: LoadedTeacher, chunks: list[Chunk], categories: list[str], 
     for (persona, category), items in sorted(chosen.items()):
         for chunk, p in items:
             passage = f'Passage: "{chunk.text}"\n'
-            summary = generate_line(teacher, passage + f"In one sentence, the {category} this passage reveals about "
-                                    "the speaker:", max_new_tokens)
-            question = generate_line(teacher, passage + f"A question that asks the speaker about this {category}:",
-                                     max_new_tokens)
+            summary = cached_line(teacher, passage + f"In one sentence, the {category} this passage reveals about "
+                                  "the speaker:", max_new_tokens, cache, dtype)
+            question = cached_line(teacher, passage + f"A question that asks the speaker about this {category}:",
+                                   max_new_tokens, cache, dtype)
             profiles[persona][category].append({"chunk": chunk.id, "p_yes": p, "summary": summary})
             questions.append({"id": f"{chunk.id}/{category}", "persona": persona, "category": category,
                               "chunk": chunk.id, "p_yes": p, "summary": summary, "question": question})

@@ -6,6 +6,10 @@ Per person it answers the two questions the research's heatmaps left open:
                           resampled chunks for both); helped when the whole interval is below 1
   is the diagonal lowest? whether the person's own model has the lowest perplexity of all
                           persona models on their text, and the share of resamples where it does
+
+Resumable: each chunk's NLL under each model goes to the answer cache as soon as it is
+computed (keyed by the model's fingerprint, which for a merged model hashes its weights),
+so a killed run's rerun loads and runs only the models with chunks still missing.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..answer_cache import AnswerCache
+from ..model_source import read_teacher_json
 from ..teacher import load_teacher
+from .answers import persona_key
 from .chunks import HELD_OUT, Chunk
 from .text import encode_chunk, sequence_nll
 
@@ -24,14 +31,22 @@ BASE = "base"
 
 @torch.inference_mode()
 def chunk_nll(model_dir: str | Path, chunks: list[Chunk], dtype: str, device: str,
-              trust_remote_code: bool) -> np.ndarray:
-    """[N, 2]: summed negative log-likelihood and predicted-token count of each chunk."""
-    model = load_teacher(model_dir, dtype, device, trust_remote_code)
-    rows = []
-    for c in chunks:
+              trust_remote_code: bool, cache: AnswerCache) -> np.ndarray:
+    """[N, 2]: summed negative log-likelihood and predicted-token count of each chunk, through
+    `cache`; the model is loaded only when some chunk is missing there."""
+    fingerprint = read_teacher_json(model_dir)["fingerprint"]
+    keys = [persona_key("persona-perplexity nll", fingerprint, dtype, c.text, tokens="BOS + text, all tokens")
+            for c in chunks]
+    known = cache.get_many(keys)
+    model = None
+    for c, key in zip(chunks, keys):
+        if key in known:
+            continue
+        model = model or load_teacher(model_dir, dtype, device, trust_remote_code)
         nll, tokens = sequence_nll(model.model, encode_chunk(model.tokenizer, c.text), model.device)
-        rows.append((nll.item(), tokens))
-    return np.array(rows, dtype=np.float64)
+        known[key] = {"nll": nll.item(), "tokens": tokens}
+        cache.put_many({key: known[key]})
+    return np.array([(known[k]["nll"], known[k]["tokens"]) for k in keys], dtype=np.float64)
 
 
 def _ppl(nll: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

@@ -265,27 +265,29 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def _one_line(err: ValidationError, source: str) -> str:
+def one_line_error(err: ValidationError, source: str, root: type[BaseModel] = Params) -> str:
+    """The first validation error of `root` (a params file's model), naming the key: a
+    did-you-mean hint for an unknown key."""
     first = err.errors()[0]
     loc = tuple(str(p) for p in first["loc"])
-    key = ".".join(loc)
+    key = ".".join(loc) or "(top level)"
     if first["type"] == "extra_forbidden":
-        hint = difflib.get_close_matches(loc[-1], _known_keys(Params, loc), n=1)
+        hint = difflib.get_close_matches(loc[-1], _known_keys(root, loc), n=1)
         fix = f"did you mean '{hint[0]}'?" if hint else "remove it"
         return f"{source}: unknown key '{key}'; {fix}"
     got = first.get("input")
     return f"{source}: {key}: {first['msg']} (got {got!r})"
 
 
-def _reject_nan(node, path: str, source: str) -> None:
+def reject_nan(node, path: str, source: str) -> None:
     if isinstance(node, float) and (math.isnan(node) or math.isinf(node)):
         raise UserError(f"{source}: {path}: must be a finite number (got {node})")
     if isinstance(node, dict):
         for k, v in node.items():
-            _reject_nan(v, f"{path}.{k}" if path else str(k), source)
+            reject_nan(v, f"{path}.{k}" if path else str(k), source)
     if isinstance(node, list):
         for i, v in enumerate(node):
-            _reject_nan(v, f"{path}[{i}]", source)
+            reject_nan(v, f"{path}[{i}]", source)
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:
@@ -293,14 +295,19 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
         raw = {}
     if not isinstance(raw, dict):
         raise UserError(f"{source}: must be a mapping of sections, got {type(raw).__name__}")
-    _reject_nan(raw, "", source)
+    reject_nan(raw, "", source)
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise UserError(_one_line(err, source)) from None
+        raise UserError(one_line_error(err, source)) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(read_yaml(path), str(path))
+
+
+def read_yaml(path: str | Path) -> object:
+    """A params file's contents; one-line errors for a missing file or bad YAML."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: not found; run the stage from the project root")
@@ -312,4 +319,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" line {line + 1}" if line is not None else ""
         raise UserError(f"{path}:{where} is not valid YAML; fix the syntax there") from None
-    return parse_params(raw, str(path))
+    return raw

@@ -113,6 +113,21 @@ def test_the_split_stage_writes_one_file_per_person_that_load_chunks_reads_back(
         load_chunks(out, ["Nobody"])
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["lora"].update(rnak=4), "unknown key 'lora.rnak'; did you mean 'rank'?"),
+    (lambda p: p["chunks"].update(held_out=float("nan")), "chunks.held_out: must be a finite number"),
+    (lambda p: p["corpus"]["personas"].append(p["corpus"]["personas"][0]),
+     "corpus.personas: Value error, lists a name twice"),
+])
+def test_bad_persona_params_are_one_line_errors_naming_the_key(tmp_path, change, message):
+    params = yaml.safe_load((REPO / "personas/params.yaml").read_text())
+    change(params)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = call_stage("stages/persona_split.py", "--params", str(tmp_path / "params.yaml"),
+                        "--out", str(tmp_path / "chunks"), "--metrics", str(tmp_path / "m.json"))
+    assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
 def test_chunks_are_about_the_chunk_size_and_cover_the_monologue():
     text = " ".join(f"w{i}" for i in range(450))
     pieces = cut(text, 200)

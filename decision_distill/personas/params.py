@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
-from ruamel.yaml import YAML, YAMLError
+from pydantic import Field, ValidationError, field_validator
 
 from ..errors import UserError
-from ..params import Section, _reject_nan
+from ..params import Section, one_line_error, read_yaml, reject_nan
 
 DEFAULT = Path("personas/params.yaml")
 
@@ -19,6 +18,13 @@ DEFAULT = Path("personas/params.yaml")
 class Corpus(Section):
     path: str = "examples/board"
     personas: list[str] = Field(min_length=1)  # the corpus's personas; the training foreach runs over them
+
+    @field_validator("personas")
+    @classmethod
+    def _names_unique(cls, personas: list[str]) -> list[str]:
+        if len(set(personas)) != len(personas):
+            raise ValueError("lists a name twice; list each person once")
+        return personas
 
 
 class Chunks(Section):
@@ -61,35 +67,19 @@ class PersonaParams(Section):
     perplexity: PersonaPerplexity = PersonaPerplexity()
     extract: Extract = Extract()
 
-    @model_validator(mode="after")
-    def _names_unique(self):
-        if len(set(self.corpus.personas)) != len(self.corpus.personas):
-            raise ValueError("corpus.personas lists a name twice")
-        return self
-
 
 def parse_persona_params(raw: object, source: str = str(DEFAULT)) -> PersonaParams:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: must be a mapping of sections (corpus, chunks, lora, ...)")
-    _reject_nan(raw, "", source)
+    reject_nan(raw, "", source)
     try:
         return PersonaParams.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        what = "unknown key; remove it" if first["type"] == "extra_forbidden" else first["msg"]
-        raise UserError(f"{source}: {key}: {what}") from None
+        raise UserError(one_line_error(err, source, PersonaParams)) from None
 
 
 def load_persona_params(path: str | Path = DEFAULT) -> PersonaParams:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: not found; run the stage from the project root")
-    try:
-        raw = YAML(typ="safe", pure=True).load(path.read_text())
-    except YAMLError:
-        raise UserError(f"{path}: is not valid YAML; fix the syntax") from None
-    return parse_persona_params(raw, str(path))
+    return parse_persona_params(read_yaml(path), str(path))
 
 
 def check_personas_match(params: PersonaParams, corpus_personas: list[str], source: str = str(DEFAULT)) -> None:

@@ -198,20 +198,22 @@ def draw_votes(report: dict, out) -> None:
     pooled = report["pooled"]
     models = list(pooled["models"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    styles = dict(zip(pooled["baselines"], ["--", ":", "-."]))
+    # Distinct colours as well as dashes: two baselines often tie (then the lines overlap).
+    styles = dict(zip(pooled["baselines"], [("--", "#C44E52"), (":", "#55A868"), ("-.", "#8172B2")]))
     for ax, metric in zip(axes, ("accuracy", "balanced_accuracy")):
         values = [pooled["models"][m][metric] for m in models]
         ci = np.array([pooled["models"][m][f"{metric}_ci"] for m in models], dtype=float)
         ax.bar(range(len(models)), values, yerr=[np.array(values) - ci[:, 0], ci[:, 1] - np.array(values)],
                capsize=4, color="#4C72B0")
-        for name, style in styles.items():
-            ax.axhline(pooled["baselines"][name][metric], ls=style, color="k", lw=1, label=name)
+        for name, (style, colour) in styles.items():
+            ax.axhline(pooled["baselines"][name][metric], ls=style, color=colour, lw=1.5,
+                       label=name if ax is axes[0] else None)
         ax.set_xticks(range(len(models)), models, rotation=20, ha="right")
         ax.set_title(f"{metric.replace('_', ' ')} ({report['confidence']:.0%} CI over questions)")
         ax.set_ylim(0, 1)
     axes[0].set_ylabel(f"all members, {pooled['known']} known votes")
-    axes[1].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=3, fontsize=8, title="baselines", title_fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)

@@ -149,7 +149,8 @@ def judge_all(judge: LoadedTeacher, items: list[dict], settings) -> tuple[dict, 
     rows = []
     for i, it in enumerate(items):
         for j, m in enumerate(models):
-            rows.append({"id": it["id"], "persona": it["persona"], "model": m, "answer": it["answers"][m],
+            rows.append({"id": it["id"], "persona": it["persona"], "question": it["question"], "model": m,
+                         "answer": it["answers"][m],
                          **{f"{r}:{k}": _num(rated[r][k][i, j]) for r in RUBRICS for k in ("expected", "argmax", "mass")},
                          **({f"p_tuned_preferred[{o}]": [float(pairs[o]["p_tuned_first"][i]),
                                                          float(pairs[o]["p_tuned_second"][i])] for o in pairs}

@@ -52,8 +52,10 @@ def rating_suffix(item: dict, answer: str) -> tuple[str, str]:
 
 
 def pair_suffix(item: dict, first: str, second: str) -> tuple[str, str]:
+    # Ends on "Answer" so that " A" / " B" is the natural next token: on Gemma-3-270M this put 0.81-0.83
+    # of the probability on them, where ending on "Answer:" put 0.10-0.22 (non-compliant).
     return person_block(item), (f'Question: {item["question"]}\nAnswer A: "{first}"\nAnswer B: "{second}"\n'
-                                "Which answer is more like this person? Answer:")
+                                "Which answer is more like this person, A or B?\nThe answer more like this person is Answer")
 
 
 def ratings(judge: LoadedTeacher, items: list[dict], models: list[str], rubric: str, min_mass: float,

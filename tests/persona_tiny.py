@@ -15,13 +15,17 @@ BOARD = Path(__file__).resolve().parents[1] / "examples/board"
 
 
 def board_texts() -> list[str]:
-    """Every monologue of the example board and the extraction prompt's words (repeated, so
-    " Yes" and " No" become single tokens as in a real tokenizer)."""
+    """Every monologue of the example board and the words of the extraction, vote and judge
+    prompts (repeated, so " Yes", " Aye", " 3" and " A" become single tokens as in a real tokenizer)."""
     from decision_distill.personas.corpus import load_corpus
     from decision_distill.personas.extract import PREFIX
+    from decision_distill.personas.judge import PAIR_PREFIX, RUBRICS
+    from decision_distill.personas.votes import PREFIX as VOTE_PREFIX
 
     corpus = load_corpus(BOARD)
-    return [m for p in corpus.personas for m in corpus.monologues[p]] + [PREFIX] * 20 + ["Answer: Yes No"] * 50
+    return ([m for p in corpus.personas for m in corpus.monologues[p]] + [PREFIX] * 20 + ["Answer: Yes No"] * 50
+            + [VOTE_PREFIX, PAIR_PREFIX, *RUBRICS.values()] * 5
+            + ["Vote: Aye Nay", "Score: 1 2 3 4 5", "Answer: A B"] * 50)
 
 
 def build_tiny_persona_model(directory: Path, texts: list[str], seed: int = 0, vocab: int = 900) -> Path:

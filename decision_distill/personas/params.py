@@ -60,12 +60,39 @@ class Extract(Section):
     max_new_tokens: int = Field(32, ge=4)
 
 
+class Votes(Section):
+    batch_size: int = Field(8, ge=1)  # prompts per forward pass of the scorer
+    bootstrap: int = Field(1000, ge=100)  # resamples of questions per interval
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+
+class Respond(Section):
+    context_chunks: int = Field(2, ge=1)  # the base+chunks baseline sees this many of the person's training chunks
+    max_new_tokens: int = Field(80, ge=4)
+    temperature: float = Field(0.7, gt=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int = 0
+
+
+class Judge(Section):
+    model: str = "models/teacher"  # the judge LM's directory (default: the teacher of params.yaml)
+    batch_size: int = Field(8, ge=1)
+    min_mass: float = Field(0.5, gt=0.0, lt=1.0)  # below this rating-token mass a verdict is non-compliant
+    bootstrap: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+
 class PersonaParams(Section):
     corpus: Corpus
     chunks: Chunks = Chunks()
     lora: PersonaLoRA = PersonaLoRA()
     perplexity: PersonaPerplexity = PersonaPerplexity()
     extract: Extract = Extract()
+    votes: Votes = Votes()
+    respond: Respond = Respond()
+    judge: Judge = Judge()
 
 
 def parse_persona_params(raw: object, source: str = str(DEFAULT)) -> PersonaParams:

@@ -1,0 +1,94 @@
+"""persona-respond: each person's tuned model and two baselines answer the person's reviewed
+questions, by seeded sampling, through the answer cache (a rerun, or a run after a kill,
+generates nothing twice).
+
+  tuned         the person's merged LoRA model; the prompt names the person, nothing more
+  base+profile  the base SLM given the person's hand-written profile
+  base+chunks   the base SLM given `respond.context_chunks` of the person's training chunks
+                (never the chunk the question was drawn from)
+
+An answer is the sampled text up to its first line break (one speaking turn); it is kept as
+text for the judge, never parsed into a number.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..answer_cache import AnswerCache, answer_key
+from ..errors import UserError
+from ..generate import software_versions
+from ..model_source import read_teacher_json
+from ..teacher import LoadedTeacher
+from .chunks import TRAIN, Chunk
+
+TUNED, BASE_PROFILE, BASE_CHUNKS = "tuned", "base+profile", "base+chunks"
+INTRO = "Transcript of a public meeting.\n"
+
+
+def prompts_for(persona: str, profile: str | None, question: dict, chunks: list[Chunk], context: int,
+                seed: int) -> dict[str, str]:
+    name = persona.replace("_", " ")
+    ask = f"Question to {name}: {question['question']}\n{name}:"
+    others = [c for c in chunks if c.split == TRAIN and c.id != question["chunk"]]
+    rng = np.random.default_rng([seed, *question["id"].encode()])
+    picked = [others[i] for i in sorted(rng.permutation(len(others))[:context])]
+    said = "".join(f'Earlier, {name} said: "{c.text}"\n' for c in picked)
+    described = f"{name}: {profile}\n" if profile else ""
+    return {TUNED: INTRO + ask, BASE_PROFILE: INTRO + described + ask, BASE_CHUNKS: INTRO + said + ask}
+
+
+def sample_seed(seed: int, model: str, question_id: str) -> int:
+    """One seed per (model, question): an answer does not depend on what else is generated."""
+    return int(np.random.default_rng([seed, *model.encode(), *question_id.encode()]).integers(2**31))
+
+
+@torch.inference_mode()
+def sample_answer(loaded: LoadedTeacher, prompt: str, seed: int, max_new_tokens: int, temperature: float,
+                  top_p: float) -> str:
+    tok = loaded.tokenizer
+    ids = tok(prompt, return_tensors="pt").input_ids.to(loaded.device)
+    torch.manual_seed(seed)
+    out = loaded.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                                top_p=top_p, top_k=0,
+                                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+    text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return text.strip().split("\n", 1)[0].strip()
+
+
+def respond(reviewed: dict, profile: str | None, chunks: list[Chunk], models: dict[str, Path],
+            load: Callable[[Path], LoadedTeacher], cache: AnswerCache, settings, dtype: str, device: str) -> dict:
+    """`models`: TUNED / BASE_PROFILE / BASE_CHUNKS -> a model directory; `load` is called only
+    when an answer is missing from the cache. Returns the answers file's content."""
+    persona, decoding = reviewed["persona"], {"max_new_tokens": settings.max_new_tokens,
+                                              "temperature": settings.temperature, "top_p": settings.top_p}
+    by_id = {c.id: c for c in chunks}
+    items, generated, seconds = [], 0, 0.0
+    for q in reviewed["questions"]:
+        prompts = prompts_for(persona, profile, q, chunks, settings.context_chunks, settings.seed)
+        answers = {}
+        for name, prompt in prompts.items():
+            seed = sample_seed(settings.seed, name, q["id"])
+            # Sampling diverges across devices, so unlike token readouts the device is part of the key.
+            key = answer_key(kind="persona-respond", model=read_teacher_json(models[name])["fingerprint"],
+                             prompt=prompt, seed=seed, decoding=decoding, dtype=dtype, device=device,
+                             software=software_versions())
+            found = cache.get_many([key]).get(key)
+            if found is None:
+                loaded = load(models[name])
+                start = time.perf_counter()
+                found = {"text": sample_answer(loaded, prompt, seed, **decoding)}
+                seconds += time.perf_counter() - start
+                generated += 1
+                cache.put_many({key: found})
+            answers[name] = found["text"]
+        source = by_id.get(q["chunk"])
+        items.append({**q, "chunk_text": source.text if source else None, "profile": profile, "answers": answers})
+    return {"persona": persona, "items": items, "generated": generated, "generation_seconds": seconds,
+            "answers_per_second": generated / seconds if seconds else None,
+            "stale_reviews_left_out": reviewed["stale_reviews_left_out"], "not_reviewed": reviewed["not_reviewed"]}

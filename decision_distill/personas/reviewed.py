@@ -1,0 +1,34 @@
+"""The reviewed questions a persona is asked: personas/reviewed/NAME.json (the review CLI's
+file) checked against what persona-extract generated now."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UserError
+from .review import kept_questions
+
+
+def reviewed_for(reviewed_dir: Path, questions_path: Path, persona: str) -> dict:
+    """The person's kept questions whose generated text is still what extract generated; a
+    question reviewed against older generated text is left out and counted (review it again)."""
+    if not (Path(reviewed_dir) / f"{persona}.json").exists():
+        raise UserError(f"{reviewed_dir}/{persona}.json: {persona}'s questions are not reviewed; "
+                        f"run `python stages/review.py --persona {persona}`")
+    try:
+        generated = {q["id"]: q for q in json.loads(Path(questions_path).read_text()) if q["persona"] == persona}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{questions_path}: missing or not JSON; run the persona-extract stage first") from None
+    kept, stale = [], 0
+    for item in kept_questions(Path(reviewed_dir), persona):
+        g = generated.get(item["id"])
+        if g and (g["question"], g["summary"]) == (item["generated_question"], item["generated_summary"]):
+            kept.append({k: item[k] for k in ("id", "persona", "category", "chunk", "summary", "question")})
+        else:
+            stale += 1
+    if not kept:
+        raise UserError(f"{reviewed_dir}/{persona}.json: no accepted question matches the current "
+                        f"{questions_path}; run `python stages/review.py --persona {persona}`")
+    return {"persona": persona, "questions": kept, "stale_reviews_left_out": stale,
+            "not_reviewed": sum(i not in {k["id"] for k in kept} for i in generated) - stale}

@@ -1,0 +1,88 @@
+"""persona-votes stage: P(Aye) of every (person, question of votes.csv) from the teacher given
+the person's profile, the base SLM given the profile, and the person's tuned model, read from
+the " Aye"/" Nay" token probabilities; accuracy beside three baselines, balanced accuracy,
+macro F1, Brier, log loss with bootstrap intervals over questions, McNemar against the best
+baseline, per person and pooled; a plot of accuracy and balanced accuracy.
+
+example:
+  python stages/persona_votes.py --teacher models/teacher --base models/slm --models models/personas \
+      --votes data/personas/votes.json --metrics metrics/personas/votes.json --plot metrics/personas/votes.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decision_distill.atomic import write_json  # noqa: E402
+from decision_distill.errors import UserError, stage_main  # noqa: E402
+from decision_distill.params import load_params  # noqa: E402
+from decision_distill.personas.corpus import load_corpus  # noqa: E402
+from decision_distill.personas.params import check_personas_match, load_persona_params  # noqa: E402
+from decision_distill.personas.votes import draw_votes, score_all, vote_table, votes_report  # noqa: E402
+from decision_distill.teacher import load_teacher  # noqa: E402
+
+TEACHER, BASE, TUNED = "teacher+profile", "base+profile", "tuned"
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", type=Path, default=Path("models/teacher"))
+    parser.add_argument("--base", type=Path, default=Path("models/slm"))
+    parser.add_argument("--models", type=Path, default=Path("models/personas"),
+                        help="holds PERSONA/merged for every persona (default: %(default)s)")
+    parser.add_argument("--votes", type=Path, default=Path("data/personas/votes.json"),
+                        help="every scored (person, question) with each model's P(Aye)")
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/personas/votes.json"))
+    parser.add_argument("--plot", type=Path, default=Path("metrics/personas/votes.png"))
+    parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"))
+    parser.add_argument("--slm-params", type=Path, default=Path("params.yaml"),
+                        help="reads the teacher.* and slm.* precision settings (default: %(default)s)")
+    args = parser.parse_args(argv)
+    params = load_persona_params(args.params)
+    root = load_params(args.slm_params)
+    corpus = load_corpus(params.corpus.path)
+    check_personas_match(params, corpus.personas, str(args.params))
+    if not corpus.votes:
+        raise UserError(f"{params.corpus.path}/votes.csv: missing or empty; add question,persona,vote rows "
+                        "or run the persona pipeline without the votes stage (dvc repro personas/dvc.yaml:persona-judge)")
+    personas = params.corpus.personas
+    table, questions = vote_table(corpus.votes, personas)
+    for name, directory in {"teacher": args.teacher, "base": args.base,
+                            **{p: args.models / p / "merged" for p in personas}}.items():
+        if not (directory / "teacher.json").exists():
+            raise UserError(f"{directory}: no model ({name}); run download@teacher, download@slm or persona-merge first")
+    t, s = root.teacher, root.slm
+    teacher = cache(lambda: load_teacher(args.teacher, t.dtype, t.device, t.trust_remote_code))
+    base = cache(lambda: load_teacher(args.base, s.dtype, s.device, s.trust_remote_code))
+    models = {TEACHER: lambda p: (teacher(), True), BASE: lambda p: (base(), True),
+              TUNED: lambda p: (load_teacher(args.models / p / "merged", s.dtype, s.device, s.trust_remote_code),
+                                False)}
+    v = params.votes
+    start = time.perf_counter()
+    p_by, mass_by = score_all(table, questions, corpus.profiles, models, v.batch_size)
+    seconds = time.perf_counter() - start
+    report = votes_report(table, questions, p_by, mass_by, v.bootstrap, v.confidence, v.seed, TEACHER)
+    report["scoring_seconds"] = seconds
+    rows = [{"persona": str(table.persona[i]), "question": questions[table.question[i]],
+             "vote": {1: "Aye", 0: "Nay", -1: None}[int(table.truth[i])],
+             **{f"p_aye[{m}]": float(p_by[m][i]) for m in p_by},
+             **{f"option_mass[{m}]": float(mass_by[m][i]) for m in p_by}} for i in range(len(table.truth))]
+    draw_votes(report, args.plot)
+    write_json(rows, args.votes)
+    write_json(report, args.metrics)
+    pooled = report["pooled"]
+    best = pooled["best_baseline"]
+    print(f"persona-votes: {pooled['known']} known votes ({pooled['unknown']} unknown) in {seconds:.0f} s; "
+          f"accuracy " + ", ".join(f"{m} {b['accuracy']:.2f}" for m, b in pooled["models"].items())
+          + f"; best baseline {best} {pooled['baselines'][best]['accuracy']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

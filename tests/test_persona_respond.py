@@ -1,0 +1,60 @@
+"""persona-respond: seeded answers go through the answer cache (a second run generates nothing
+and returns the same text), and a person with no review file stops with the command to run."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from decision_distill.answer_cache import AnswerCache
+from decision_distill.errors import UserError
+from decision_distill.model_source import download
+from decision_distill.personas.chunks import TRAIN, Chunk
+from decision_distill.personas.respond import BASE_CHUNKS, BASE_PROFILE, TUNED, prompts_for, respond
+from decision_distill.personas.reviewed import reviewed_for
+from decision_distill.teacher import load_teacher
+from persona_tiny import build_tiny_persona_model
+
+CHUNKS = [Chunk("Ada_Stone", 0, i, TRAIN, 8, text) for i, text in enumerate([
+    "Fees keep small shops from opening on Main Street.", "I ran a hardware store for thirty years.",
+    "Every new rule costs a shop owner an afternoon."])]
+QUESTION = {"id": "Ada_Stone/0/0/belief", "persona": "Ada_Stone", "category": "belief", "chunk": CHUNKS[0].id,
+            "summary": "wants lower fees", "question": "What do you think of the permit fee?"}
+
+
+def test_a_rerun_takes_every_answer_from_the_cache(tmp_path):
+    weights = build_tiny_persona_model(tmp_path / "w", [c.text for c in CHUNKS] * 20 + [QUESTION["question"]] * 5,
+                                       vocab=200)
+    download(str(weights), "main", tmp_path / "model")
+    loads = []
+
+    def load(directory):
+        loads.append(directory)
+        return load_teacher(directory, device="cpu")
+
+    settings = SimpleNamespace(context_chunks=1, max_new_tokens=5, temperature=0.7, top_p=0.95, seed=0)
+    reviewed = {"persona": "Ada_Stone", "questions": [QUESTION], "stale_reviews_left_out": 0, "not_reviewed": 0}
+    models = {m: tmp_path / "model" for m in (TUNED, BASE_PROFILE, BASE_CHUNKS)}
+    cache = AnswerCache(tmp_path / "answers.sqlite")
+    first = respond(reviewed, "a shop owner", CHUNKS, models, load, cache, settings, "float32", "cpu")
+    assert first["generated"] == 3 and len(cache) == 3
+    loads.clear()
+    again = respond(reviewed, "a shop owner", CHUNKS, models, load, cache, settings, "float32", "cpu")
+    assert again["generated"] == 0 and loads == []  # nothing generated, no model even loaded
+    assert again["items"] == first["items"]
+    hotter = SimpleNamespace(**{**vars(settings), "temperature": 1.3})
+    assert respond(reviewed, "a shop owner", CHUNKS, models, load, cache, hotter, "float32", "cpu")["generated"] == 3
+
+
+def test_the_chunks_baseline_never_sees_the_questions_own_chunk():
+    for seed in range(5):
+        prompt = prompts_for("Ada_Stone", None, QUESTION, CHUNKS, 2, seed)[BASE_CHUNKS]
+        assert CHUNKS[0].text not in prompt and CHUNKS[1].text in prompt and CHUNKS[2].text in prompt
+
+
+def test_no_review_file_names_the_review_command(tmp_path):
+    (tmp_path / "questions.json").write_text(json.dumps([{**QUESTION, "p_yes": 0.9}]))
+    with pytest.raises(UserError, match=r"run `python stages/review\.py --persona Ada_Stone`"):
+        reviewed_for(tmp_path / "reviewed", tmp_path / "questions.json", "Ada_Stone")

@@ -104,3 +104,18 @@ def persona_weights(tmp_path_factory) -> Path:
     from persona_tiny import board_texts, build_tiny_persona_model
 
     return build_tiny_persona_model(tmp_path_factory.mktemp("persona_weights") / "weights", board_texts())
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory, tiny_teacher) -> tuple[Path, str]:
+    """The whole default pipeline run once on the tiny model in a temporary git+dvc project
+    (tests/test_pipeline.py: tiny_project), with the answer cache at its default location
+    (under this session's XDG_CACHE_HOME). Shared by the pipeline-level tests: building it is
+    the costliest step of the suite. Tests that change it must leave it committed and clean."""
+    import yaml
+
+    from test_pipeline import tiny_project
+
+    root = tmp_path_factory.mktemp("tiny_pipeline")
+    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
+    return root, tiny_project(root, weights, generate={"cache": "~/.cache/decision-distill/answers.sqlite"})

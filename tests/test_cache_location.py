@@ -4,16 +4,16 @@ the project (`dvc exp run --temp`, `--queue`) reuse every answer instead of aski
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
 from pathlib import Path
 
 import pytest
-import yaml
 
 from decision_distill.answer_cache import AnswerCache
 from decision_distill.params import Generate
-from test_pipeline import sh, tiny_project
+from test_pipeline import sh
 
 
 def _rows(path: Path) -> int:
@@ -38,20 +38,14 @@ def test_cache_paths_expand_home_and_xdg_and_keep_relative_paths_in_the_project(
 
 
 @pytest.mark.slow
-def test_exp_run_temp_reuses_the_default_answer_cache(tmp_path, tiny_teacher, monkeypatch):
-    home, xdg = tmp_path / "home", tmp_path / "xdg"
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
-    root = tmp_path / "project"
-    root.mkdir()
-    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
-    log = tiny_project(root, weights, generate={"cache": Generate().cache})  # the default location
-    assert re.search(r"\b160 to ask", log)
-    cache = xdg / "decision-distill/answers.sqlite"
+def test_exp_run_temp_reuses_the_default_answer_cache(tiny_pipeline):
+    root, log = tiny_pipeline  # built with generate.cache at its default location
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "decision-distill/answers.sqlite"
+    assert re.search(r"\b160 answered before|\b160 to ask", log) and cache.is_file()
     before = _rows(cache)
     # import.* feeds generate (it reruns) but not the teacher's answers under generate.source: teacher.
     log = sh("dvc", "exp", "run", "--temp", "-S", "import.probability=p_other", cwd=root)
     assert "Running stage 'generate'" in log
     assert re.search(r"160 answered before .* 0 to ask", log), log[-2000:]
     assert _rows(cache) == before
-    assert not (root / ".cache").exists() and not list(home.rglob("*.sqlite"))  # XDG_CACHE_HOME is honoured
+    assert not (root / ".cache").exists() and not list(root.rglob("*.sqlite"))  # nothing in the checkout

@@ -75,19 +75,21 @@ def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path, persona_weig
     assert set(judge["per_person"]) == set(TWO)
     assert set(judge["overall"]["pairwise"]) == {"tuned vs base+profile", "tuned vs base+chunks"}
     assert "up to date" in sh("dvc", "repro", "personas/dvc.yaml", cwd=root)
-    # Dropping one of the second person's questions reruns their answers (from the cache) and the judge only.
+    # Dropping one of the second person's questions reruns their answers and the judge only (a model
+    # samples all of a person's questions in one seeded batch, so that person's answers are sampled again).
     _review(root, TWO[1], "d\n", redo=True)
     log = sh("dvc", "repro", "personas/dvc.yaml", cwd=root)
     assert _ran(log) - {f"persona-reviewed@{p}" for p in TWO} == {f"persona-respond@{TWO[1]}", "persona-judge"}
-    assert "0 generated (all from the cache)" in log
 
-    # One person's text changes: after the split reruns, only that person's training is stale.
+    # One person's text changes: after the split reruns, only that person's training and answers
+    # are stale, beside the stages that read every person (and votes, which reads the corpus).
     changed = root / "corpus" / f"{TWO[1]}.txt"
     changed.write_text(changed.read_text() + "\n\nOne more thing about the bus routes before we vote tonight.\n")
     sh("dvc", "repro", "--single-item", "personas/dvc.yaml:persona-split", cwd=root)
     stale = {line.rstrip(":") for line in sh("dvc", "status", "personas/dvc.yaml", cwd=root).splitlines()
              if line.endswith(":") and not line[:1].isspace()}  # stage names; their changes are indented
-    assert {s.rsplit(":", 1)[-1] for s in stale} == {f"persona-train@{TWO[1]}", "persona-perplexity", "persona-extract"}
+    assert {s.rsplit(":", 1)[-1] for s in stale} == {f"persona-train@{TWO[1]}", f"persona-respond@{TWO[1]}",
+                                                  "persona-perplexity", "persona-extract", "persona-votes"}
 
 
 def _ran(log: str) -> set[str]:

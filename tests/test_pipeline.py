@@ -96,9 +96,8 @@ def weights(tiny_teacher) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, weights):
-    root = tmp_path_factory.mktemp("project")
-    return root, tiny_project(root, weights)
+def project(tiny_pipeline):
+    return tiny_pipeline
 
 
 @pytest.mark.slow

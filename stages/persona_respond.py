@@ -22,8 +22,7 @@ from decision_distill.answer_cache import AnswerCache  # noqa: E402
 from decision_distill.atomic import write_json  # noqa: E402
 from decision_distill.errors import UserError, stage_main  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
-from decision_distill.personas.chunks import load_chunks  # noqa: E402
-from decision_distill.personas.corpus import load_corpus  # noqa: E402
+from decision_distill.personas.chunks import load_chunks, load_profiles  # noqa: E402
 from decision_distill.personas.params import load_persona_params  # noqa: E402
 from decision_distill.personas.respond import (BASE_CHUNKS, BASE_PROFILE, TUNED,  # noqa: E402
                                                respond)
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         reviewed = json.loads(args.reviewed.read_text())
     except (OSError, ValueError):
         raise UserError(f"{args.reviewed}: missing or not JSON; run the persona-reviewed stage first") from None
-    profile = load_corpus(params.corpus.path).profiles.get(args.persona)
+    profile = load_profiles(args.chunks, [args.persona])[args.persona]  # persona-split copied it from profiles.yaml
     s = root.slm
     models = {TUNED: args.models / args.persona / "merged", BASE_PROFILE: args.base, BASE_CHUNKS: args.base}
     for name, directory in models.items():

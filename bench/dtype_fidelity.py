@@ -59,6 +59,8 @@ def timed_interleaved(scorers: dict, prefix, suffixes, chunk: int) -> tuple[dict
             began = time.perf_counter()
             parts[name].append(scorer.score(prefix, suffixes[start : start + chunk]).probs)
             seconds[name] += time.perf_counter() - began
+        print(f"  scored {min(start + chunk, len(suffixes))}/{len(suffixes)} states in each dtype "
+              f"({', '.join(f'{n} {s:.0f} s' for n, s in seconds.items())})", flush=True)
     return ({name: np.concatenate(p) for name, p in parts.items()},
             {name: len(suffixes) / s for name, s in seconds.items()})
 

@@ -76,6 +76,11 @@ def test_auto_dtype_is_keyed_as_the_dtype_it_resolves_to(tmp_path, tiny_teacher,
     assert float32 != bfloat16
     assert ask(tiny_teacher, params(tmp_path, teacher={"dtype": "float32"})) == float32
     assert sum(asked) == 2 * len(STATES)
+    for fast, resolved in ((False, "float32"), (True, "bfloat16")):  # metrics/teacher.json names it
+        monkeypatch.setattr(teacher_module, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        generate(params(tmp_path, teacher={"dtype": "auto"}, generate={"states": 4}), SCENARIO, tiny_teacher,
+                 tmp_path / "d.parquet", tmp_path / "f.json", tmp_path / "m.json")
+        assert yaml.safe_load((tmp_path / "m.json").read_text())["dtype"] == resolved
 
 
 def test_auto_loads_bfloat16_only_where_the_processor_runs_it_fast(tiny_teacher, monkeypatch):

@@ -40,7 +40,8 @@ def asked(monkeypatch) -> list[int]:
 
 
 def params(tmp_path, **sections):
-    raw = {"teacher": {"batch_size": 4, "device": "cpu"}, "slm": {"batch_size": 4, "device": "cpu"},
+    raw = {"teacher": {"batch_size": 4, "device": "cpu", "dtype": "float32"},
+           "slm": {"batch_size": 4, "device": "cpu", "dtype": "float32"},
            "generate": {"cache": str(tmp_path / "cache.sqlite")}}
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}

@@ -56,7 +56,7 @@ def policy_splits(tmp_path_factory) -> Path:
 def make_params(tiny_teacher: Path, slm: dict | None = None, **lora) -> dict:
     weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
     return {"scenario": str(SCENARIO),
-            "slm": {"model": weights, "device": "cpu", "batch_size": 32, **(slm or {})},
+            "slm": {"model": weights, "device": "cpu", "batch_size": 32, "dtype": "float32", **(slm or {})},
             "lora": {"rank": 4, "alpha": 8, "lr": 0.01, "batch_size": 8, "max_steps": 30, "checkpoint_every": 10,
                      **lora}}
 

@@ -7,7 +7,9 @@ short prompts of sampled scenario states, then one validation pass over
 `--val-states` states. Prints the projected time of the default stage: model
 load + lora.max_steps steps + a validation pass at step 0 and at every checkpoint.
 
-The last line printed is `steps_per_s=<n> val_states_per_s=<n> peak_rss_mb=<n>`.
+Runs it twice, in float32 and in bfloat16 as lora-train trains it (float32 master
+weights, accelerate's bf16 autocast), one after the other.
+The last line printed is `steps_per_s float32=<n> bfloat16=<n> ratio=<x> val_states_per_s ... peak_rss_mb=<n>`.
 Torch uses its default thread count (set OMP_NUM_THREADS to change it).
 """
 
@@ -28,7 +30,7 @@ import torch  # noqa: E402
 from decision_distill import lora  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
 from decision_distill.scenario import load_scenario  # noqa: E402
-from decision_distill.teacher import TokenScorer, load_teacher  # noqa: E402
+from decision_distill.teacher import TokenScorer, cpu_has_fast_bf16, load_teacher  # noqa: E402
 
 
 def sampled_frame(scenario, n: int) -> pd.DataFrame:
@@ -36,6 +38,41 @@ def sampled_frame(scenario, n: int) -> pd.DataFrame:
     states = scenario.sample_states(n, seed=0)
     k = len(scenario.options)
     return pd.DataFrame([{**s, **{f"p_{o.id}": 1 / k for o in scenario.options}} for s in states])
+
+
+def time_dtype(args, params, scenario, dtype: str) -> dict:
+    """Steps/s and validation states/s of the stage's own training code with slm.dtype `dtype`:
+    float32, or bfloat16 as lora-train runs it (float32 master weights under accelerate's bf16
+    autocast)."""
+    accelerator = lora.make_accelerator(True, "bf16" if dtype == "bfloat16" else "no")
+    started = time.perf_counter()
+    slm = load_teacher(args.slm, "float32", "cpu", params.slm.trust_remote_code)
+    load_s = time.perf_counter() - started
+    scorer = TokenScorer(slm, [o.text for o in scenario.options])
+    batch = params.lora.batch_size
+    train = lora.build_examples(sampled_frame(scenario, batch * (args.steps + 1)), scenario, scorer, False)
+    val = lora.build_examples(sampled_frame(scenario, args.val_states), scenario, scorer, False)
+    module = lora.AnswerReadout(lora.with_lora(slm.model, params.lora, "lora.target_modules"), scorer.option_ids)
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=params.lora.lr)
+    module, optimizer = accelerator.prepare(module, optimizer)
+    run = lora._Run(params, accelerator, module, optimizer, scorer.pad_id, train, val, "bench")
+
+    run.step(1)  # warm-up: first-call allocations
+    started = time.perf_counter()
+    for step in range(2, args.steps + 2):
+        run.step(step)
+    step_s = (time.perf_counter() - started) / args.steps
+    started = time.perf_counter()
+    run.validate(0)
+    val_rate = len(val) / (time.perf_counter() - started)
+    val_rows = 200  # the default split's validation states (10 % of 2,000)
+    passes = 1 + -(-params.lora.max_steps // params.lora.checkpoint_every)
+    projected = load_s + params.lora.max_steps * step_s + passes * val_rows / val_rate
+    print(f"{dtype:>8}: prompt tokens mean {sum(map(len, train.ids)) / len(train):.1f}; batch {batch}: "
+          f"{step_s:.2f} s/step; validation {val_rate:.1f} states/s; projected default run "
+          f"({params.lora.max_steps} steps, {passes} validation passes of {val_rows}): {projected / 60:.1f} min",
+          flush=True)
+    return {"steps_per_s": 1 / step_s, "val_rate": val_rate}
 
 
 def main() -> None:
@@ -49,40 +86,13 @@ def main() -> None:
     params = load_params(args.params)
     params = params.model_copy(update={"slm": params.slm.model_copy(update={"device": "cpu"})})
     scenario = load_scenario(params.scenario)
-    started = time.perf_counter()
-    slm = load_teacher(args.slm, params.slm.dtype, "cpu", params.slm.trust_remote_code)
-    load_s = time.perf_counter() - started
-    scorer = TokenScorer(slm, [o.text for o in scenario.options])
-    batch = params.lora.batch_size
-    train = lora.build_examples(sampled_frame(scenario, batch * (args.steps + 1)), scenario, scorer, False)
-    val = lora.build_examples(sampled_frame(scenario, args.val_states), scenario, scorer, False)
-    print(f"prompt tokens: mean {sum(map(len, train.ids)) / len(train):.1f}; model load {load_s:.1f} s", flush=True)
-
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=True)
-    module = lora.AnswerReadout(lora._with_lora(slm.model, params), scorer.option_ids)
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=params.lora.lr)
-    module, optimizer = accelerator.prepare(module, optimizer)
-    run = lora._Run(params, accelerator, module, optimizer, scorer.pad_id, train, val, "bench")
-
-    run.step(1)  # warm-up: first-call allocations
-    started = time.perf_counter()
-    for step in range(2, args.steps + 2):
-        run.step(step)
-    step_s = (time.perf_counter() - started) / args.steps
-    started = time.perf_counter()
-    run.validate(0)
-    val_rate = len(val) / (time.perf_counter() - started)
+    print(f"cpu_has_fast_bf16={cpu_has_fast_bf16()} threads={torch.get_num_threads()}", flush=True)
+    runs = {dtype: time_dtype(args, params, scenario, dtype) for dtype in ("float32", "bfloat16")}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    val_rows = 200  # the default split's validation states (10 % of 2,000)
-    passes = 1 + -(-params.lora.max_steps // params.lora.checkpoint_every)
-    projected = load_s + params.lora.max_steps * step_s + passes * val_rows / val_rate
-    print(f"batch {batch}: {step_s:.2f} s/step; validation {val_rate:.1f} states/s; "
-          f"projected default run ({params.lora.max_steps} steps, {passes} validation passes of {val_rows}): "
-          f"{projected / 60:.1f} min")
-    print(f"steps_per_s={1 / step_s:.3f} val_states_per_s={val_rate:.2f} peak_rss_mb={peak_mb:.0f}")
+    fp32, bf16 = runs["float32"], runs["bfloat16"]
+    print(f"steps_per_s float32={fp32['steps_per_s']:.3f} bfloat16={bf16['steps_per_s']:.3f} "
+          f"ratio={bf16['steps_per_s'] / fp32['steps_per_s']:.2f} val_states_per_s float32={fp32['val_rate']:.2f} "
+          f"bfloat16={bf16['val_rate']:.2f} peak_rss_mb={peak_mb:.0f}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from .params import Params
 from .model_source import read_teacher_json
 from .scenario import Scenario, State
 from .scorer import SCORER_VERSION
-from .teacher import TokenScorer, VerbalizedReader, load_teacher
+from .teacher import TokenScorer, VerbalizedReader, load_teacher, resolve_dtype
 
 MIN_USEFUL_P_STD = 0.05
 BATCHES_PER_COMMIT = 16  # batches per cache commit: a kill loses at most this much work
@@ -80,7 +80,9 @@ def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: 
     prompt, e.g. the repeat index and seed of a sampled answer) tells apart answers to the
     same prompt; `quantize` is how the model was loaded (load_teacher's quantize)."""
     t = params.teacher
-    settings = {"readout": t.readout, "options": [o.text for o in scenario.options], "dtype": t.dtype,
+    # The resolved dtype (never "auto"): answers computed in bfloat16 are not float32 answers.
+    settings = {"readout": t.readout, "options": [o.text for o in scenario.options],
+                "dtype": resolve_dtype(t.dtype, t.device),
                 "quantize": quantize, "chat_template": t.chat_template, "software": software_versions()}
     if t.readout == "verbalized":
         settings |= {"max_new_tokens": t.max_new_tokens, "temperature": t.temperature,
@@ -201,7 +203,8 @@ def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_da
     frame = decisions_frame(scenario, states, questions, answers, t.readout)
     if reserved is not None:  # the split stage puts exactly these random states in test
         frame["reserved_test"] = reserved
-    metrics = teacher_metrics(frame, scenario, t.readout)
+    # the dtype the answers were computed in (teacher.dtype auto resolved on this machine)
+    metrics = teacher_metrics(frame, scenario, t.readout) | {"dtype": resolve_dtype(t.dtype, t.device)}
     write_parquet(frame, out_dataset)
     scenario.schema().save(out_schema)
     write_json(metrics, out_metrics)

@@ -24,8 +24,6 @@ share of each global batch.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -42,17 +40,18 @@ from .errors import UserError
 from .params import Params
 from .scenario import Scenario, load_scenario
 from .slm import slm_prompts, states_from_frame, teacher_distribution
-from .scorer import TokenScorer, final_logits, option_log_probs, right_pad
+# The checkpoint helpers stay importable from here (decision_distill.personas.train uses them).
+from .lora_checkpoints import (CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, clear_stale, fingerprint,  # noqa: F401
+                               load_checkpoint, make_path_independent, save_checkpoint, usable_checkpoints,
+                               write_adapter)
+from .lora_model import AnswerReadout, with_lora
+from .scorer import TokenScorer, final_logits, right_pad
 from .scorer_checks import require_fast_head
-from .teacher import load_teacher
+from .teacher import load_teacher, resolve_dtype
 from .train import kl_divergence, load_decisions, soft_cross_entropy
 
 STAGE = "lora-train"
 SKIPPED_JSON = "skipped.json"  # the marker adapter directory written under slm.enabled: false
-SUMMARY_JSON = "lora_train.json"  # beside the adapter: what it was trained on and how far
-CHECKPOINT_PREFIX = "step-"
-KEEP_CHECKPOINTS = 2
-# A step's dropout noise and an epoch's batch order come from seeds derived like this.
 SEED_STRIDE = 1_000_003
 
 
@@ -114,124 +113,6 @@ def build_examples(frame: pd.DataFrame, scenario: Scenario, scorer: TokenScorer,
     return Examples(ids, answer_pos, explained_from, torch.tensor(targets, dtype=torch.float32))
 
 
-# ---- the trained module ----------------------------------------------------------
-
-class AnswerReadout(torch.nn.Module):
-    """The LoRA-wrapped LM with the scorer's readout as its forward: option log-probs at
-    the answer position and, where a batch has explanations, their next-token loss.
-    One module, so DDP/FSDP wrap (and gather) everything the step runs."""
-
-    def __init__(self, peft_model, option_ids: list[int]):
-        super().__init__()
-        self.lm = peft_model
-        self.option_ids = option_ids
-        # FSDP's transformer auto-wrap policy looks for the decoder layer classes here.
-        self._no_split_modules = getattr(peft_model.get_base_model(), "_no_split_modules", None)
-
-    def forward(self, input_ids, attention_mask, answer_pos, explained):
-        causal_lm = self.lm.get_base_model()  # LoRA layers live inside it
-        hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        rows = torch.arange(len(input_ids), device=hidden.device)
-        option_logp = option_log_probs(causal_lm, hidden[rows, answer_pos], self.option_ids)
-        predicts = explained[:, 1:]  # position t predicts token t + 1
-        if not predicts.any():
-            return option_logp, None
-        logits = final_logits(causal_lm, hidden[:, :-1][predicts])
-        return option_logp, torch.nn.functional.cross_entropy(logits.float(), input_ids[:, 1:][predicts])
-
-
-# ---- checkpoints -----------------------------------------------------------------
-
-def fingerprint(params: Params, base_fingerprint: str, train: Examples, group) -> str:
-    """What a checkpoint is only valid for: the settings, the base model, the training data."""
-    digest = hashlib.sha256()
-    settings = {"lora": params.lora.model_dump(), "dtype": params.slm.dtype, "quantize": params.slm.quantize,
-                "base": base_fingerprint, "group": group}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    for seq, start in zip(train.ids, train.explained_from):
-        digest.update(json.dumps([seq, start]).encode())
-    digest.update(train.targets.numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _read_state(directory: Path) -> dict | None:
-    try:
-        state = json.loads((directory / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-    complete = all((directory / name).exists() for name in ("adapter.safetensors", "optimizer.pt"))
-    return state if complete and isinstance(state, dict) else None
-
-
-def usable_checkpoints(directory: Path, fp: str) -> list[tuple[int, Path]]:
-    """(step, path) of the complete checkpoints made with fingerprint `fp`, oldest first."""
-    found = []
-    for path in directory.glob(f"{CHECKPOINT_PREFIX}*"):
-        state = _read_state(path)
-        if state is not None and state.get("fingerprint") == fp:
-            found.append((int(state["step"]), path))
-    return sorted(found)
-
-
-def clear_stale(directory: Path, fp: str) -> None:
-    """Drop what a rerun must never resume from: half-written (hidden temporary) directories
-    and checkpoints of other settings or data."""
-    directory.mkdir(parents=True, exist_ok=True)
-    keep = {path for _, path in usable_checkpoints(directory, fp)}
-    for path in directory.iterdir():
-        if path not in keep:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-def _prune(directory: Path, fp: str) -> None:
-    for _, path in usable_checkpoints(directory, fp)[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _trainable_state(accelerator, module, optimizer) -> tuple[dict, dict]:
-    """Full (unsharded) adapter weights and optimizer state, keyed by parameter name.
-    Every process must call it: under FSDP it gathers the shards."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
-    weights, optim = get_state_dict(module, optimizer, options=options)
-    # A frozen weight tied to another (Gemma's LM head is its embedding) can slip through
-    # ignore_frozen_params; keep the trainable (LoRA) tensors only.
-    trainable = {_clean_name(n) for n, p in accelerator.unwrap_model(module).named_parameters() if p.requires_grad}
-    return {k: v for k, v in weights.items() if k in trainable}, optim
-
-
-def _clean_name(name: str) -> str:
-    for wrapper in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module."):
-        name = name.replace(wrapper, "")
-    return name.removeprefix("module.")
-
-
-def save_checkpoint(directory: Path, accelerator, module, optimizer, state: dict) -> None:
-    from safetensors.torch import save_file
-
-    weights, optim = _trainable_state(accelerator, module, optimizer)
-    if accelerator.is_main_process:
-        with atomic_dir(directory / f"{CHECKPOINT_PREFIX}{state['step']:06d}") as tmp:
-            save_file({k: v.contiguous() for k, v in weights.items()}, tmp / "adapter.safetensors")
-            torch.save(optim, tmp / "optimizer.pt")
-            write_json(state, tmp / "state.json")
-        _prune(directory, state["fingerprint"])
-    accelerator.wait_for_everyone()
-
-
-def load_checkpoint(path: Path, module, optimizer) -> dict:
-    from safetensors.torch import load_file
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    weights = load_file(path / "adapter.safetensors")
-    optim = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
-    # Each process reads the full state from the shared directory; FSDP shards it on load.
-    set_state_dict(module, optimizer, model_state_dict=weights, optim_state_dict=optim,
-                   options=StateDictOptions(full_state_dict=True, strict=False))
-    return json.loads((path / "state.json").read_text())
-
-
 # ---- the stage -------------------------------------------------------------------
 
 def write_skipped(out_adapter: Path, live_dir: Path, checkpoints: Path) -> dict:
@@ -258,6 +139,18 @@ def check_hardware(params: Params) -> None:
         raise UserError("slm.device: cuda requested but no CUDA device is available; use auto or cpu")
 
 
+def make_accelerator(cpu: bool, mixed_precision: str):
+    """accelerate's Accelerator with this precision. Its state is process-wide and refuses another
+    precision once set, which only an in-process caller training twice meets (a stage trains once
+    per process): that state is reset, the process group (PartialState) kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+
+
 def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, live_dir,
                group: tuple[str, str] | None = None) -> dict:
     """Train the adapter on splits_dir/{train,val}.parquet; write it to out_adapter."""
@@ -265,23 +158,27 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
     if not params.slm.enabled:
         return write_skipped(out_adapter, live_dir, checkpoints)
     check_hardware(params)
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=params.slm.device == "cpu")
+    # bfloat16 (slm.dtype bfloat16, or auto on a processor with fast bf16) trains as accelerate's
+    # mixed precision: float32 master weights and optimizer state, matrix products under bf16
+    # autocast (CPU or CUDA). float16 and QLoRA's NF4 base load in that dtype as before.
+    dtype = resolve_dtype(params.slm.dtype, params.slm.device)
+    autocast = dtype == "bfloat16" and params.slm.quantize == "none"
+    accelerator = make_accelerator(params.slm.device == "cpu", "bf16" if autocast else "no")
     if params.lora.batch_size < accelerator.num_processes:
         raise UserError(f"lora.batch_size: {params.lora.batch_size} is smaller than the {accelerator.num_processes} "
                         "processes sharing each batch; raise it")
     scenario = load_scenario(params.scenario)
     frames = _load_splits(Path(splits_dir), group)
-    slm = load_teacher(slm_dir, params.slm.dtype, str(accelerator.device) if params.slm.quantize == "4bit" else "cpu",
+    slm = load_teacher(slm_dir, "float32" if autocast else dtype, str(accelerator.device) if params.slm.quantize == "4bit" else "cpu",
                        params.slm.trust_remote_code, params.slm.quantize)
     scorer = TokenScorer(slm, [o.text for o in scenario.options])
     explain = params.lora.explanation_weight > 0 and "explanation" in frames["train"].columns
     train, val = (build_examples(frames[name], scenario, scorer, explain) for name in ("train", "val"))
     require_fast_head(slm.model, train.ids[0][: train.answer_pos[0] + 1], final_logits, "slm.model")
-    fp = fingerprint(params, slm.fingerprint, train, group)
+    fp = fingerprint(params, slm.fingerprint, train, group, "bf16-autocast" if autocast else slm.dtype)
 
-    module = AnswerReadout(_with_lora(slm.model, params), scorer.option_ids)
+    module = AnswerReadout(with_lora(slm.model, params.lora, "lora.target_modules", params.slm.quantize),
+                           scorer.option_ids)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=params.lora.lr)
     module, optimizer = accelerator.prepare(module, optimizer)
     run = _Run(params, accelerator, module, optimizer, scorer.pad_id, train, val, fp)
@@ -296,7 +193,7 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
     # The curves are a declared output: staged and moved into place whole when training ends.
     with (atomic_dir(live_dir) if accelerator.is_main_process else contextlib.nullcontext(live_dir)) as live_tmp:
         summary = run.train(state, checkpoints, live_tmp)
-    _write_adapter(out_adapter, accelerator, module, optimizer,
+    write_adapter(out_adapter, accelerator, module, optimizer,
                    {**summary, "options": [o.id for o in scenario.options], "group": group, "fingerprint": fp},
                    slm.fingerprint)
     return summary
@@ -309,53 +206,6 @@ def _load_splits(splits_dir: Path, group: tuple[str, str] | None) -> dict[str, p
         where = f" with {group[0]}={group[1]}" if group else ""
         raise UserError(f"{STAGE}: the train split has no usable rows{where}; check --group or the split stage")
     return frames
-
-
-def _write_adapter(out_adapter: Path, accelerator, module, optimizer, summary: dict, base_fingerprint: str) -> None:
-    """peft's adapter format (adapter_config.json + adapter_model.safetensors), atomically."""
-    weights, _ = _trainable_state(accelerator, module, optimizer)
-    if accelerator.is_main_process:
-        peft_model = accelerator.unwrap_model(module).lm
-        with atomic_dir(out_adapter) as tmp:
-            peft_model.save_pretrained(tmp, state_dict={k.removeprefix("lm."): v for k, v in weights.items()},
-                                       safe_serialization=True)
-            make_path_independent(tmp, base_fingerprint)
-            write_json(summary, tmp / SUMMARY_JSON)
-    accelerator.wait_for_everyone()
-
-
-def make_path_independent(adapter_dir: Path, base_fingerprint: str) -> None:
-    """The same adapter from any checkout, byte for byte (dvc.lock must not change with the
-    clone's folder): peft records the base model's absolute path, and target_modules in
-    set order, which varies with PYTHONHASHSEED. The base is named by its fingerprint
-    instead; load the adapter with PeftModel.from_pretrained(base_model, adapter_dir)."""
-    config_path = adapter_dir / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = base_fingerprint
-    for key in ("target_modules", "exclude_modules", "modules_to_save"):
-        if isinstance(config.get(key), list):
-            config[key] = sorted(config[key])
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-    # peft's model card is a template that repeats the base path and says nothing else.
-    (adapter_dir / "README.md").unlink(missing_ok=True)
-
-
-def _with_lora(model, params: Params):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    lora = params.lora
-    if params.slm.quantize == "4bit":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    torch.manual_seed(lora.seed)  # the adapter's initial weights
-    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-    try:
-        peft_model = get_peft_model(model, config)
-    except ValueError as err:
-        raise UserError(f"lora.target_modules: {str(err).splitlines()[0]}; name linear layers of slm.model "
-                        "(e.g. q_proj, v_proj)") from None
-    peft_model.train()
-    return peft_model
 
 
 class _Run:

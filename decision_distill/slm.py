@@ -68,7 +68,8 @@ def slm_answers(model_dir: str | Path, scenario: Scenario, states: list[State], 
     # Read through the teacher settings, but with the SLM's own precision: the key must name
     # how this model is loaded (slm.dtype, slm.quantize), never the teacher's settings.
     as_reader = params.model_copy(update={"teacher": params.teacher.model_copy(
-        update={"readout": "tokens", "chat_template": False, "batch_size": slm.batch_size, "dtype": slm.dtype})})
+        update={"readout": "tokens", "chat_template": False, "batch_size": slm.batch_size, "dtype": slm.dtype,
+                "device": slm.device})})
     prompts = slm_prompts(scenario, states)
     keys = answer_keys(read_teacher_json(model_dir)["fingerprint"], prompts, scenario, as_reader,
                        quantize=slm.quantize)

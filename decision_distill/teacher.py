@@ -27,6 +27,7 @@ class LoadedTeacher:
     tokenizer: object
     fingerprint: str
     device: torch.device
+    dtype: str = "float32"  # the resolved dtype the weights were loaded in (never "auto")
 
 
 def pick_device(device: str) -> torch.device:
@@ -37,15 +38,56 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+# /proc/cpuinfo flags of native bfloat16 matrix instructions (x86 AVX-512-BF16 / AMX, Arm BF16).
+# oneDNN's own check also says yes on AVX-512 processors without them, where it emulates
+# bfloat16 at float32 speed or worse, so both must agree.
+FAST_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+
+
+def cpu_flags() -> set[str]:
+    """The processor's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+            for flag in line.split(":", 1)[1].split()}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where torch's CPU kernels (oneDNN) run bfloat16 on native instructions."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without the probe
+        return False
+    return onednn and bool(cpu_flags() & FAST_BF16_CPU_FLAGS)
+
+
+def resolve_dtype(dtype: str, device: str = "auto") -> str:
+    """The dtype a model is actually loaded in: `dtype` itself, or for "auto" bfloat16 where
+    `device` runs it fast (CUDA with bf16, a CPU with AVX-512-BF16/AMX/Arm BF16) and float32
+    elsewhere. Every answer-cache key and checkpoint fingerprint uses this, never "auto"."""
+    if dtype != "auto":
+        return dtype
+    target = pick_device(device)
+    if target.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if target.type == "cpu" and cpu_has_fast_bf16() else "float32"
+
+
 def load_teacher(model_dir: str | Path, dtype: str = "float32", device: str = "auto",
                  trust_remote_code: bool = False, quantize: str = "none") -> LoadedTeacher:
-    """quantize: "4bit" loads the weights as bitsandbytes NF4 on CUDA (QLoRA's base model)."""
+    """dtype: float32 | bfloat16 | float16 | auto (resolve_dtype). quantize: "4bit" loads the
+    weights as bitsandbytes NF4 on CUDA (QLoRA's base model)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     info = read_teacher_json(model_dir)
     weights = (Path(model_dir) / info["path"]).resolve()
     refuse_pickle_weights(weights, f"{model_dir} (teacher.json path)")
     target = pick_device(device)
+    dtype = resolve_dtype(dtype, device)
     quantized = {"quantization_config": _nf4_config(dtype), "device_map": {"": target}} if quantize == "4bit" else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(weights, trust_remote_code=trust_remote_code)
@@ -59,7 +101,7 @@ def load_teacher(model_dir: str | Path, dtype: str = "float32", device: str = "a
     if not quantized:  # a quantized model is placed by device_map and cannot be moved
         model.to(target)
     model.eval()
-    return LoadedTeacher(model, tokenizer, info["fingerprint"], target)
+    return LoadedTeacher(model, tokenizer, info["fingerprint"], target, dtype)
 
 
 def _nf4_config(dtype: str):

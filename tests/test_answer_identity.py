@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from decision_distill import generate as generate_module
@@ -39,7 +40,8 @@ def asked(monkeypatch) -> list[int]:
 
 
 def params(tmp_path, **sections):
-    raw = {"teacher": {"batch_size": 4, "device": "cpu"}, "slm": {"batch_size": 4, "device": "cpu"},
+    raw = {"teacher": {"batch_size": 4, "device": "cpu", "dtype": "float32"},
+           "slm": {"batch_size": 4, "device": "cpu", "dtype": "float32"},
            "generate": {"cache": str(tmp_path / "cache.sqlite")}}
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
@@ -62,6 +64,60 @@ def test_answers_cached_in_float32_are_not_served_in_bfloat16(tmp_path, tiny_tea
     assert [a["probs"] for a in bfloat16] != [a["probs"] for a in float32]
     ask(tiny_teacher, params(tmp_path, teacher={"dtype": "bfloat16"}))
     assert sum(asked) == 2 * len(STATES)  # and bfloat16's own answers are reused
+
+
+def test_auto_dtype_is_keyed_as_the_dtype_it_resolves_to(tmp_path, tiny_teacher, asked, monkeypatch):
+    monkeypatch.setattr(teacher_module, "cpu_has_fast_bf16", lambda: True)
+    bfloat16 = ask(tiny_teacher, params(tmp_path, teacher={"dtype": "bfloat16"}))
+    assert ask(tiny_teacher, params(tmp_path, teacher={"dtype": "auto"})) == bfloat16
+    assert sum(asked) == len(STATES)  # auto on a bf16 processor is bfloat16: its answers are served
+    monkeypatch.setattr(teacher_module, "cpu_has_fast_bf16", lambda: False)
+    float32 = ask(tiny_teacher, params(tmp_path, teacher={"dtype": "auto"}))
+    assert sum(asked) == 2 * len(STATES)  # elsewhere auto is float32: asked again, never bf16's answers
+    assert float32 != bfloat16
+    assert ask(tiny_teacher, params(tmp_path, teacher={"dtype": "float32"})) == float32
+    assert sum(asked) == 2 * len(STATES)
+    for fast, resolved in ((False, "float32"), (True, "bfloat16")):  # metrics/teacher.json names it
+        monkeypatch.setattr(teacher_module, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        generate(params(tmp_path, teacher={"dtype": "auto"}, generate={"states": 4}), SCENARIO, tiny_teacher,
+                 tmp_path / "d.parquet", tmp_path / "f.json", tmp_path / "m.json")
+        assert yaml.safe_load((tmp_path / "m.json").read_text())["dtype"] == resolved
+
+
+def test_auto_loads_bfloat16_only_where_the_processor_runs_it_fast(tiny_teacher, monkeypatch):
+    for fast, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(teacher_module, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        loaded = teacher_module.load_teacher(tiny_teacher, "auto", "cpu")
+        assert loaded.dtype == str(dtype).removeprefix("torch.")
+        assert {p.dtype for p in loaded.model.parameters()} == {dtype}
+
+
+def test_cpu_bf16_needs_both_onednn_and_native_instructions(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(teacher_module, "cpu_flags", lambda: {"avx512f", "avx512bw", "avx512_bf16"})
+    onednn = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert teacher_module.cpu_has_fast_bf16() is onednn
+    assert teacher_module.resolve_dtype("auto", "cpu") == ("bfloat16" if onednn else "float32")
+    # AVX-512 without BF16 (oneDNN would emulate it, slowly): float32
+    monkeypatch.setattr(teacher_module, "cpu_flags", lambda: {"avx512f", "avx512bw", "avx512_vnni"})
+    assert teacher_module.resolve_dtype("auto", "cpu") == "float32"
+    monkeypatch.setattr(teacher_module, "cpu_flags", lambda: {"amx_bf16"})
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)  # a torch without oneDNN
+    assert teacher_module.resolve_dtype("auto", "cpu") == "float32"
+    assert teacher_module.resolve_dtype("float16", "cpu") == "float16"  # an explicit dtype is kept
+
+
+def test_auto_on_cuda_follows_the_cards_bf16_support(monkeypatch):
+    monkeypatch.setattr(teacher_module, "pick_device", lambda device: torch.device("cuda"))
+    for supported, dtype in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert teacher_module.resolve_dtype("auto", "cuda") == dtype
+
+
+def test_cpu_flags_are_read_from_this_machine():
+    flags = teacher_module.cpu_flags()
+    if Path("/proc/cpuinfo").exists():
+        assert flags and all(" " not in f for f in flags)
 
 
 def test_answers_cached_under_other_library_versions_are_not_served(tmp_path, tiny_teacher, asked, monkeypatch):

@@ -28,7 +28,7 @@ def chat_teacher(tmp_path_factory):
 
 
 def ask(tmp_path, teacher_dir, scenario, states):
-    params = parse_params({"teacher": {"chat_template": True, "device": "cpu", "batch_size": 4},
+    params = parse_params({"teacher": {"chat_template": True, "device": "cpu", "batch_size": 4, "dtype": "float32"},
                            "generate": {"cache": str(tmp_path / "cache.sqlite")}})
     cache = AnswerCache(params.generate.cache)
     try:

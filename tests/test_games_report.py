@@ -140,7 +140,8 @@ def test_the_eleven_option_zero_shot_readout_is_the_option_softmax_with_the_real
     assert len(public_goods.options) == 11
     weights = build_tiny_teacher(tmp_path / "weights", scenario_path=GAMES)
     download(str(weights), "main", tmp_path / "teacher")
-    params = parse_params({"scenario": GAMES, "teacher": {"model": str(weights), "device": "cpu", "batch_size": 16}})
+    params = parse_params({"scenario": GAMES, "teacher": {"model": str(weights), "device": "cpu", "batch_size": 16,
+                                                         "dtype": "float32"}})  # compared with float32 below
     states = public_goods.all_states()
     cache = AnswerCache(tmp_path / "cache.sqlite")
     answers = teacher_answers(tmp_path / "teacher", public_goods, states, params, cache)

@@ -56,13 +56,13 @@ def policy_splits(tmp_path_factory) -> Path:
 def make_params(tiny_teacher: Path, slm: dict | None = None, **lora) -> dict:
     weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
     return {"scenario": str(SCENARIO),
-            "slm": {"model": weights, "device": "cpu", "batch_size": 32, **(slm or {})},
+            "slm": {"model": weights, "device": "cpu", "batch_size": 32, "dtype": "float32", **(slm or {})},
             "lora": {"rank": 4, "alpha": 8, "lr": 0.01, "batch_size": 8, "max_steps": 30, "checkpoint_every": 10,
                      **lora}}
 
 
-def run_in_process(tmp_path: Path, tiny_teacher: Path, splits: Path, **lora) -> dict:
-    params = parse_params(make_params(tiny_teacher, **lora))
+def run_in_process(tmp_path: Path, tiny_teacher: Path, splits: Path, slm: dict | None = None, **lora) -> dict:
+    params = parse_params(make_params(tiny_teacher, slm, **lora))
     with torch_threads(1):
         return train_lora(params, splits, tiny_teacher, tmp_path / "adapter", tmp_path / "ckpt", tmp_path / "live")
 
@@ -95,6 +95,20 @@ def test_lora_learns_a_known_policy_and_the_saved_adapter_answers_like_it(tmp_pa
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (tmp_path / "adapter").iterdir()}
     logged = pd.read_csv(tmp_path / "live/plots/metrics/train/loss.tsv", sep="\t")
     assert logged["step"].tolist() == list(range(1, 31))
+
+
+def test_bfloat16_trains_under_autocast_with_float32_master_weights(tmp_path, tiny_teacher, policy_splits):
+    runs = {dtype: run_in_process(tmp_path / dtype, tiny_teacher, policy_splits, {"dtype": dtype}, max_steps=20)
+            for dtype in ("float32", "bfloat16")}
+    assert runs["bfloat16"]["val_loss"] < 0.8 * runs["bfloat16"]["base_val_loss"]  # it learns in bf16 too
+    # ... through bf16 matrix products (other numbers than float32's), kept in float32 weights
+    assert runs["bfloat16"]["base_val_loss"] != runs["float32"]["base_val_loss"]
+    weights = {d: load_file(tmp_path / d / "adapter/adapter_model.safetensors") for d in runs}
+    assert {w.dtype for w in weights["bfloat16"].values()} == {torch.float32}
+    assert any(not torch.equal(weights["float32"][k], weights["bfloat16"][k]) for k in weights["float32"])
+    fingerprints = {d: yaml.safe_load((tmp_path / d / "adapter/lora_train.json").read_text())["fingerprint"]
+                    for d in runs}
+    assert fingerprints["float32"] != fingerprints["bfloat16"]  # a checkpoint never resumes across dtypes
 
 
 def test_explanations_add_a_next_token_loss_that_training_lowers(tmp_path, tiny_teacher, policy_splits):
@@ -215,19 +229,21 @@ def kill_after_checkpoint(workdir: Path, step: int, deadline_s: float = 90) -> N
     assert not (workdir / "adapter").exists()
 
 
-def prepare_workdir(workdir: Path, tiny_teacher: Path, splits: Path) -> Path:
+def prepare_workdir(workdir: Path, tiny_teacher: Path, splits: Path, dtype: str = "float32") -> Path:
     workdir.mkdir()
     (workdir / "splits").symlink_to(splits)
     (workdir / "slm").symlink_to(tiny_teacher)
-    params = make_params(tiny_teacher, batch_size=4, max_steps=KILL_TOTAL_STEPS, checkpoint_every=4)
+    params = make_params(tiny_teacher, {"dtype": dtype}, batch_size=4, max_steps=KILL_TOTAL_STEPS,
+                         checkpoint_every=4)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     return workdir
 
 
 @pytest.mark.slow
-def test_killed_three_times_resumes_to_the_uninterrupted_result(tmp_path, tiny_teacher, policy_splits):
-    straight = prepare_workdir(tmp_path / "straight", tiny_teacher, policy_splits)
-    killed = prepare_workdir(tmp_path / "killed", tiny_teacher, policy_splits)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bfloat16: autocast over float32 master weights
+def test_killed_three_times_resumes_to_the_uninterrupted_result(tmp_path, tiny_teacher, policy_splits, dtype):
+    straight = prepare_workdir(tmp_path / "straight", tiny_teacher, policy_splits, dtype)
+    killed = prepare_workdir(tmp_path / "killed", tiny_teacher, policy_splits, dtype)
     for workdir, kills in ((straight, []), (killed, [8, 20, 32])):
         for step in kills:
             kill_after_checkpoint(workdir, step)

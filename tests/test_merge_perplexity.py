@@ -189,7 +189,8 @@ def slm_splits(tmp_path) -> Path:
 
 
 def test_evaluate_adds_slm_rows_through_the_answer_cache(adapted, slm_splits, tmp_path, monkeypatch):
-    params = parse_params({"scenario": str(ROOT / "scenarios/ice_cream.yaml"), "slm": {"device": "cpu", "batch_size": 4},
+    params = parse_params({"scenario": str(ROOT / "scenarios/ice_cream.yaml"),
+                           "slm": {"device": "cpu", "batch_size": 4, "dtype": "float32"},  # compared in float32
                            "generate": {"cache": str(tmp_path / "answers.sqlite")}})
     slm = SLMStudents(params, {SLM_BASE: adapted["base"], SLM_TUNED: adapted["merged"]})
     metrics, predictions = evaluate_students(slm_splits, tmp_path / "students", (), 10, slm, gap_min=0.05,

@@ -70,3 +70,33 @@ def test_packaged_gemma_passes_the_scorers_checks_and_a_split_word_does_not(pack
     assert option_texts(scenario, chat, teacher.tokenizer) == ["Yes", "No"]  # one token each as a reply
     with pytest.raises(UserError, match=r"^teacher.chat_template: options\[0\]\.text ' cooperate'"):
         option_texts(load_scenario("scenarios/games.yaml"), chat, teacher.tokenizer)
+
+
+# ---- converted once: download@teacher and download@slm share the conversion ----------
+
+def test_a_conversion_runs_once_and_later_copies_are_checked_against_its_hashes(tmp_path):
+    from decision_distill.model_source import CONVERTED, converted_once
+    from decision_distill.user_cache import user_cache_dir
+
+    runs = []
+
+    def convert(target):  # stands for the GGUF conversion: writes a model directory's files
+        runs.append(target)
+        (target / "model.safetensors").write_bytes(b"weights" * 1000)
+        (target / "sub").mkdir()
+        (target / "sub/tokenizer.json").write_text("{}")
+
+    outs = [tmp_path / name for name in ("teacher", "slm", "again")]
+    for out in outs:
+        out.mkdir()
+    converted_once("key-1", outs[0], convert)
+    converted_once("key-1", outs[1], convert)
+    assert runs == [outs[0]]  # the second model directory is a copy
+    assert (outs[1] / "model.safetensors").read_bytes() == (outs[0] / "model.safetensors").read_bytes()
+    assert (outs[1] / "sub/tokenizer.json").read_text() == "{}"
+    kept = user_cache_dir() / CONVERTED / "key-1" / "model.safetensors"
+    kept.write_bytes(b"damaged" * 1000)  # same size, other bytes
+    converted_once("key-1", outs[2], convert)
+    assert runs == [outs[0], outs[2]]  # never served damaged: converted again
+    assert (outs[2] / "model.safetensors").read_bytes() == b"weights" * 1000
+    assert kept.read_bytes() == b"weights" * 1000  # and the kept copy repaired

@@ -113,8 +113,12 @@ def test_tiny_profile_runs_end_to_end(project):
     lora = json.loads((root / "models/lora/adapter/lora_train.json").read_text())
     assert lora["steps"] == 6 and lora["val_kl"] != lora["base_val_kl"]
     # the same prompts in another batch size give the same probabilities, up to float noise
+    # (float32 ~1e-6; with dtype auto on a bf16 processor the run is in bfloat16, whose paths
+    # round apart by up to a few hundredths: bench/dtype_fidelity.py, stability.NUMERICS_TOLERANCE)
     stability = yaml.safe_load((root / "metrics/stability.json").read_text())
-    assert stability["numerics"]["max_abs_diff"] <= 1e-4
+    dtype = yaml.safe_load((root / "metrics/teacher.json").read_text())["dtype"]
+    assert stability["numerics"]["dtype"] == dtype
+    assert stability["numerics"]["max_abs_diff"] <= (1e-4 if dtype == "float32" else 0.03)
     # one prediction per student for every state of every held-out split
     predictions = pd.read_parquet(root / "data/predictions.parquet")
     rows = predictions.groupby(["split", "student"]).size().to_dict()

@@ -268,3 +268,16 @@ def test_spread_plot_ranks_states_and_icc_plot_names_sources_without_an_icc(tmp_
     assert list(table["source"]) == ["wording", "wording"]
     assert (tmp_path / "stability_spread.png").stat().st_size > 1000
     assert (tmp_path / "stability_icc.png").stat().st_size > 1000
+
+
+def test_numerics_in_bfloat16_are_held_to_the_bound_measured_for_bfloat16():
+    rng = np.random.default_rng(0)
+    canonical = rng.dirichlet([1, 1], size=10)
+    nudge = np.zeros_like(canonical)
+    nudge[3] = [0.03, -0.03]  # bf16's measured scorer-vs-naive rounding: fails float32's bound, not bf16's
+    runs = {"batch 4": canonical, "no prefix reuse": canonical + nudge}
+    assert numerics_metrics(runs, "bfloat16")["tolerance"] == 0.06
+    with pytest.raises(UserError, match=r"more than 0\.001 in float32"):
+        numerics_metrics(runs, "float32")
+    with pytest.raises(UserError, match=r"0\.2 \(more than 0\.06 in bfloat16\)"):
+        numerics_metrics({"batch 4": canonical, "no prefix reuse": canonical + nudge * 20 / 3}, "bfloat16")

@@ -41,7 +41,7 @@ from .params import Params
 from .scenario import Scenario, load_scenario
 from .slm import slm_prompts, states_from_frame, teacher_distribution
 # The checkpoint helpers stay importable from here (decision_distill.personas.train uses them).
-from .lora_checkpoints import (CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, clear_stale, fingerprint,  # noqa: F401
+from .lora_checkpoints import (CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, SEED_STRIDE, clear_stale, fingerprint,  # noqa: F401
                                load_checkpoint, make_path_independent, save_checkpoint, usable_checkpoints,
                                write_adapter)
 from .lora_model import AnswerReadout, with_lora
@@ -52,7 +52,6 @@ from .train import kl_divergence, load_decisions, soft_cross_entropy
 
 STAGE = "lora-train"
 SKIPPED_JSON = "skipped.json"  # the marker adapter directory written under slm.enabled: false
-SEED_STRIDE = 1_000_003
 
 
 # ---- training data ---------------------------------------------------------------

@@ -17,6 +17,7 @@ from .params import Params
 
 CHECKPOINT_PREFIX = "step-"
 KEEP_CHECKPOINTS = 2
+SEED_STRIDE = 1_000_003  # step/epoch seeds are seed * SEED_STRIDE + n: a resumed step draws what it drew first
 SUMMARY_JSON = "lora_train.json"  # beside the adapter: what it was trained on and how far
 
 

@@ -20,8 +20,10 @@ import torch
 
 from ..atomic import atomic_dir, write_json
 from ..errors import UserError
-from ..lora import CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, SEED_STRIDE, clear_stale, make_path_independent, usable_checkpoints
-from ..teacher import load_teacher
+from ..lora_checkpoints import (CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, SEED_STRIDE, clear_stale, make_path_independent,
+                               usable_checkpoints)
+from ..lora_model import with_lora
+from ..teacher import load_teacher, resolve_dtype
 from .chunks import TRAIN, Chunk
 from .params import PersonaLoRA
 from .text import encode_chunk, sequence_nll
@@ -30,27 +32,15 @@ STAGE = "persona-train"
 SUMMARY_JSON = "persona_train.json"
 
 
-def fingerprint(lora: PersonaLoRA, base_fingerprint: str, persona: str, sequences: list[list[int]]) -> str:
-    digest = hashlib.sha256(json.dumps({"lora": lora.model_dump(), "base": base_fingerprint, "persona": persona},
-                                       sort_keys=True).encode())
+def fingerprint(lora: PersonaLoRA, base_fingerprint: str, persona: str, sequences: list[list[int]],
+                precision: str) -> str:
+    """What a checkpoint is valid for; `precision` is how it trains (float32, bf16-autocast...),
+    so a checkpoint never resumes in another precision."""
+    digest = hashlib.sha256(json.dumps({"lora": lora.model_dump(), "base": base_fingerprint, "persona": persona,
+                                        "precision": precision}, sort_keys=True).encode())
     for seq in sequences:
         digest.update(json.dumps(seq).encode())
     return digest.hexdigest()[:16]
-
-
-def with_lora(model, lora: PersonaLoRA):
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(lora.seed)  # the adapter's initial weights
-    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-    try:
-        peft_model = get_peft_model(model, config)
-    except ValueError as err:
-        raise UserError(f"personas/params.yaml: lora.target_modules: {str(err).splitlines()[0]}; "
-                        "name linear layers of slm.model (e.g. q_proj, v_proj)") from None
-    peft_model.train()
-    return peft_model
 
 
 def _save_checkpoint(directory: Path, peft_model, optimizer, state: dict) -> None:
@@ -84,10 +74,13 @@ def train_persona(chunks: list[Chunk], persona: str, lora: PersonaLoRA, slm_dir,
     if not mine:
         raise UserError(f"{STAGE}: no training chunks for '{persona}' in the chunks file; check corpus.personas "
                         "in personas/params.yaml and rerun persona-split")
-    slm = load_teacher(slm_dir, dtype, device, trust_remote_code)
+    # bfloat16 trains as float32 weights under bf16 autocast, as lora-train does: pure bf16
+    # weights would round away most of a small learning rate's updates.
+    autocast = resolve_dtype(dtype, device) == "bfloat16"
+    slm = load_teacher(slm_dir, "float32" if autocast else dtype, device, trust_remote_code)
     sequences = [encode_chunk(slm.tokenizer, c.text, lora.max_tokens) for c in mine]
-    fp = fingerprint(lora, slm.fingerprint, persona, sequences)
-    peft_model = with_lora(slm.model, lora)
+    fp = fingerprint(lora, slm.fingerprint, persona, sequences, "bf16-autocast" if autocast else slm.dtype)
+    peft_model = with_lora(slm.model, lora, "personas/params.yaml: lora.target_modules")
     causal_lm = peft_model.get_base_model()
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lora.lr)
 
@@ -106,7 +99,8 @@ def train_persona(chunks: list[Chunk], persona: str, lora: PersonaLoRA, slm_dir,
         torch.manual_seed(lora.seed * SEED_STRIDE + step)  # this step's dropout noise
         nll, tokens = 0.0, sum(len(sequences[r]) - 1 for r in rows)
         for r in rows:  # one sequence at a time, gradients accumulated: the logits stay small
-            loss, _ = sequence_nll(causal_lm, sequences[r], slm.device)
+            with torch.autocast(slm.device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss, _ = sequence_nll(causal_lm, sequences[r], slm.device)
             (loss / tokens).backward()
             nll += loss.item()
         if not math.isfinite(nll):

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     reviewed = reviewed_for(args.reviewed, args.questions, args.persona)
     write_json(reviewed, args.out)
     print(f"persona-reviewed: {args.persona}: {len(reviewed['questions'])} questions kept, "
-          f"{reviewed['stale_reviews_left_out']} reviewed against older text left out, "
+          f"{reviewed['dropped']} dropped, {reviewed['stale_reviews_left_out']} reviewed against older text left out, "
           f"{reviewed['not_reviewed']} not reviewed yet")
 
 

@@ -58,3 +58,21 @@ def test_no_review_file_names_the_review_command(tmp_path):
     (tmp_path / "questions.json").write_text(json.dumps([{**QUESTION, "p_yes": 0.9}]))
     with pytest.raises(UserError, match=r"run `python stages/review\.py --persona Ada_Stone`"):
         reviewed_for(tmp_path / "reviewed", tmp_path / "questions.json", "Ada_Stone")
+
+
+def test_reviewed_counts_kept_dropped_stale_and_unreviewed_questions_apart(tmp_path):
+    ids = [f"Ada_Stone/0/{i}/belief" for i in range(5)]
+    generated = [{**QUESTION, "id": i, "question": f"q{n}?", "summary": f"s{n}", "p_yes": 0.9} for n, i in enumerate(ids)]
+    (tmp_path / "questions.json").write_text(json.dumps(generated))
+    def item(n, status, question=None):
+        g = generated[n]
+        return {"id": g["id"], "persona": "Ada_Stone", "category": "belief", "chunk": g["chunk"], "status": status,
+                "summary": g["summary"], "question": question or g["question"],
+                "generated_summary": g["summary"], "generated_question": g["question"]}
+    stale = {**item(3, "accepted"), "generated_question": "an older q3?"}  # extract changed q3 since
+    (tmp_path / "reviewed").mkdir()
+    (tmp_path / "reviewed/Ada_Stone.json").write_text(json.dumps(
+        {"persona": "Ada_Stone", "items": [item(0, "accepted"), item(1, "edited", "Why q1?"), item(2, "dropped"), stale]}))
+    out = reviewed_for(tmp_path / "reviewed", tmp_path / "questions.json", "Ada_Stone")
+    assert [q["question"] for q in out["questions"]] == ["q0?", "Why q1?"]
+    assert (out["dropped"], out["stale_reviews_left_out"], out["not_reviewed"]) == (1, 1, 2)  # q3 (stale) and q4

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
-from .review import kept_questions
+from .review import load_reviewed
 
 
 def reviewed_for(reviewed_dir: Path, questions_path: Path, persona: str) -> dict:
@@ -20,15 +20,19 @@ def reviewed_for(reviewed_dir: Path, questions_path: Path, persona: str) -> dict
         generated = {q["id"]: q for q in json.loads(Path(questions_path).read_text()) if q["persona"] == persona}
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"{questions_path}: missing or not JSON; run the persona-extract stage first") from None
-    kept, stale = [], 0
-    for item in kept_questions(Path(reviewed_dir), persona):
-        g = generated.get(item["id"])
-        if g and (g["question"], g["summary"]) == (item["generated_question"], item["generated_summary"]):
-            kept.append({k: item[k] for k in ("id", "persona", "category", "chunk", "summary", "question")})
+    kept, stale, dropped, decided = [], 0, 0, set()
+    for qid, item in sorted(load_reviewed(Path(reviewed_dir), persona).items()):
+        g = generated.get(qid)
+        if not g or (g["question"], g["summary"]) != (item["generated_question"], item["generated_summary"]):
+            stale += item["status"] != "dropped"  # reviewed against older generated text: ask again
+            continue
+        decided.add(qid)
+        if item["status"] == "dropped":
+            dropped += 1
         else:
-            stale += 1
+            kept.append({k: item[k] for k in ("id", "persona", "category", "chunk", "summary", "question")})
     if not kept:
         raise UserError(f"{reviewed_dir}/{persona}.json: no accepted question matches the current "
                         f"{questions_path}; run `python stages/review.py --persona {persona}`")
-    return {"persona": persona, "questions": kept, "stale_reviews_left_out": stale,
-            "not_reviewed": sum(i not in {k["id"] for k in kept} for i in generated) - stale}
+    return {"persona": persona, "questions": kept, "stale_reviews_left_out": stale, "dropped": dropped,
+            "not_reviewed": sum(i not in decided for i in generated)}

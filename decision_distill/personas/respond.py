@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from ..answer_cache import AnswerCache, answer_key
-from ..generate import software_versions
 from ..model_source import read_teacher_json
 from ..teacher import LoadedTeacher
+from .answers import persona_key
 from .chunks import TRAIN, Chunk
 
 TUNED, BASE_PROFILE, BASE_CHUNKS = "tuned", "base+profile", "base+chunks"
@@ -80,9 +80,9 @@ def respond(reviewed: dict, profile: str | None, chunks: list[Chunk], models: di
         batch = [p[name] for p in prompts]
         seed = batch_seed(settings.seed, name, batch)
         # Sampling diverges across devices, so unlike token readouts the device is part of the key.
-        keys = [answer_key(kind="persona-respond", model=read_teacher_json(directory)["fingerprint"], prompt=prompt,
-                           batch=batch, seed=seed, decoding=decoding, dtype=dtype, device=device,
-                           software=software_versions()) for prompt in batch]
+        fingerprint = read_teacher_json(directory)["fingerprint"]
+        keys = [persona_key("persona-respond", fingerprint, dtype, prompt, batch=batch, seed=seed, decoding=decoding,
+                            device=device) for prompt in batch]
         found = cache.get_many(keys)
         if batch and len(found) < len(keys):
             loaded = load(directory)

@@ -24,7 +24,8 @@ from .params import Params
 from .model_source import read_teacher_json
 from .scenario import Scenario, State
 from .scorer import SCORER_VERSION
-from .teacher import TokenScorer, VerbalizedReader, load_teacher, resolve_dtype
+from .teacher import load_teacher, resolve_dtype
+from .verbalized import GENERATION_VERSION, VerbalizedReader
 
 MIN_USEFUL_P_STD = 0.05
 BATCHES_PER_COMMIT = 16  # batches per cache commit: a kill loses at most this much work
@@ -86,7 +87,7 @@ def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: 
                 "quantize": quantize, "chat_template": t.chat_template, "software": software_versions()}
     if t.readout == "verbalized":
         settings |= {"max_new_tokens": t.max_new_tokens, "temperature": t.temperature,
-                     "key": scenario.verbalized_key}
+                     "key": scenario.verbalized_key, "generation": GENERATION_VERSION}
     extra = [{}] * len(prompts.suffixes) if samples is None else [{"sample": s} for s in samples]
     # The segment boundaries are part of the key: each segment is tokenized on its own.
     return [answer_key(model=fingerprint, prompt=prompts.full(i), **settings, **extra[i],
@@ -108,7 +109,7 @@ def ask_teacher(teacher, scenario: Scenario, params: Params, prompts: Prompts, t
     is called as each batch of n states is done."""
     t = params.teacher
     if t.readout == "tokens":
-        scorer = TokenScorer(teacher, option_texts(scenario, params, teacher.tokenizer), t.batch_size)
+        scorer = teacher.scorer(option_texts(scenario, params, teacher.tokenizer), t.batch_size)
         # Large chunks let the scorer share heads and sort by length across many
         # states; each chunk is committed to the cache as a whole.
         chunk = t.batch_size * BATCHES_PER_COMMIT
@@ -124,7 +125,7 @@ def ask_teacher(teacher, scenario: Scenario, params: Params, prompts: Prompts, t
         reader = VerbalizedReader(teacher, scenario.verbalized_key, t.max_new_tokens, t.temperature, t.batch_size)
         for start in range(0, len(todo), t.batch_size):
             idx = todo[start : start + t.batch_size]
-            parsed = reader.answer([prompts.full(i) for i in idx], seed=params.generate.seed)
+            parsed = reader.answer(prompts.prefix, [prompts.suffixes[i] for i in idx], seed=params.generate.seed)
             progress(len(idx))
             yield idx, [verbalized_answer(p) for p in parsed]
 

@@ -129,12 +129,10 @@ class TokenScorer:
         self._prefix_len = 0
 
     def encode_prefix(self, prefix: str) -> list[int]:
-        # A chat template writes the BOS token itself; otherwise the tokenizer adds it.
-        return self.tokenizer(prefix, add_special_tokens=not has_bos(self.tokenizer, prefix)).input_ids
+        return encode_prefix(self.tokenizer, prefix)
 
     def encode_suffix(self, suffix: Suffix | str) -> list[int]:
-        segments = (suffix,) if isinstance(suffix, str) else suffix
-        return [t for seg in segments if seg for t in self.tokenizer(seg, add_special_tokens=False).input_ids]
+        return encode_suffix(self.tokenizer, suffix)
 
     @torch.inference_mode()
     def _ensure_prefix(self, prefix: str) -> None:
@@ -164,8 +162,10 @@ class TokenScorer:
         head_kv = self._head_caches(head_ids)
         rows = [(head_index[s[0]], self.encode_suffix(s[1:])) if s[0] in head_index and len(s) > 1
                 else (-1, self.encode_suffix(s)) for s in suffixes]
-        # Batch rows of similar length together: padding is wasted compute.
-        order = np.argsort([len(head_ids[h]) + len(r) if h >= 0 else len(r) for h, r in rows], kind="stable")
+        # Batch rows of similar length together: padding is wasted compute. A batch's forward pass
+        # runs on its rows' remaining tokens, padded to the longest (heads are only cached keys and
+        # values), so rows are ordered by that length first, by head length second.
+        order = np.lexsort(([len(head_ids[h]) if h >= 0 else 0 for h, _ in rows], [len(r) for _, r in rows]))
         parts = []
         for i in range(0, len(rows), self.batch_size):
             batch = self._within_window([rows[j] for j in order[i : i + self.batch_size]], head_ids)
@@ -256,6 +256,18 @@ class TokenScorer:
             last = mask.sum(1) - 1
             parts.append(scores_from_logits(logits[torch.arange(len(seqs)), last.to(self.device)], self.option_ids))
         return _concat(parts)
+
+
+def encode_prefix(tokenizer, prefix: str) -> list[int]:
+    """A prompt's shared prefix as tokens. A chat template writes the BOS token itself;
+    otherwise the tokenizer adds it."""
+    return tokenizer(prefix, add_special_tokens=not has_bos(tokenizer, prefix)).input_ids
+
+
+def encode_suffix(tokenizer, suffix: Suffix | str) -> list[int]:
+    """A suffix's segments tokenized one by one and concatenated (see TokenScorer)."""
+    segments = (suffix,) if isinstance(suffix, str) else suffix
+    return [t for seg in segments if seg for t in tokenizer(seg, add_special_tokens=False).input_ids]
 
 
 def has_bos(tokenizer, text: str) -> bool:

@@ -54,7 +54,8 @@ from .noise_floor import floor_intervals, floor_states, per_state_floor
 from .params import Params, Stability
 from .reliability import NONE_MEASURED, TOO_FEW, mean_pairwise_cosine, noise_floor, readout_agreement, summarize
 from .scenario import Scenario, State
-from .teacher import LoadedTeacher, TokenScorer, VerbalizedReader, load_teacher
+from .teacher import LoadedTeacher, TokenScorer, load_teacher
+from .verbalized import VerbalizedReader
 
 CANONICAL = "canonical"
 
@@ -164,7 +165,7 @@ def read_sampling(ctx: Context) -> tuple[np.ndarray, list[list[str | None]]]:
         for g, seed in enumerate(seeds):
             idx = [j for j in range(g * t.batch_size, min((g + 1) * t.batch_size, len(jobs))) if j in todo]
             if idx:
-                parsed = reader.answer([job_prompts.full(j) for j in idx], seed=seed)
+                parsed = reader.answer(job_prompts.prefix, [job_prompts.suffixes[j] for j in idx], seed=seed)
                 ctx.cache.put_many({keys[j]: verbalized_answer(p) for j, p in zip(idx, parsed)})
                 bar.update(len(idx))
     answers = ctx.cache.get_many(keys)

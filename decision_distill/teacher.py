@@ -1,23 +1,21 @@
 """The teacher: load a causal LM and read its decisions.
 
 Two readouts: `TokenScorer` (decision_distill.scorer) reads P(option | prompt) from
-the answer tokens' probabilities (fast, exact); `VerbalizedReader` asks for a JSON answer and
-parses it strictly. See decision_distill.model_source for where weights come from.
+the answer tokens' probabilities (fast, exact); `VerbalizedReader` (decision_distill.verbalized)
+asks for a JSON answer and parses it strictly. See decision_distill.model_source for where weights come from.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .errors import UserError
 from .model_source import read_teacher_json, refuse_pickle_weights
 # The token readout lives in .scorer; TokenScorer stays importable from here, beside the loader.
-from .scorer import TokenScorer, has_bos  # noqa: F401
+from .scorer import TokenScorer  # noqa: F401
 
 # ---- loading --------------------------------------------------------------------
 
@@ -28,6 +26,16 @@ class LoadedTeacher:
     fingerprint: str
     device: torch.device
     dtype: str = "float32"  # the resolved dtype the weights were loaded in (never "auto")
+    _scorers: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def scorer(self, option_texts: list[str], batch_size: int) -> TokenScorer:
+        """The token scorer for these options, kept with the model: a caller that asks a few
+        states at a time (a simulation, tick by tick) then pays the scorer's one-off work
+        (the LM-head probe, the prefix's key/value cache) once, not on every call."""
+        key = (tuple(option_texts), batch_size)
+        if key not in self._scorers:
+            self._scorers[key] = TokenScorer(self, option_texts, batch_size)
+        return self._scorers[key]
 
 
 def pick_device(device: str) -> torch.device:
@@ -115,67 +123,3 @@ def _nf4_config(dtype: str):
                         "CUDA only); install it or set slm.quantize: none") from None
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_compute_dtype=getattr(torch, dtype), bnb_4bit_use_double_quant=True)
-
-
-# ---- verbalized readout: ask for JSON, parse strictly --------------------------------
-
-def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"a key appears twice: {sorted({k for k in keys if keys.count(k) > 1})}")
-    return dict(pairs)
-
-
-def parse_verbalized(text: str, key: str) -> dict:
-    """Strictly read `{"<key>": p, "explanation": "..."}` from the first line of `text`.
-
-    Anything else is a failure with the raw text kept, never a number: no
-    regex salvage, no clipping of out-of-range values.
-    """
-    line = text.strip().split("\n", 1)[0].strip()
-    failure = {"ok": False, "probability": None, "explanation": None, "raw": text}
-    try:
-        data = json.loads(line, object_pairs_hook=_refuse_duplicate_keys)
-    except json.JSONDecodeError:
-        return {**failure, "error": "not valid JSON"}
-    except ValueError as err:  # a key given twice: which value is the answer?
-        return {**failure, "error": str(err)}
-    if not isinstance(data, dict) or set(data) != {key, "explanation"}:
-        return {**failure, "error": f"expected exactly the keys {key!r} and 'explanation'"}
-    p, why = data[key], data["explanation"]
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not np.isfinite(p) or not 0 <= p <= 1:
-        return {**failure, "error": f"{key!r} is not a probability in [0, 1]"}
-    if not isinstance(why, str) or not why.strip():
-        return {**failure, "error": "explanation is not a non-empty string"}
-    return {"ok": True, "probability": float(p), "explanation": why.strip(), "raw": text, "error": None}
-
-
-class VerbalizedReader:
-    """Generates the teacher's JSON answer for each prompt (greedy at temperature 0)."""
-
-    def __init__(self, teacher: LoadedTeacher, key: str, max_new_tokens: int, temperature: float,
-                 batch_size: int = 8):
-        self.model, self.tokenizer, self.device = teacher.model, teacher.tokenizer, teacher.device
-        self.key, self.max_new_tokens, self.temperature = key, max_new_tokens, temperature
-        self.batch_size = batch_size
-
-    @torch.inference_mode()
-    def answer(self, prompts: list[str], seed: int = 0) -> list[dict]:
-        self.tokenizer.padding_side = "left"
-        results = []
-        for i in range(0, len(prompts), self.batch_size):
-            batch = self.tokenizer(prompts[i : i + self.batch_size], return_tensors="pt", padding=True,
-                                   add_special_tokens=not has_bos(self.tokenizer, prompts[i]))
-            torch.manual_seed(seed + i)
-            sampling = {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0} \
-                if self.temperature > 0 else {"do_sample": False, "top_k": None, "top_p": None}
-            out = self.model.generate(
-                **batch.to(self.device), max_new_tokens=self.max_new_tokens,
-                stop_strings=["\n"], tokenizer=self.tokenizer,
-                pad_token_id=self.tokenizer.pad_token_id, **sampling,
-            )
-            new = out[:, batch["input_ids"].shape[1]:]
-            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-            results += [parse_verbalized(t, self.key) for t in texts]
-        return results
-

@@ -16,7 +16,7 @@ from decision_distill import teacher as teacher_module
 from decision_distill.generate import generate
 from decision_distill.params import parse_params
 from decision_distill.scenario import load_scenario
-from decision_distill.teacher import parse_verbalized
+from decision_distill.verbalized import VerbalizedReader, parse_verbalized
 
 SCENARIO = "scenarios/ice_cream.yaml"
 
@@ -154,9 +154,9 @@ def test_verbalized_readout_keeps_parsed_numbers_and_counts_failures(tmp_path, t
     The real parser reads them; the dataset must keep each parsed number and each failure's text."""
     scripted = {}  # question -> the reply the "model" gave
 
-    def scripted_answer(self, prompts, seed=0):
+    def scripted_answer(self, prefix, suffixes, seed=0):
         replies = []
-        for prompt in prompts:
+        for prompt in (prefix + "".join(s) for s in suffixes):
             k = len(scripted)
             reply = (f'{{"buy": {0.05 + 0.1 * (k % 9):.2f}, "explanation": "state {k}"}}' if k % 2 == 0
                      else f"I would say {k}0 percent")
@@ -164,7 +164,7 @@ def test_verbalized_readout_keeps_parsed_numbers_and_counts_failures(tmp_path, t
             replies.append(parse_verbalized(reply, self.key))
         return replies
 
-    monkeypatch.setattr(teacher_module.VerbalizedReader, "answer", scripted_answer)
+    monkeypatch.setattr(VerbalizedReader, "answer", scripted_answer)
     raw, _ = params_for(tmp_path, states=6)
     raw["teacher"] |= {"readout": "verbalized", "max_new_tokens": 12}
     metrics = run_generate(parse_params(raw), tiny_teacher, tmp_path)

@@ -289,7 +289,7 @@ def teacher_text(draw) -> str:
 
 
 def test_verbalized_output_is_a_probability_or_a_failure_with_the_raw_text():
-    from decision_distill.teacher import parse_verbalized
+    from decision_distill.verbalized import parse_verbalized
 
     outcomes = Counter()
 

@@ -23,7 +23,7 @@ from decision_distill.reliability import NONE_MEASURED, mard, summarize
 from decision_distill.scenario import load_scenario, parse_scenario
 from decision_distill.split import split_decisions
 from decision_distill.stability import check_settings, describe, explanation_cosine, measure_stability, numerics_metrics
-from decision_distill.teacher import VerbalizedReader
+from decision_distill.verbalized import VerbalizedReader
 
 SCENARIO = "scenarios/ice_cream.yaml"
 
@@ -125,8 +125,8 @@ def test_canonical_answers_come_from_generate_and_a_rerun_asks_nothing(tmp_path,
     real_ask, real_answer = stability_module.ask_into_cache, VerbalizedReader.answer
     monkeypatch.setattr(stability_module, "ask_into_cache",
                         lambda *args: asked.append(args[-1]) or real_ask(*args))  # args[-1]: the run's name
-    monkeypatch.setattr(VerbalizedReader, "answer", lambda self, prompts, seed=0: sampled.append(
-        len(prompts)) or real_answer(self, prompts, seed))
+    monkeypatch.setattr(VerbalizedReader, "answer", lambda self, prefix, suffixes, seed=0: sampled.append(
+        len(suffixes)) or real_answer(self, prefix, suffixes, seed))
 
     test = pd.read_parquet(tmp_path / "d.parquet")  # every generated state serves as a test state here
     first, readings, _ = measure_stability(params, scenario, tiny_teacher, test)
@@ -184,12 +184,12 @@ def test_interrupted_sampling_resumes_to_the_same_answers(tmp_path, tiny_teacher
     params = tiny_params(tmp_path, repeats=3)  # 18 sampled answers in groups of teacher.batch_size 4
     real_answer, calls, crashes = VerbalizedReader.answer, [], [3]  # the first run dies in its third group
 
-    def crash_on_third_group(self, prompts, seed=0):
-        calls.append(len(prompts))
+    def crash_on_third_group(self, prefix, suffixes, seed=0):
+        calls.append(len(suffixes))
         if crashes and len(calls) == crashes[0]:
             crashes.clear()
             raise RuntimeError("killed")
-        return real_answer(self, prompts, seed)
+        return real_answer(self, prefix, suffixes, seed)
 
     monkeypatch.setattr(VerbalizedReader, "answer", crash_on_third_group)
     with pytest.raises(RuntimeError):

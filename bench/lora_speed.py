@@ -40,13 +40,14 @@ def sampled_frame(scenario, n: int) -> pd.DataFrame:
     return pd.DataFrame([{**s, **{f"p_{o.id}": 1 / k for o in scenario.options}} for s in states])
 
 
-def time_dtype(args, params, scenario, dtype: str) -> dict:
+def time_dtype(args, params, scenario, dtype: str, frozen: str = "float32") -> dict:
     """Steps/s and validation states/s of the stage's own training code with slm.dtype `dtype`:
     float32, or bfloat16 as lora-train runs it (float32 master weights under accelerate's bf16
-    autocast)."""
+    autocast). `frozen`: the dtype the frozen base weights are loaded in (the LoRA weights
+    stay float32 either way)."""
     accelerator = lora.make_accelerator(True, "bf16" if dtype == "bfloat16" else "no")
     started = time.perf_counter()
-    slm = load_teacher(args.slm, "float32", "cpu", params.slm.trust_remote_code)
+    slm = load_teacher(args.slm, frozen, "cpu", params.slm.trust_remote_code)
     load_s = time.perf_counter() - started
     scorer = TokenScorer(slm, [o.text for o in scenario.options])
     batch = params.lora.batch_size
@@ -68,7 +69,7 @@ def time_dtype(args, params, scenario, dtype: str) -> dict:
     val_rows = 200  # the default split's validation states (10 % of 2,000)
     passes = 1 + -(-params.lora.max_steps // params.lora.checkpoint_every)
     projected = load_s + params.lora.max_steps * step_s + passes * val_rows / val_rate
-    print(f"{dtype:>8}: prompt tokens mean {sum(map(len, train.ids)) / len(train):.1f}; batch {batch}: "
+    print(f"{dtype:>8} (frozen base {frozen}): prompt tokens mean {sum(map(len, train.ids)) / len(train):.1f}; batch {batch}: "
           f"{step_s:.2f} s/step; validation {val_rate:.1f} states/s; projected default run "
           f"({params.lora.max_steps} steps, {passes} validation passes of {val_rows}): {projected / 60:.1f} min",
           flush=True)
@@ -88,11 +89,15 @@ def main() -> None:
     scenario = load_scenario(params.scenario)
     print(f"cpu_has_fast_bf16={cpu_has_fast_bf16()} threads={torch.get_num_threads()}", flush=True)
     runs = {dtype: time_dtype(args, params, scenario, dtype) for dtype in ("float32", "bfloat16")}
+    runs["bf16_base"] = time_dtype(args, params, scenario, "bfloat16", frozen="bfloat16")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fp32, bf16 = runs["float32"], runs["bfloat16"]
     print(f"steps_per_s float32={fp32['steps_per_s']:.3f} bfloat16={bf16['steps_per_s']:.3f} "
           f"ratio={bf16['steps_per_s'] / fp32['steps_per_s']:.2f} val_states_per_s float32={fp32['val_rate']:.2f} "
           f"bfloat16={bf16['val_rate']:.2f} peak_rss_mb={peak_mb:.0f}")
+    base = runs["bf16_base"]
+    print(f"bf16_frozen_base steps_per_s={base['steps_per_s']:.3f} ratio_to_bfloat16={base['steps_per_s'] / bf16['steps_per_s']:.2f} "
+          f"val_states_per_s={base['val_rate']:.2f}")
 
 
 if __name__ == "__main__":

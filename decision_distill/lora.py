@@ -158,8 +158,11 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
         return write_skipped(out_adapter, live_dir, checkpoints)
     check_hardware(params)
     # bfloat16 (slm.dtype bfloat16, or auto on a processor with fast bf16) trains as accelerate's
-    # mixed precision: float32 master weights and optimizer state, matrix products under bf16
-    # autocast (CPU or CUDA). float16 and QLoRA's NF4 base load in that dtype as before.
+    # mixed precision: the LoRA weights and their optimizer state in float32 (peft keeps an
+    # adapter on a bf16 base in float32), matrix products under bf16 autocast (CPU or CUDA). The
+    # frozen base is loaded in bfloat16: autocast would round its weights to bf16 for every
+    # product anyway, and casting them again at each step cost 30 % of the step
+    # (bench/lora_speed.py). float16 and QLoRA's NF4 base load in that dtype as before.
     dtype = resolve_dtype(params.slm.dtype, params.slm.device)
     autocast = dtype == "bfloat16" and params.slm.quantize == "none"
     accelerator = make_accelerator(params.slm.device == "cpu", "bf16" if autocast else "no")
@@ -168,13 +171,14 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
                         "processes sharing each batch; raise it")
     scenario = load_scenario(params.scenario)
     frames = _load_splits(Path(splits_dir), group)
-    slm = load_teacher(slm_dir, "float32" if autocast else dtype, str(accelerator.device) if params.slm.quantize == "4bit" else "cpu",
+    slm = load_teacher(slm_dir, dtype, str(accelerator.device) if params.slm.quantize == "4bit" else "cpu",
                        params.slm.trust_remote_code, params.slm.quantize)
     scorer = TokenScorer(slm, [o.text for o in scenario.options])
     explain = params.lora.explanation_weight > 0 and "explanation" in frames["train"].columns
     train, val = (build_examples(frames[name], scenario, scorer, explain) for name in ("train", "val"))
     require_fast_head(slm.model, train.ids[0][: train.answer_pos[0] + 1], final_logits, "slm.model")
-    fp = fingerprint(params, slm.fingerprint, train, group, "bf16-autocast" if autocast else slm.dtype)
+    # The precision is part of the fingerprint: a checkpoint trained another way is never resumed.
+    fp = fingerprint(params, slm.fingerprint, train, group, "bf16-base-autocast" if autocast else slm.dtype)
 
     module = AnswerReadout(with_lora(slm.model, params.lora, "lora.target_modules", params.slm.quantize),
                            scorer.option_ids)

@@ -68,6 +68,7 @@ def tiny_project(root: Path, weights: str, **overrides) -> str:
     params["student"]["mlp"]["hidden"] = 16
     params["stability"].update(states=8, repeats=2, batch_sizes=[3])
     params["teacher"]["max_new_tokens"] = 8  # the sampled answers of the stability stage
+    params["simulate"].update(population=100, replicates=3)  # tests/test_simulate*.py check the numbers
     for key, value in overrides.items():  # e.g. scenario="...", split={"holdouts": {...}}
         if isinstance(value, dict):
             params[key].update(value)

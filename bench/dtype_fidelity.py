@@ -11,7 +11,12 @@ other processes falls on both alike) and prints:
   - the criterion for making bfloat16 the default: KL(fp32 || bf16) < 0.1 x the teacher's
     wording noise floor KL (metrics/stability.json, noise_floor.kl).
 
+With --int8, a third teacher takes its turn: the float32 model with its decoder's linear
+layers quantized to int8 (torch.ao dynamic quantization, int8 matrix products through
+fbgemm/VNNI), the lever left after bfloat16; its KL to float32 is held to the same bar.
+
 Last line: dtype_kl=<kl> bar=<bar> criterion=<pass|fail> bf16_speedup=<x>
+  [int8_kl=<kl> int8_criterion=<pass|fail> int8_vs_bf16_speed=<x>]
 """
 
 import argparse
@@ -87,6 +92,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=200, help="states per timed chunk (dtypes take turns)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--int8", action="store_true", help="also score a dynamically int8-quantized teacher")
     args = parser.parse_args()
 
     params = load_params(args.params)
@@ -97,6 +103,10 @@ def main() -> None:
     print(f"torch {torch.__version__} threads={torch.get_num_threads()} device={args.device} "
           f"cpu_has_fast_bf16={cpu_has_fast_bf16()} states={args.states} batch={params.teacher.batch_size}")
     teachers = {dtype: load_teacher(args.teacher, dtype, args.device) for dtype in ("float32", "bfloat16")}
+    if args.int8:
+        teachers["int8"] = load_teacher(args.teacher, "float32", args.device)
+        teachers["int8"].model.model = torch.ao.quantization.quantize_dynamic(
+            teachers["int8"].model.model, {torch.nn.Linear}, dtype=torch.qint8)
     scorers = {dtype: TokenScorer(t, options, params.teacher.batch_size) for dtype, t in teachers.items()}
     for scorer in scorers.values():
         scorer.score(prefix, suffixes[:4])  # warm-up; the prefix cache is built once, as in a run
@@ -117,7 +127,14 @@ def main() -> None:
     verdict = "pass" if kl.mean() < bar else "fail"
     speedup = runs["bfloat16"]["rate"] / runs["float32"]["rate"]
     print(f"criterion: mean KL {kl.mean():.2e} < 0.1 x wording noise floor {floor:.4f} = {bar:.2e}: {verdict}")
-    print(f"dtype_kl={kl.mean():.3e} bar={bar:.3e} criterion={verdict} bf16_speedup={speedup:.2f}")
+    last = f"dtype_kl={kl.mean():.3e} bar={bar:.3e} criterion={verdict} bf16_speedup={speedup:.2f}"
+    if args.int8:
+        int8_delta, int8_kl = np.abs(runs["int8"]["probs"] - fp32), kl_rows(fp32, runs["int8"]["probs"])
+        print(f"int8 vs fp32: max |dP| {int8_delta.max():.4f}, mean |dP| {int8_delta.mean():.5f}, "
+              f"mean KL(fp32||int8) {int8_kl.mean():.2e}")
+        last += (f" int8_kl={int8_kl.mean():.3e} int8_criterion={'pass' if int8_kl.mean() < bar else 'fail'} "
+                 f"int8_vs_bf16_speed={runs['int8']['rate'] / runs['bfloat16']['rate']:.2f}")
+    print(last)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ def main() -> None:
     print(f"naive loop: {args.naive_states} states in {naive_s:.1f}s = {naive_rate:.2f} states/s")
     print(f"pipeline scorer: {len(suffixes)} states = {fast_rate:.2f} states/s")
     print(f"max |p_scorer - p_naive| = {diff:.2e} in {dtype} (must be <= {bound:g})")
+    if torch.device(scorer.device).type == "cuda":
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB "
+              f"of {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
     if diff > bound:
         sys.exit("scorer and naive loop disagree")
     print(f"teacher_speedup={fast_rate / naive_rate:.1f} states_per_s={fast_rate:.1f}")

@@ -125,10 +125,15 @@ def write_skipped(out_adapter: Path, live_dir: Path, checkpoints: Path) -> dict:
     return {"skipped": True}
 
 
+def under_fsdp() -> bool:
+    """True in a process that `accelerate launch` started with an FSDP config."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+
+
 def check_hardware(params: Params) -> None:
     """The GPU-only paths fail at once, in one line, before anything loads."""
     cuda = torch.cuda.is_available()
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and not cuda:
+    if under_fsdp() and not cuda:
         raise UserError(f"{STAGE}: the accelerate config uses FSDP, which needs CUDA GPUs and none is available; "
                         "run the stage without `accelerate launch --config_file` on this machine")
     if params.slm.quantize == "4bit" and not cuda:
@@ -162,23 +167,27 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
     # adapter on a bf16 base in float32), matrix products under bf16 autocast (CPU or CUDA). The
     # frozen base is loaded in bfloat16: autocast would round its weights to bf16 for every
     # product anyway, and casting them again at each step cost 30 % of the step
-    # (bench/lora_speed.py). float16 and QLoRA's NF4 base load in that dtype as before.
+    # (bench/lora_speed.py). float16 and QLoRA's NF4 base load in that dtype as before. FSDP
+    # flattens each unit's parameters into one tensor of one dtype, so under FSDP the base stays
+    # in float32 beside the float32 LoRA weights (and autocast still computes in bf16).
     dtype = resolve_dtype(params.slm.dtype, params.slm.device)
     autocast = dtype == "bfloat16" and params.slm.quantize == "none"
+    base_dtype = "float32" if autocast and under_fsdp() else dtype
+    regime = ("bf16-autocast" if base_dtype == "float32" else "bf16-base-autocast") if autocast else dtype
     accelerator = make_accelerator(params.slm.device == "cpu", "bf16" if autocast else "no")
     if params.lora.batch_size < accelerator.num_processes:
         raise UserError(f"lora.batch_size: {params.lora.batch_size} is smaller than the {accelerator.num_processes} "
                         "processes sharing each batch; raise it")
     scenario = load_scenario(params.scenario)
     frames = _load_splits(Path(splits_dir), group)
-    slm = load_teacher(slm_dir, dtype, str(accelerator.device) if params.slm.quantize == "4bit" else "cpu",
+    slm = load_teacher(slm_dir, base_dtype, str(accelerator.device) if params.slm.quantize == "4bit" else "cpu",
                        params.slm.trust_remote_code, params.slm.quantize)
     scorer = TokenScorer(slm, [o.text for o in scenario.options])
     explain = params.lora.explanation_weight > 0 and "explanation" in frames["train"].columns
     train, val = (build_examples(frames[name], scenario, scorer, explain) for name in ("train", "val"))
     require_fast_head(slm.model, train.ids[0][: train.answer_pos[0] + 1], final_logits, "slm.model")
     # The precision is part of the fingerprint: a checkpoint trained another way is never resumed.
-    fp = fingerprint(params, slm.fingerprint, train, group, "bf16-base-autocast" if autocast else slm.dtype)
+    fp = fingerprint(params, slm.fingerprint, train, group, regime)
 
     module = AnswerReadout(with_lora(slm.model, params.lora, "lora.target_modules", params.slm.quantize),
                            scorer.option_ids)

@@ -34,7 +34,7 @@ from decision_distill.params import load_params  # noqa: E402
 from decision_distill.scenario import load_scenario  # noqa: E402
 from decision_distill.scorer import final_logits  # noqa: E402
 from decision_distill.scorer_checks import head_matches_model  # noqa: E402
-from decision_distill.teacher import TokenScorer, cpu_has_fast_bf16, load_teacher  # noqa: E402
+from decision_distill.teacher import TokenScorer, cpu_has_fast_bf16, load_causal_lm  # noqa: E402
 
 EPS = 1e-12
 
@@ -102,9 +102,9 @@ def main() -> None:
     options = [o.text for o in scenario.options]
     print(f"torch {torch.__version__} threads={torch.get_num_threads()} device={args.device} "
           f"cpu_has_fast_bf16={cpu_has_fast_bf16()} states={args.states} batch={params.teacher.batch_size}")
-    teachers = {dtype: load_teacher(args.teacher, dtype, args.device) for dtype in ("float32", "bfloat16")}
+    teachers = {dtype: load_causal_lm(args.teacher, dtype, args.device) for dtype in ("float32", "bfloat16")}
     if args.int8:
-        teachers["int8"] = load_teacher(args.teacher, "float32", args.device)
+        teachers["int8"] = load_causal_lm(args.teacher, "float32", args.device)
         teachers["int8"].model.model = torch.ao.quantization.quantize_dynamic(
             teachers["int8"].model.model, {torch.nn.Linear}, dtype=torch.qint8)
     scorers = {dtype: TokenScorer(t, options, params.teacher.batch_size) for dtype, t in teachers.items()}

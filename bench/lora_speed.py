@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from decision_distill import lora  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
 from decision_distill.scenario import load_scenario  # noqa: E402
-from decision_distill.teacher import TokenScorer, cpu_has_fast_bf16, load_teacher  # noqa: E402
+from decision_distill.teacher import TokenScorer, cpu_has_fast_bf16, load_causal_lm  # noqa: E402
 
 
 def sampled_frame(scenario, n: int) -> pd.DataFrame:
@@ -47,7 +47,7 @@ def time_dtype(args, params, scenario, dtype: str, frozen: str = "float32") -> d
     stay float32 either way)."""
     accelerator = lora.make_accelerator(True, "bf16" if dtype == "bfloat16" else "no")
     started = time.perf_counter()
-    slm = load_teacher(args.slm, frozen, "cpu", params.slm.trust_remote_code)
+    slm = load_causal_lm(args.slm, frozen, "cpu", params.slm.trust_remote_code)
     load_s = time.perf_counter() - started
     scorer = TokenScorer(slm, [o.text for o in scenario.options])
     batch = params.lora.batch_size

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decision_distill.params import load_params  # noqa: E402
 from decision_distill.scenario import load_scenario  # noqa: E402
 from decision_distill.stability import numerics_tolerance  # noqa: E402
-from decision_distill.teacher import TokenScorer, load_teacher  # noqa: E402
+from decision_distill.teacher import TokenScorer, load_causal_lm  # noqa: E402
 
 
 def timed(fn, *args):
@@ -39,7 +39,7 @@ def load_scorer(teacher_dir, params_path: str = "params.yaml", n_states: int = 1
     """The pipeline's scorer on `teacher_dir`, the scenario's shared prefix and n sampled states' suffixes."""
     params = load_params(params_path)
     scenario = load_scenario(params.scenario)
-    teacher = load_teacher(teacher_dir, params.teacher.dtype, params.teacher.device)
+    teacher = load_causal_lm(teacher_dir, params.teacher.dtype, params.teacher.device)
     states = scenario.sample_states(n_states, seed=12345)
     prefix, suffixes = scenario.token_prefix(), [scenario.describe_parts(s) for s in states]
     scorer = TokenScorer(teacher, [o.text for o in scenario.options], params.teacher.batch_size)
@@ -69,6 +69,14 @@ def main() -> None:
           f"mean_suffix_tokens={np.mean([len(scorer.encode_suffix(s)) for s in suffixes]):.1f}")
 
     scorer.score(prefix, suffixes[:4])  # warm-up, and the prefix cache is built once here
+    # Host work that a GPU does not speed up: the scorer tokenizes every prompt whole (the
+    # boundary check) and piece by piece, all in batched calls; per state, as a loop would do it:
+    prompts = [prefix + "".join(s) for s in suffixes]
+    _, one_by_one = timed(lambda: [(scorer.encode_prefix(p), scorer.encode_suffix(s))
+                                   for p, s in zip(prompts, suffixes)])
+    _, batched = timed(lambda: (scorer.encode_prompts(prompts), scorer.encode_suffixes(suffixes)))
+    print(f"tokenizing {len(suffixes)} prompts whole and in pieces: {1e3 * one_by_one / len(suffixes):.3f} ms/state "
+          f"one call each, {1e3 * batched / len(suffixes):.3f} ms/state batched ({one_by_one / batched:.1f}x)")
     naive, naive_s = timed(scorer.score_naive, prefix, suffixes[: args.naive_states])
     fast_rate, fast = scorer_rate(scorer, prefix, suffixes)
     naive_rate = args.naive_states / naive_s

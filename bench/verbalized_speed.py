@@ -33,7 +33,7 @@ from decision_distill.generate import build_prompts  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
 from decision_distill.scenario import load_scenario  # noqa: E402
 from decision_distill.stability import with_readout  # noqa: E402
-from decision_distill.teacher import load_teacher  # noqa: E402
+from decision_distill.teacher import load_causal_lm  # noqa: E402
 from decision_distill.verbalized import VerbalizedReader  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def main() -> None:
     params = load_params(args.params)
     scenario = load_scenario(ROOT / params.scenario)
     t, s = params.teacher, params.stability
-    teacher = load_teacher(args.teacher, t.dtype, t.device, t.trust_remote_code)
+    teacher = load_causal_lm(args.teacher, t.dtype, t.device, t.trust_remote_code)
     prompts = build_prompts(scenario, scenario.sample_states(args.states, seed=0),
                             with_readout(params, "verbalized"), teacher.tokenizer)
     print(f"dtype={teacher.dtype} batch_size={t.batch_size} max_new_tokens={t.max_new_tokens} "

@@ -24,7 +24,7 @@ from .params import Params
 from .model_source import read_teacher_json
 from .scenario import Scenario, State
 from .scorer import SCORER_VERSION
-from .teacher import load_teacher, resolve_dtype
+from .teacher import load_causal_lm, resolve_dtype
 from .verbalized import GENERATION_VERSION, VerbalizedReader
 
 MIN_USEFUL_P_STD = 0.05
@@ -79,7 +79,7 @@ def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: 
     """The answer cache's key for each prompt: everything that changes the numbers, so an
     answer is never served for another model, precision or library. `samples` (one dict per
     prompt, e.g. the repeat index and seed of a sampled answer) tells apart answers to the
-    same prompt; `quantize` is how the model was loaded (load_teacher's quantize)."""
+    same prompt; `quantize` is how the model was loaded (load_causal_lm's quantize)."""
     t = params.teacher
     # The resolved dtype (never "auto"): answers computed in bfloat16 are not float32 answers.
     settings = {"readout": t.readout, "options": [o.text for o in scenario.options],
@@ -152,9 +152,9 @@ def verbalized_answer(parsed: dict) -> dict:
 
 
 def teacher_answers(teacher_dir: str | Path, scenario: Scenario, states: list[State], params: Params,
-                    cache: AnswerCache, desc: str = "teacher", load=load_teacher, report: bool = True) -> list[dict]:
+                    cache: AnswerCache, desc: str = "teacher", load=load_causal_lm, report: bool = True) -> list[dict]:
     """The teacher's answer to each state (a cache record: ok, probs, ...), asked through
-    `cache`: the teacher is loaded (by `load`, load_teacher's signature) only when some state
+    `cache`: the teacher is loaded (by `load`, load_causal_lm's signature) only when some state
     is not answered yet. A caller that asks again and again (a simulation, tick by tick)
     passes a `load` that keeps the model, and report=False to skip the per-call summary."""
     t = params.teacher

@@ -47,7 +47,7 @@ from .lora_checkpoints import (CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, SEED_STRIDE,
 from .lora_model import AnswerReadout, with_lora
 from .scorer import TokenScorer, final_logits, right_pad
 from .scorer_checks import require_fast_head
-from .teacher import load_teacher, resolve_dtype
+from .teacher import load_causal_lm, resolve_dtype
 from .train import kl_divergence, load_decisions, soft_cross_entropy
 
 STAGE = "lora-train"
@@ -180,7 +180,7 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
                         "processes sharing each batch; raise it")
     scenario = load_scenario(params.scenario)
     frames = _load_splits(Path(splits_dir), group)
-    slm = load_teacher(slm_dir, base_dtype, str(accelerator.device) if params.slm.quantize == "4bit" else "cpu",
+    slm = load_causal_lm(slm_dir, base_dtype, str(accelerator.device) if params.slm.quantize == "4bit" else "cpu",
                        params.slm.trust_remote_code, params.slm.quantize)
     scorer = TokenScorer(slm, [o.text for o in scenario.options])
     explain = params.lora.explanation_weight > 0 and "explanation" in frames["train"].columns

@@ -1,6 +1,6 @@
 """The merge stage: fold a LoRA adapter into its base SLM, giving a plain model directory.
 
-The merged directory loads like any teacher or SLM (`load_teacher`): safetensors
+The merged directory loads like any teacher or SLM (`load_causal_lm`): safetensors
 weights, the tokenizer, and a teacher.json whose fingerprint is a hash of the
 merged weights themselves, so the answer cache never mixes the tuned model's
 answers with the base model's (or with another adapter's).
@@ -16,7 +16,7 @@ from .atomic import atomic_dir, write_json
 from .errors import UserError
 from .lora import SKIPPED_JSON
 from .model_source import TEACHER_JSON, is_model_marker, write_model_marker
-from .teacher import load_teacher
+from .teacher import load_causal_lm
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -57,7 +57,7 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
     check_adapter(adapter_dir)
     from peft import PeftModel
 
-    base = load_teacher(base_dir, dtype, device, trust_remote_code)
+    base = load_causal_lm(base_dir, dtype, device, trust_remote_code)
     try:
         tuned = PeftModel.from_pretrained(base.model, adapter_dir, is_trainable=False)
     except (ValueError, RuntimeError, KeyError) as err:  # e.g. an adapter trained on another model

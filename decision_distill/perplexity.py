@@ -33,7 +33,7 @@ from .schema import Schema
 from .slm import slm_prompts, states_from_frame, teacher_distribution
 from .scorer import TokenScorer, final_logits, right_pad, scores_from_logits
 from .scorer_checks import require_fast_head
-from .teacher import LoadedTeacher, load_teacher
+from .teacher import LoadedModel, load_causal_lm
 
 EXPLANATION_SEPARATOR = ". "  # joins answer and explanation, as lora-train writes its training text
 LOGIT_ROWS = 256  # positions per vocabulary projection: bounds memory with a large vocabulary
@@ -68,7 +68,7 @@ def token_rows(scorer: TokenScorer, text: HeldOutText) -> list[tuple[list[int], 
 
 
 @torch.inference_mode()
-def text_scores(model: LoadedTeacher, text: HeldOutText, option_texts: list[str], batch_size: int = 16,
+def text_scores(model: LoadedModel, text: HeldOutText, option_texts: list[str], batch_size: int = 16,
                 desc: str = "perplexity") -> dict:
     """The report described in the module docstring for one model."""
     scorer = TokenScorer(model, option_texts, batch_size)
@@ -108,7 +108,7 @@ def text_scores(model: LoadedTeacher, text: HeldOutText, option_texts: list[str]
     }
 
 
-def _target_logprobs(model: LoadedTeacher, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _target_logprobs(model: LoadedModel, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     parts = []
     for i in range(0, len(hidden), LOGIT_ROWS):
         logits = final_logits(model.model, hidden[i : i + LOGIT_ROWS]).float()
@@ -125,7 +125,7 @@ def perplexity_report(splits_dir: str | Path, scenario: Scenario, models: dict[s
     text = held_out_text(test, scenario, max_states)
     report = {"states": len(text.answers), "explanations": sum(bool(e) for e in text.explanations)}
     for name, model_dir in models.items():
-        model = load_teacher(model_dir, dtype, device, trust_remote_code)
+        model = load_causal_lm(model_dir, dtype, device, trust_remote_code)
         report[name] = text_scores(model, text, [o.text for o in scenario.options], batch_size, desc=name)
         del model  # one model in memory at a time
     return report

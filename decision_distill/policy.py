@@ -123,12 +123,12 @@ class _PromptPolicy(Policy):
         self.computed = 0  # of those, states the model had to answer (not in the cache before)
 
     def _load_once(self, *args):
-        """load_teacher that keeps the model: a simulation asks once per tick, and reloading
+        """load_causal_lm that keeps the model: a simulation asks once per tick, and reloading
         the model on every cache miss would cost more than the answers."""
         if args not in self._loaded:
-            from .teacher import load_teacher
+            from .teacher import load_causal_lm
 
-            self._loaded[args] = load_teacher(*args)
+            self._loaded[args] = load_causal_lm(*args)
         return self._loaded[args]
 
     def probs(self, states: States) -> np.ndarray:

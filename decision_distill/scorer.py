@@ -17,7 +17,7 @@ from .errors import UserError
 from .scorer_checks import check_tokenization, head_matches_model
 
 if TYPE_CHECKING:
-    from .teacher import LoadedTeacher
+    from .teacher import LoadedModel
 
 # Part of every answer-cache key (generate.software_versions): bump it with any change to
 # how answers are read (tokenization, sharing, readout, option texts) that can move their
@@ -117,7 +117,7 @@ class TokenScorer:
     sliding attention window takes the flat path.
     """
 
-    def __init__(self, teacher: LoadedTeacher, option_texts: list[str], batch_size: int = 16):
+    def __init__(self, teacher: LoadedModel, option_texts: list[str], batch_size: int = 16):
         self.model, self.tokenizer, self.device = teacher.model, teacher.tokenizer, teacher.device
         self.dtype = teacher.dtype  # the resolved dtype the model computes in
         self.option_ids = option_token_ids(self.tokenizer, option_texts)
@@ -134,6 +134,12 @@ class TokenScorer:
     def encode_suffix(self, suffix: Suffix | str) -> list[int]:
         return encode_suffix(self.tokenizer, suffix)
 
+    def encode_suffixes(self, suffixes: list[Suffix | str]) -> list[list[int]]:
+        return encode_suffixes(self.tokenizer, suffixes)
+
+    def encode_prompts(self, prompts: list[str]) -> list[list[int]]:
+        return encode_prompts(self.tokenizer, prompts)
+
     @torch.inference_mode()
     def _ensure_prefix(self, prefix: str) -> None:
         if prefix == self._prefix:
@@ -146,13 +152,15 @@ class TokenScorer:
     def score(self, prefix: str, suffixes: list[Suffix | str], on_batch=None) -> Scores:
         """Scores for each suffix, in batches of `batch_size`; `on_batch(n)` after each."""
         suffixes = [(s,) if isinstance(s, str) else tuple(s) for s in suffixes]
-        check_tokenization(self, prefix, suffixes)
+        table = encode_segments(self.tokenizer, (seg for s in suffixes for seg in s))
+        tokens = lambda segments: [t for seg in segments if seg for t in table[seg]]  # noqa: E731
+        check_tokenization(self, prefix, suffixes, [tokens(s) for s in suffixes])
         if self.fast_head is None:
-            probe = self.encode_prefix(prefix) + self.encode_suffix(suffixes[0])
+            probe = self.encode_prefix(prefix) + tokens(suffixes[0])
             self.fast_head = head_matches_model(self.model, probe, final_logits)
         self._ensure_prefix(prefix)
         heads = sorted({s[0] for s in suffixes if len(s) > 1})
-        head_ids = [self.encode_suffix(h) for h in heads]
+        head_ids = [tokens((h,)) for h in heads]
         if (len(suffixes) < MIN_STATES_PER_HEAD * max(len(heads), 1)
                 or not self._fits_window(max(map(len, head_ids), default=0))):
             # Too little sharing, or a head reaching past the sliding window (its cached keys would
@@ -160,8 +168,8 @@ class TokenScorer:
             heads, head_ids = [], []
         head_index = {h: i for i, h in enumerate(heads)}
         head_kv = self._head_caches(head_ids)
-        rows = [(head_index[s[0]], self.encode_suffix(s[1:])) if s[0] in head_index and len(s) > 1
-                else (-1, self.encode_suffix(s)) for s in suffixes]
+        rows = [(head_index[s[0]], tokens(s[1:])) if s[0] in head_index and len(s) > 1
+                else (-1, tokens(s)) for s in suffixes]
         # Batch rows of similar length together: padding is wasted compute. A batch's forward pass
         # runs on its rows' remaining tokens, padded to the longest (heads are only cached keys and
         # values), so rows are ordered by that length first, by head length second.
@@ -196,22 +204,33 @@ class TokenScorer:
             return rows
         return [(-1, head_ids[h] + r) if h >= 0 else (-1, r) for h, r in rows]
 
-    def _head_caches(self, head_ids: list[list[int]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Per distinct head, its keys and values in every layer ([1, heads, len, dim]),
-        computed in right-padded batches on top of the prefix cache."""
-        per_head = []
+    def _head_caches(self, head_ids: list[list[int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the keys and values of every distinct head after the prefix, stacked as
+        [heads + 1, kv_heads, longest head, dim]: row i is head i, zero past its length, and
+        the last row is all zeros (rows without a head). Stacked, a batch gathers its rows'
+        heads in one indexing per layer rather than one copy per row and layer."""
+        if not head_ids:
+            return []
+        longest = max(map(len, head_ids))
+        stacked: list[tuple[torch.Tensor, torch.Tensor]] = []
         for start in range(0, len(head_ids), self.batch_size):
             batch = head_ids[start : start + self.batch_size]
-            ids, _ = right_pad(batch, self.pad_id)
+            ids, mask = right_pad(batch, self.pad_id)
             cache = copy.deepcopy(self._prefix_cache)
             cache.batch_repeat_interleave(len(batch))
             positions = torch.arange(self._prefix_len, self._prefix_len + ids.shape[1], device=self.device)
             self.model.get_decoder()(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True,
                              position_ids=positions.unsqueeze(0).expand(len(batch), -1))
-            p = self._prefix_len
-            per_head += [[(layer.keys[b : b + 1, :, p : p + len(h)], layer.values[b : b + 1, :, p : p + len(h)])
-                          for layer in cache.layers] for b, h in enumerate(batch)]
-        return per_head
+            p, keep = self._prefix_len, mask.to(self.device)[:, None, :, None]
+            if not stacked:
+                stacked = [(layer.keys.new_zeros(len(head_ids) + 1, layer.keys.shape[1], longest, layer.keys.shape[3]),
+                            layer.values.new_zeros(len(head_ids) + 1, layer.values.shape[1], longest,
+                                                   layer.values.shape[3])) for layer in cache.layers]
+            for (keys, values), layer in zip(stacked, cache.layers):
+                width = ids.shape[1]
+                keys[start : start + len(batch), :, :width] = layer.keys[:, :, p : p + width] * keep
+                values[start : start + len(batch), :, :width] = layer.values[:, :, p : p + width] * keep
+        return stacked
 
     def _score_batch(self, rows: list[tuple[int, list[int]]], head_ids, head_kv) -> Scores:
         """One forward pass over the rows' remaining tokens. The cache holds the
@@ -224,14 +243,10 @@ class TokenScorer:
         cache = copy.deepcopy(self._prefix_cache)
         cache.batch_repeat_interleave(n)
         if width:
-            for layer_idx, layer in enumerate(cache.layers):
-                keys = layer.keys.new_zeros(n, layer.keys.shape[1], width, layer.keys.shape[3])
-                values = torch.zeros_like(keys)
-                for row, (h, _) in enumerate(rows):
-                    if h >= 0:
-                        k, v = head_kv[h][layer_idx]
-                        keys[row, :, : k.shape[2]], values[row, :, : v.shape[2]] = k[0], v[0]
-                cache.update(keys, values, layer_idx)
+            none = len(head_ids)  # the all-zero row of head_kv
+            pick = torch.tensor([h if h >= 0 else none for h, _ in rows], device=self.device)
+            for layer_idx, (keys, values) in enumerate(head_kv):
+                cache.update(keys[pick, :, :width], values[pick, :, :width], layer_idx)
         head_mask = (torch.arange(width).unsqueeze(0) < torch.tensor(head_lens).unsqueeze(1)).long()
         full_mask = torch.cat([torch.ones(n, self._prefix_len, dtype=torch.long), head_mask, mask], 1)
         positions = (self._prefix_len + torch.tensor(head_lens).unsqueeze(1)) + torch.arange(ids.shape[1])
@@ -268,6 +283,32 @@ def encode_suffix(tokenizer, suffix: Suffix | str) -> list[int]:
     """A suffix's segments tokenized one by one and concatenated (see TokenScorer)."""
     segments = (suffix,) if isinstance(suffix, str) else suffix
     return [t for seg in segments if seg for t in tokenizer(seg, add_special_tokens=False).input_ids]
+
+
+def encode_segments(tokenizer, texts) -> dict[str, list[int]]:
+    """Each distinct non-empty text tokenized once (no special tokens), all in one batched
+    call: a fast tokenizer's batch encoding is each text's own encoding, and one call
+    instead of one per state is what keeps the host from bounding a GPU's throughput."""
+    distinct = list(dict.fromkeys(t for t in texts if t))
+    return dict(zip(distinct, tokenizer(distinct, add_special_tokens=False).input_ids if distinct else []))
+
+
+def encode_suffixes(tokenizer, suffixes: list[Suffix | str]) -> list[list[int]]:
+    """encode_suffix of every suffix, with each distinct segment tokenized once."""
+    suffixes = [(s,) if isinstance(s, str) else s for s in suffixes]
+    table = encode_segments(tokenizer, (seg for s in suffixes for seg in s))
+    return [[t for seg in s if seg for t in table[seg]] for s in suffixes]
+
+
+def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """encode_prefix of every whole prompt, in one batched call per BOS convention."""
+    out: list[list[int] | None] = [None] * len(prompts)
+    for special in (True, False):
+        rows = [i for i, text in enumerate(prompts) if has_bos(tokenizer, text) != special]
+        if rows:
+            for i, ids in zip(rows, tokenizer([prompts[i] for i in rows], add_special_tokens=special).input_ids):
+                out[i] = ids
+    return out
 
 
 def has_bos(tokenizer, text: str) -> bool:

@@ -19,7 +19,7 @@ from .generate import Prompts, answer_keys, ask_into_cache, missing
 from .model_source import read_teacher_json
 from .params import Params
 from .scenario import Scenario, State
-from .teacher import load_teacher
+from .teacher import load_causal_lm
 
 
 def slm_prompts(scenario: Scenario, states: list[State]) -> Prompts:
@@ -60,10 +60,10 @@ def teacher_distribution(frame: pd.DataFrame, options: list[str]) -> np.ndarray:
 
 
 def slm_answers(model_dir: str | Path, scenario: Scenario, states: list[State], params: Params,
-                cache: AnswerCache, desc: str = "slm", load=load_teacher) -> np.ndarray:
+                cache: AnswerCache, desc: str = "slm", load=load_causal_lm) -> np.ndarray:
     """The SLM's P(option | short prompt), [N, K], read like a token-readout teacher and kept
     in the answer cache under the model's fingerprint: asked once, and the model is loaded
-    (by `load`, load_teacher's signature) only if some state is not cached yet."""
+    (by `load`, load_causal_lm's signature) only if some state is not cached yet."""
     slm = params.slm
     # Read through the teacher settings, but with the SLM's own precision: the key must name
     # how this model is loaded (slm.dtype, slm.quantize), never the teacher's settings.

@@ -54,7 +54,7 @@ from .noise_floor import floor_intervals, floor_states, per_state_floor
 from .params import Params, Stability
 from .reliability import NONE_MEASURED, TOO_FEW, mean_pairwise_cosine, noise_floor, readout_agreement, summarize
 from .scenario import Scenario, State
-from .teacher import LoadedTeacher, TokenScorer, load_teacher
+from .teacher import LoadedModel, TokenScorer, load_causal_lm
 from .verbalized import VerbalizedReader
 
 CANONICAL = "canonical"
@@ -116,7 +116,7 @@ class Context:
     params: Params
     scenario: Scenario
     states: list[State]
-    teacher: LoadedTeacher
+    teacher: LoadedModel
     cache: AnswerCache
 
     @property
@@ -290,7 +290,7 @@ def measure_stability(params: Params, scenario: Scenario, teacher_dir: str | Pat
                 _readings("none", [], np.empty((0, 0))), per_state_floor(np.empty((0, 0)), {}, []))
     t = params.teacher
     states, ids = floor_states(test_split, scenario, params.stability.states)
-    ctx = Context(params, scenario, states, load_teacher(teacher_dir, t.dtype, t.device, t.trust_remote_code),
+    ctx = Context(params, scenario, states, load_causal_lm(teacher_dir, t.dtype, t.device, t.trust_remote_code),
                   AnswerCache(params.generate.cache))
     try:
         wording = read_wording(ctx)

@@ -20,7 +20,9 @@ from .scorer import TokenScorer  # noqa: F401
 # ---- loading --------------------------------------------------------------------
 
 @dataclass
-class LoadedTeacher:
+class LoadedModel:
+    """A causal LM with its tokenizer, as load_causal_lm returns it."""
+
     model: torch.nn.Module
     tokenizer: object
     fingerprint: str
@@ -85,9 +87,10 @@ def resolve_dtype(dtype: str, device: str = "auto") -> str:
     return "bfloat16" if target.type == "cpu" and cpu_has_fast_bf16() else "float32"
 
 
-def load_teacher(model_dir: str | Path, dtype: str = "float32", device: str = "auto",
-                 trust_remote_code: bool = False, quantize: str = "none") -> LoadedTeacher:
-    """dtype: float32 | bfloat16 | float16 | auto (resolve_dtype). quantize: "4bit" loads the
+def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = "auto",
+                   trust_remote_code: bool = False, quantize: str = "none") -> LoadedModel:
+    """A model directory from the download stage (teacher.json inside) as a causal LM: the
+    teacher, the SLM student, a persona's base and a merged model all load here. dtype: float32 | bfloat16 | float16 | auto (resolve_dtype). quantize: "4bit" loads the
     weights as bitsandbytes NF4 on CUDA (QLoRA's base model)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -109,7 +112,7 @@ def load_teacher(model_dir: str | Path, dtype: str = "float32", device: str = "a
     if not quantized:  # a quantized model is placed by device_map and cannot be moved
         model.to(target)
     model.eval()
-    return LoadedTeacher(model, tokenizer, info["fingerprint"], target, dtype)
+    return LoadedModel(model, tokenizer, info["fingerprint"], target, dtype)
 
 
 def _nf4_config(dtype: str):

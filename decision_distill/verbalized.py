@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .scorer import Suffix, encode_prefix, encode_suffix
+from .scorer import Suffix, encode_prefix, encode_prompts, encode_suffix, encode_suffixes
 from .scorer_checks import check_tokenization
 
 if TYPE_CHECKING:
-    from .teacher import LoadedTeacher
+    from .teacher import LoadedModel
 
 # Part of the answer-cache key of every verbalized answer (generate.answer_keys): bump it with
 # any change to how answers are generated that can change their text, so answers generated
@@ -103,7 +103,7 @@ class VerbalizedReader:
     share_prefix=False, which bench/verbalized_speed.py compares).
     """
 
-    def __init__(self, teacher: LoadedTeacher, key: str, max_new_tokens: int, temperature: float,
+    def __init__(self, teacher: LoadedModel, key: str, max_new_tokens: int, temperature: float,
                  batch_size: int = 8, share_prefix: bool = True):
         self.model, self.tokenizer, self.device = teacher.model, teacher.tokenizer, teacher.device
         self.key, self.max_new_tokens, self.temperature = key, max_new_tokens, temperature
@@ -119,16 +119,22 @@ class VerbalizedReader:
     def encode_suffix(self, suffix: Suffix | str) -> list[int]:
         return encode_suffix(self.tokenizer, suffix)
 
+    def encode_suffixes(self, suffixes: list[Suffix | str]) -> list[list[int]]:
+        return encode_suffixes(self.tokenizer, suffixes)
+
+    def encode_prompts(self, prompts: list[str]) -> list[list[int]]:
+        return encode_prompts(self.tokenizer, prompts)
+
     @torch.inference_mode()
     def answer(self, prefix: str, suffixes: list[Suffix | str], seed: int = 0) -> list[dict]:
         """The parsed answer to each prompt; batch k (from 0) samples from a torch generator
         seeded with `seed + k * batch_size`."""
         suffixes = [(s,) if isinstance(s, str) else tuple(s) for s in suffixes]
-        check_tokenization(self, prefix, suffixes)
+        rows = self.encode_suffixes(suffixes)
+        check_tokenization(self, prefix, suffixes, rows)
         prefix_ids = self.encode_prefix(prefix)
         prefix_cache = self.model.get_decoder()(
             input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True).past_key_values
-        rows = [self.encode_suffix(s) for s in suffixes]
         results = []
         for i in range(0, len(rows), self.batch_size):
             batch = rows[i : i + self.batch_size]

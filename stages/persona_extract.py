@@ -25,7 +25,7 @@ from decision_distill.params import load_params  # noqa: E402
 from decision_distill.personas.chunks import load_chunks, load_profiles  # noqa: E402
 from decision_distill.personas.extract import extract  # noqa: E402
 from decision_distill.personas.params import load_persona_params  # noqa: E402
-from decision_distill.teacher import load_teacher  # noqa: E402
+from decision_distill.teacher import load_causal_lm  # noqa: E402
 
 
 @stage_main
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     t = root.teacher
     chunks = load_chunks(args.chunks, params.corpus.personas)
     hand_written = load_profiles(args.chunks, params.corpus.personas)
-    teacher = load_teacher(args.teacher, t.dtype, t.device, t.trust_remote_code)
+    teacher = load_causal_lm(args.teacher, t.dtype, t.device, t.trust_remote_code)
     e = params.extract
     cache = AnswerCache(root.generate.cache)
     try:

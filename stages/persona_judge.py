@@ -23,7 +23,7 @@ from decision_distill.errors import UserError, stage_main  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
 from decision_distill.personas.judge import judge_all  # noqa: E402
 from decision_distill.personas.params import load_persona_params  # noqa: E402
-from decision_distill.teacher import load_teacher  # noqa: E402
+from decision_distill.teacher import load_causal_lm  # noqa: E402
 
 
 @stage_main
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             items += json.loads(path.read_text())["items"]
         except (OSError, ValueError, KeyError):
             raise UserError(f"{path}: missing or not an answers file; run persona-respond@{persona}") from None
-    judge = load_teacher(judge_dir, t.dtype, t.device, t.trust_remote_code)
+    judge = load_causal_lm(judge_dir, t.dtype, t.device, t.trust_remote_code)
     start = time.perf_counter()
     report, rows = judge_all(judge, items, params.judge)
     report["scoring_seconds"] = time.perf_counter() - start

@@ -26,7 +26,7 @@ from decision_distill.personas.chunks import load_chunks, load_profiles  # noqa:
 from decision_distill.personas.params import load_persona_params  # noqa: E402
 from decision_distill.personas.respond import (BASE_CHUNKS, BASE_PROFILE, TUNED,  # noqa: E402
                                                respond)
-from decision_distill.teacher import load_teacher, pick_device  # noqa: E402
+from decision_distill.teacher import load_causal_lm, pick_device  # noqa: E402
 
 
 @stage_main
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, directory in models.items():
         if not (directory / "teacher.json").exists():
             raise UserError(f"{directory}: no model ({name}); run persona-merge (or download@slm) first")
-    load = cache(lambda d: load_teacher(d, s.dtype, s.device, s.trust_remote_code))
+    load = cache(lambda d: load_causal_lm(d, s.dtype, s.device, s.trust_remote_code))
     store = AnswerCache(root.generate.cache)
     try:
         out = respond(reviewed, profile, load_chunks(args.chunks, [args.persona]), models, load, store,

@@ -25,7 +25,7 @@ from decision_distill.params import load_params  # noqa: E402
 from decision_distill.personas.corpus import load_corpus  # noqa: E402
 from decision_distill.personas.params import check_personas_match, load_persona_params  # noqa: E402
 from decision_distill.personas.votes import draw_votes, score_all, vote_table, votes_report  # noqa: E402
-from decision_distill.teacher import load_teacher  # noqa: E402
+from decision_distill.teacher import load_causal_lm  # noqa: E402
 
 TEACHER, BASE, TUNED = "teacher+profile", "base+profile", "tuned"
 
@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> None:
         if not (directory / "teacher.json").exists():
             raise UserError(f"{directory}: no model ({name}); run download@teacher, download@slm or persona-merge first")
     t, s = root.teacher, root.slm
-    teacher = cache(lambda: load_teacher(args.teacher, t.dtype, t.device, t.trust_remote_code))
-    base = cache(lambda: load_teacher(args.base, s.dtype, s.device, s.trust_remote_code))
+    teacher = cache(lambda: load_causal_lm(args.teacher, t.dtype, t.device, t.trust_remote_code))
+    base = cache(lambda: load_causal_lm(args.base, s.dtype, s.device, s.trust_remote_code))
     models = {TEACHER: lambda p: (teacher(), True), BASE: lambda p: (base(), True),
-              TUNED: lambda p: (load_teacher(args.models / p / "merged", s.dtype, s.device, s.trust_remote_code),
+              TUNED: lambda p: (load_causal_lm(args.models / p / "merged", s.dtype, s.device, s.trust_remote_code),
                                 False)}
     v = params.votes
     start = time.perf_counter()

@@ -87,7 +87,7 @@ def test_auto_dtype_is_keyed_as_the_dtype_it_resolves_to(tmp_path, tiny_teacher,
 def test_auto_loads_bfloat16_only_where_the_processor_runs_it_fast(tiny_teacher, monkeypatch):
     for fast, dtype in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(teacher_module, "cpu_has_fast_bf16", lambda fast=fast: fast)
-        loaded = teacher_module.load_teacher(tiny_teacher, "auto", "cpu")
+        loaded = teacher_module.load_causal_lm(tiny_teacher, "auto", "cpu")
         assert loaded.dtype == str(dtype).removeprefix("torch.")
         assert {p.dtype for p in loaded.model.parameters()} == {dtype}
 

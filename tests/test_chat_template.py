@@ -13,7 +13,7 @@ from decision_distill.generate import teacher_answers
 from decision_distill.model_source import download
 from decision_distill.params import parse_params
 from decision_distill.scenario import load_scenario, parse_scenario
-from decision_distill.teacher import load_teacher
+from decision_distill.teacher import load_causal_lm
 
 SCENARIO = "scenarios/ice_cream.yaml"
 
@@ -41,7 +41,7 @@ def test_the_answer_is_the_first_token_of_the_models_reply(tmp_path, chat_teache
     scenario = load_scenario(SCENARIO)
     states = scenario.sample_states(12, seed=1)
     answers = ask(tmp_path, chat_teacher, scenario, states)
-    teacher = load_teacher(chat_teacher, device="cpu")
+    teacher = load_causal_lm(chat_teacher, device="cpu")
     tok = teacher.tokenizer
     expected = []
     for state in states:

@@ -132,7 +132,7 @@ def test_the_eleven_option_zero_shot_readout_is_the_option_softmax_with_the_real
 
     from decision_distill.answer_cache import AnswerCache
     from decision_distill.generate import build_prompts, teacher_answers
-    from decision_distill.teacher import TokenScorer, load_teacher
+    from decision_distill.teacher import TokenScorer, load_causal_lm
     from decision_distill.model_source import download
     from decision_distill.params import parse_params
 
@@ -151,7 +151,7 @@ def test_the_eleven_option_zero_shot_readout_is_the_option_softmax_with_the_real
     assert len({tuple(np.round(p, 6)) for p in P}) > 1  # the answers depend on the state
     # each answer is the softmax over the eleven option tokens (in option order) of one plain
     # forward pass of the prompt, computed here by hand for a few states
-    teacher = load_teacher(tmp_path / "teacher", device="cpu")
+    teacher = load_causal_lm(tmp_path / "teacher", device="cpu")
     scorer = TokenScorer(teacher, [o.text for o in public_goods.options])
     prompts = build_prompts(public_goods, states, params)
     for i in (0, 17, 101):

@@ -25,7 +25,7 @@ from decision_distill.lora import (SKIPPED_JSON, AnswerReadout, build_examples, 
 from decision_distill.params import parse_params
 from decision_distill.scenario import load_scenario
 from decision_distill.slm import slm_prompts, states_from_frame, teacher_distribution
-from decision_distill.teacher import TokenScorer, load_teacher
+from decision_distill.teacher import TokenScorer, load_causal_lm
 from decision_distill.train import torch_threads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_lora_learns_a_known_policy_and_the_saved_adapter_answers_like_it(tmp_pa
     assert summary["steps"] == 30
     assert summary["val_loss"] < 0.8 * summary["base_val_loss"]
     # The saved adapter, loaded by peft and read by the scorer, is what was trained.
-    slm = load_teacher(tiny_teacher, device="cpu")
+    slm = load_causal_lm(tiny_teacher, device="cpu")
     base_kl = kl_of_scorer(slm, slm.model, policy_splits)
     tuned = PeftModel.from_pretrained(slm.model, tmp_path / "adapter").eval().get_base_model()
     tuned_kl = kl_of_scorer(slm, tuned, policy_splits)
@@ -122,7 +122,7 @@ def test_explanations_add_a_next_token_loss_that_training_lowers(tmp_path, tiny_
         write_parquet(frame, splits / f"{name}.parquet")
     run_in_process(tmp_path, tiny_teacher, splits, explanation_weight=1.0)
 
-    slm = load_teacher(tiny_teacher, device="cpu")
+    slm = load_causal_lm(tiny_teacher, device="cpu")
     scenario = load_scenario(SCENARIO)
     scorer = TokenScorer(slm, [o.text for o in scenario.options])
     val = build_examples(pd.read_parquet(splits / "val.parquet"), scenario, scorer, with_explanations=True)

@@ -27,7 +27,7 @@ from decision_distill.perplexity import held_out_text, text_scores, token_rows
 from decision_distill.scenario import load_scenario
 from decision_distill.slm import slm_answers, slm_prompts
 from decision_distill.scorer import TokenScorer, right_pad
-from decision_distill.teacher import LoadedTeacher, load_teacher
+from decision_distill.teacher import LoadedModel, load_causal_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = load_scenario(ROOT / "scenarios/ice_cream.yaml")
@@ -49,18 +49,18 @@ def teacher_frame(n: int, seed: int = 0, explanations: bool = False) -> pd.DataF
     return frame
 
 
-def adapter_model(base_dir: Path, adapter_dir: Path) -> LoadedTeacher:
+def adapter_model(base_dir: Path, adapter_dir: Path) -> LoadedModel:
     """The base SLM with the adapter applied (not merged), as a scorer reads it."""
-    base = load_teacher(base_dir, device="cpu")
+    base = load_causal_lm(base_dir, device="cpu")
     peft_model = PeftModel.from_pretrained(base.model, adapter_dir).eval()
-    return LoadedTeacher(peft_model.get_base_model(), base.tokenizer, "adapter", base.device)
+    return LoadedModel(peft_model.get_base_model(), base.tokenizer, "adapter", base.device)
 
 
 @pytest.fixture(scope="module")
 def adapted(tiny_teacher, tmp_path_factory) -> dict[str, Path]:
     """A LoRA adapter with random B weights (so it changes the answers), and its merge."""
     root = tmp_path_factory.mktemp("adapted")
-    base = load_teacher(tiny_teacher, device="cpu")
+    base = load_causal_lm(tiny_teacher, device="cpu")
     torch.manual_seed(1)
     model = get_peft_model(base.model, LoraConfig(**LORA))
     with torch.no_grad():
@@ -76,12 +76,12 @@ def test_merged_model_answers_like_the_adapter_model(adapted):
     states = SCENARIO.sample_states(40, seed=3)
     prompts = slm_prompts(SCENARIO, states)
 
-    def answers(model: LoadedTeacher) -> np.ndarray:
+    def answers(model: LoadedModel) -> np.ndarray:
         return TokenScorer(model, OPTION_TEXTS, batch_size=8).score(prompts.prefix, prompts.suffixes).probs
 
-    merged = load_teacher(adapted["merged"], device="cpu")
+    merged = load_causal_lm(adapted["merged"], device="cpu")
     with_adapter = answers(adapter_model(adapted["base"], adapted["adapter"]))
-    base = answers(load_teacher(adapted["base"], device="cpu"))
+    base = answers(load_causal_lm(adapted["base"], device="cpu"))
     assert np.abs(answers(merged) - with_adapter).max() < 1e-4
     assert np.abs(with_adapter - base).max() > 0.02  # the adapter really changes the answers
     assert sorted(p.name for p in adapted["merged"].glob("*.safetensors")) == ["model.safetensors"]
@@ -111,7 +111,7 @@ def test_merge_refuses_a_missing_or_unsafe_adapter(adapted, tmp_path):
 
 
 def test_perplexity_matches_transformers_loss_and_the_scorer(tiny_teacher):
-    model = load_teacher(tiny_teacher, device="cpu")
+    model = load_causal_lm(tiny_teacher, device="cpu")
     text = held_out_text(teacher_frame(12, explanations=True), SCENARIO)
     report = text_scores(model, text, OPTION_TEXTS, batch_size=5)
     # Every state's answer and explanation tokens, scored by transformers' own loss.
@@ -134,7 +134,7 @@ def test_perplexity_matches_transformers_loss_and_the_scorer(tiny_teacher):
 
 def test_perplexity_drops_on_text_the_model_was_trained_on(tiny_teacher, tmp_path):
     text = held_out_text(teacher_frame(16, seed=5, explanations=True), SCENARIO)
-    base = load_teacher(tiny_teacher, device="cpu")
+    base = load_causal_lm(tiny_teacher, device="cpu")
     before = text_scores(base, text, OPTION_TEXTS)
     rows = token_rows(TokenScorer(base, OPTION_TEXTS), text)
     ids, mask = right_pad([c + a + e for c, a, e in rows], pad_id=0)
@@ -150,7 +150,7 @@ def test_perplexity_drops_on_text_the_model_was_trained_on(tiny_teacher, tmp_pat
         optimizer.step()
     model.save_pretrained(tmp_path / "adapter")
     merge_adapter(tiny_teacher, tmp_path / "adapter", tmp_path / "merged", device="cpu")
-    after = text_scores(load_teacher(tmp_path / "merged", device="cpu"), text, OPTION_TEXTS)
+    after = text_scores(load_causal_lm(tmp_path / "merged", device="cpu"), text, OPTION_TEXTS)
     assert after["perplexity"] < 0.5 * before["perplexity"]
     assert after["explanation_perplexity"] < before["explanation_perplexity"]
     assert after["tokens"] == before["tokens"]
@@ -208,7 +208,7 @@ def test_evaluate_adds_slm_rows_through_the_answer_cache(adapted, slm_splits, tm
     tuned_test = predictions[(predictions.student == SLM_TUNED) & (predictions.split == "test")]
     states = SCENARIO.sample_states(30, seed=2)[:24]
     prompts = slm_prompts(SCENARIO, states)
-    direct = TokenScorer(load_teacher(adapted["merged"], device="cpu"), OPTION_TEXTS).score(
+    direct = TokenScorer(load_causal_lm(adapted["merged"], device="cpu"), OPTION_TEXTS).score(
         prompts.prefix, prompts.suffixes).probs
     assert np.abs(tuned_test[["student_yes", "student_no"]].to_numpy() - direct).max() < 1e-6
 
@@ -216,7 +216,7 @@ def test_evaluate_adds_slm_rows_through_the_answer_cache(adapted, slm_splits, tm
     def no_model(*args, **kwargs):
         raise AssertionError("a cached SLM was loaded again")
 
-    monkeypatch.setattr("decision_distill.slm.load_teacher", no_model)
+    monkeypatch.setattr("decision_distill.slm.load_causal_lm", no_model)
     again, _ = evaluate_students(slm_splits, tmp_path / "students", (), 10, slm, gap_min=0.05, holdouts=["ood"])
     assert again == metrics
 
@@ -264,7 +264,7 @@ def test_perplexity_refuses_a_head_it_would_apply_wrongly(tmp_path):
     # Cohere scales its logits; perplexity applies the head itself, so it would measure other numbers.
     from tiny_teacher import tiny_model_dir
 
-    cohere = load_teacher(tiny_model_dir(tmp_path, architecture="cohere"), device="cpu")
+    cohere = load_causal_lm(tiny_model_dir(tmp_path, architecture="cohere"), device="cpu")
     text = held_out_text(teacher_frame(4, explanations=True), SCENARIO)
     with pytest.raises(UserError, match="slm.model: CohereForCausalLM's LM head"):
         text_scores(cohere, text, OPTION_TEXTS)

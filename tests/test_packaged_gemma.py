@@ -12,7 +12,7 @@ from decision_distill.generate import option_texts
 from decision_distill.model_source import PACKAGED, download, read_teacher_json
 from decision_distill.params import parse_params
 from decision_distill.scenario import load_scenario
-from decision_distill.teacher import TokenScorer, load_teacher
+from decision_distill.teacher import TokenScorer, load_causal_lm
 
 SCENARIOS = ["scenarios/ice_cream.yaml", "scenarios/games.yaml", "scenarios/public_goods.yaml"]
 
@@ -31,7 +31,7 @@ def test_packaged_gemma_converts_loads_and_its_answers_depend_on_the_state(packa
     assert (directory / "model.safetensors").exists()
     assert read_teacher_json(directory)["source"] == PACKAGED
 
-    teacher = load_teacher(directory, device="cpu")
+    teacher = load_causal_lm(directory, device="cpu")
     assert teacher.model.config.model_type == "gemma3_text"
     assert sum(p.numel() for p in teacher.model.parameters()) > 250e6
     for path in SCENARIOS:  # every shipped scenario's options are one token each for the default teacher
@@ -55,7 +55,7 @@ def test_packaged_gemma_converts_loads_and_its_answers_depend_on_the_state(packa
 @pytest.mark.slow
 def test_packaged_gemma_passes_the_scorers_checks_and_a_split_word_does_not(packaged):
     _, directory = packaged
-    teacher = load_teacher(directory, device="cpu")
+    teacher = load_causal_lm(directory, device="cpu")
     scenario = load_scenario("scenarios/ice_cream.yaml")
     prefix, suffixes = scenario.token_prefix(), [scenario.describe_parts(s) for s in scenario.sample_states(8, 1)]
     scorer = TokenScorer(teacher, [o.text for o in scenario.options], 8)

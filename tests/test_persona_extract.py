@@ -19,7 +19,7 @@ from decision_distill.personas.chunks import TRAIN, split_corpus
 from decision_distill.personas.corpus import load_corpus
 from decision_distill.personas.extract import OPTIONS, PREFIX, decision_suffix, extract, p_yes
 from decision_distill.personas.review import kept_questions
-from decision_distill.teacher import load_teacher
+from decision_distill.teacher import load_causal_lm
 from persona_tiny import always_prefer
 from stage_cli import REPO, call_stage
 
@@ -51,7 +51,7 @@ def _chunks(board):
 
 
 def test_the_decision_is_the_answer_token_probability(models, board, tmp_path):
-    teacher = load_teacher(models["random"], device="cpu")
+    teacher = load_causal_lm(models["random"], device="cpu")
     chunks = [c for c in _chunks(board) if c.split == TRAIN][:3]
     probs = p_yes(teacher, chunks, CATEGORIES, AnswerCache(tmp_path / "answers.sqlite"), "float32")
     tok = teacher.tokenizer
@@ -72,7 +72,7 @@ def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_
                                                                                            tmp_path):
     chunks = _chunks(board)
     cache = AnswerCache(tmp_path / "answers.sqlite")
-    teacher = load_teacher(models["yes"], device="cpu")
+    teacher = load_causal_lm(models["yes"], device="cpu")
     profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32")
     for person in TWO:
         n_train = sum(c.persona == person and c.split == TRAIN for c in chunks)
@@ -83,7 +83,7 @@ def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_
             assert all(item["p_yes"] > 0.9 for item in profiles[person][cat])
     assert len(questions) == cap * len(TWO) * len(CATEGORIES)
     assert len({q["id"] for q in questions}) == len(questions)
-    teacher = load_teacher(models["no"], device="cpu")
+    teacher = load_causal_lm(models["no"], device="cpu")
     profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32")
     assert questions == [] and all(v == [] for p in profiles.values() for v in p.values())
     assert all(metrics["categories"][c][p]["above_threshold"] == 0 for c in CATEGORIES for p in TWO)
@@ -91,7 +91,7 @@ def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_
 
 def test_a_killed_extraction_resumes_without_repeating_a_generation(models, board, tmp_path, monkeypatch):
     chunks, cap = _chunks(board), 2
-    teacher = load_teacher(models["yes"], device="cpu")
+    teacher = load_causal_lm(models["yes"], device="cpu")
     whole = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, AnswerCache(tmp_path / "a.sqlite"), "float32")
     generations = 2 * cap * len(TWO) * len(CATEGORIES)  # a summary and a question per kept chunk
     real, calls, kill_at = teacher.model.generate, [], [6]

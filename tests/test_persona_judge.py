@@ -13,7 +13,7 @@ from decision_distill.model_source import download
 from decision_distill.personas.judge import (PAIR_OPTIONS, PAIR_PREFIX, RATINGS, RUBRICS, pairwise, pairwise_outcome,
                                              rating_suffix, ratings, summarise)
 from decision_distill.personas.respond import BASE_PROFILE, TUNED
-from decision_distill.teacher import load_teacher
+from decision_distill.teacher import load_causal_lm
 from persona_tiny import always_prefer, build_tiny_persona_model
 
 ITEMS = [{"id": f"Ada_Stone/0/{i}/belief", "persona": "Ada_Stone", "profile": "a shop owner who wants lower fees",
@@ -34,7 +34,7 @@ def judges(tmp_path_factory):
     out = {}
     for name, source in (("random", weights), ("first", always_prefer(weights, root / "first_w", PAIR_OPTIONS[0]))):
         download(str(source), "main", root / name)
-        out[name] = load_teacher(root / name, device="cpu")
+        out[name] = load_causal_lm(root / name, device="cpu")
     return out
 
 

@@ -14,7 +14,7 @@ from decision_distill.model_source import download
 from decision_distill.personas.chunks import TRAIN, Chunk
 from decision_distill.personas.respond import BASE_CHUNKS, BASE_PROFILE, TUNED, prompts_for, respond
 from decision_distill.personas.reviewed import reviewed_for
-from decision_distill.teacher import load_teacher
+from decision_distill.teacher import load_causal_lm
 from persona_tiny import build_tiny_persona_model
 
 CHUNKS = [Chunk("Ada_Stone", 0, i, TRAIN, 8, text) for i, text in enumerate([
@@ -32,7 +32,7 @@ def test_a_rerun_takes_every_answer_from_the_cache(tmp_path):
 
     def load(directory):
         loads.append(directory)
-        return load_teacher(directory, device="cpu")
+        return load_causal_lm(directory, device="cpu")
 
     settings = SimpleNamespace(context_chunks=1, max_new_tokens=5, temperature=0.7, top_p=0.95, seed=0)
     reviewed = {"persona": "Ada_Stone", "questions": [QUESTION], "stale_reviews_left_out": 0, "not_reviewed": 0}

@@ -10,7 +10,7 @@ import pytest
 from decision_distill.personas.corpus import Vote
 from decision_distill.personas.votes import (OPTIONS, balanced_accuracy, baselines, macro_f1, mcnemar, p_aye,
                                              vote_report, vote_table)
-from decision_distill.teacher import load_teacher
+from decision_distill.teacher import load_causal_lm
 
 # Three members, four questions; C has no recorded vote on q3. 8 of the 11 known votes are Aye.
 TRUTH = {"A": [1, 1, 1, 0], "B": [1, 1, 0, 1], "C": [1, 0, 1, None]}
@@ -95,7 +95,7 @@ def aye_model(tmp_path_factory):
     out = {}
     for name, token in (("aye", OPTIONS[0]), ("nay", OPTIONS[1])):
         download(str(always_prefer(weights, root / f"{name}_w", token)), "main", root / name)
-        out[name] = load_teacher(root / name, device="cpu")
+        out[name] = load_causal_lm(root / name, device="cpu")
     return out
 
 

@@ -86,8 +86,8 @@ def test_teacher_policy_loads_its_model_once(tiny_teacher, tmp_path, monkeypatch
     from decision_distill import teacher as teacher_module
 
     loads = []
-    original = teacher_module.load_teacher
-    monkeypatch.setattr(teacher_module, "load_teacher", lambda *a, **k: loads.append(a) or original(*a, **k))
+    original = teacher_module.load_causal_lm
+    monkeypatch.setattr(teacher_module, "load_causal_lm", lambda *a, **k: loads.append(a) or original(*a, **k))
     scenario = load_scenario(ICE)
     params = parse_params({"generate": {"cache": str(tmp_path / "cache.sqlite")}})
     cache = AnswerCache(params.generate.cache)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from decision_distill.errors import UserError
 from decision_distill.model_source import download, read_teacher_json
-from decision_distill.teacher import load_teacher
+from decision_distill.teacher import load_causal_lm
 from decision_distill.params import parse_params
 from decision_distill.students import WEIGHTS_FILE, load_student
 from decision_distill.train import train_student
@@ -59,7 +59,7 @@ def test_a_pickle_checkpoint_model_directory_is_refused(tmp_path, tiny_teacher):
     shutil.copytree(tiny_teacher, swapped)
     (swapped / "teacher.json").write_text(json.dumps({**read_teacher_json(tiny_teacher), "path": str(pickled)}))
     with pytest.raises(UserError, match=r"pickle weights \(pytorch_model\.bin\)"):
-        load_teacher(swapped, device="cpu")
+        load_causal_lm(swapped, device="cpu")
     # the download stage says so in one line, exit 2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"teacher": {"model": str(pickled)}}))
     result = call_stage("stages/download.py", "--role", "teacher", "--out", str(tmp_path / "stage_out"),
@@ -79,9 +79,9 @@ def test_models_load_without_remote_code_unless_params_say_so(tiny_teacher, monk
     defaults = parse_params({})
     assert defaults.teacher.trust_remote_code is False and defaults.slm.trust_remote_code is False
     t = defaults.teacher
-    load_teacher(tiny_teacher, t.dtype, "cpu", t.trust_remote_code)
+    load_causal_lm(tiny_teacher, t.dtype, "cpu", t.trust_remote_code)
     assert [kw["trust_remote_code"] for kw in seen] == [False, False]
     assert seen[1]["use_safetensors"] is True
     seen.clear()
-    load_teacher(tiny_teacher, t.dtype, "cpu", parse_params({"teacher": {"trust_remote_code": True}}).teacher.trust_remote_code)
+    load_causal_lm(tiny_teacher, t.dtype, "cpu", parse_params({"teacher": {"trust_remote_code": True}}).teacher.trust_remote_code)
     assert [kw["trust_remote_code"] for kw in seen] == [True, True]

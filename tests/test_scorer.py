@@ -6,12 +6,12 @@ import torch
 
 from decision_distill.errors import UserError
 from decision_distill.scenario import load_scenario
-from decision_distill.teacher import TokenScorer, load_teacher
+from decision_distill.teacher import TokenScorer, load_causal_lm
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_teacher):
-    teacher = load_teacher(tiny_teacher, device="cpu")
+    teacher = load_causal_lm(tiny_teacher, device="cpu")
     scenario = load_scenario("scenarios/ice_cream.yaml")
     states = scenario.sample_states(40, seed=3)
     return teacher, scenario, scenario.token_prefix(), [scenario.describe_parts(s) for s in states]
@@ -46,6 +46,20 @@ def test_shared_heads_are_reused_and_change_nothing(setup):
     shared = [(head, tail) for head in {h for h, _ in suffixes[:3]} for _, tail in suffixes[:8]]
     scorer = TokenScorer(teacher, [o.text for o in scenario.options], batch_size=5)
     fast, naive = scorer.score(prefix, shared), scorer.score_naive(prefix, shared)
+    np.testing.assert_allclose(fast.probs, naive.probs, atol=1e-5)
+    np.testing.assert_allclose(fast.option_mass, naive.option_mass, atol=1e-5)
+
+
+def test_rows_with_and_without_a_shared_head_mix_in_one_batch(setup):
+    teacher, scenario, prefix, suffixes = setup
+    # Heads of different lengths, computed over several head batches (batch_size 2 < 4 heads),
+    # and whole-text suffixes (no head) in the same scoring batches as rows that share a head.
+    heads = list(dict.fromkeys(h for h, _ in suffixes))[:4]
+    assert len({len(h) for h in heads}) > 1
+    shared = [(head, tail) for head in heads for _, tail in suffixes[:5]]
+    mixed = [x for pair in zip(shared, ["".join(s) for s in suffixes[5:25]]) for x in pair]
+    scorer = TokenScorer(teacher, [o.text for o in scenario.options], batch_size=2)
+    fast, naive = scorer.score(prefix, mixed), scorer.score_naive(prefix, mixed)
     np.testing.assert_allclose(fast.probs, naive.probs, atol=1e-5)
     np.testing.assert_allclose(fast.option_mass, naive.option_mass, atol=1e-5)
 
@@ -86,7 +100,7 @@ def tiny_variant(tmp_path_factory, name: str, **kwargs):
 
     root = tmp_path_factory.mktemp(name)
     download(str(build_tiny_teacher(root / "weights", **kwargs)), "main", root / "teacher")
-    return load_teacher(root / "teacher", device="cpu")
+    return load_causal_lm(root / "teacher", device="cpu")
 
 
 def test_a_head_the_fast_readout_does_not_know_falls_back_to_the_models_logits(setup, tmp_path_factory):

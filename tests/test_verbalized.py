@@ -6,7 +6,7 @@ import torch
 
 from decision_distill.errors import UserError
 from decision_distill.scenario import load_scenario
-from decision_distill.teacher import load_teacher
+from decision_distill.teacher import load_causal_lm
 from decision_distill.verbalized import VerbalizedReader
 
 NEW_TOKENS = 16
@@ -64,7 +64,7 @@ def assert_same_generation(teacher, reader, prefix, suffixes):
 
 def test_generation_on_the_shared_prefix_is_each_prompt_generated_alone(tiny_teacher, prompts):
     scenario, prefix, suffixes = prompts
-    teacher = load_teacher(tiny_teacher, device="cpu")
+    teacher = load_causal_lm(tiny_teacher, device="cpu")
     reader = VerbalizedReader(teacher, scenario.verbalized_key, NEW_TOKENS, 0.0, batch_size=len(suffixes))
     assert reader._fits_window(len(reader.encode_prefix(prefix)) + 60 + NEW_TOKENS)  # the shared path
     assert_same_generation(teacher, reader, prefix, suffixes)
@@ -82,7 +82,7 @@ def test_a_cache_past_the_sliding_window_generates_from_whole_prompts(tmp_path_f
 
 def test_sampled_answers_are_seeded_and_vary(tiny_teacher, prompts):
     scenario, prefix, suffixes = prompts
-    teacher = load_teacher(tiny_teacher, device="cpu")
+    teacher = load_causal_lm(tiny_teacher, device="cpu")
     reader = VerbalizedReader(teacher, scenario.verbalized_key, NEW_TOKENS, 1.0, batch_size=len(suffixes))
     repeated = [suffixes[0]] * 6
     first, again = reader.answer(prefix, repeated, seed=7), reader.answer(prefix, repeated, seed=7)
@@ -92,7 +92,7 @@ def test_sampled_answers_are_seeded_and_vary(tiny_teacher, prompts):
 
 def test_a_prompt_cut_inside_a_token_is_refused(tiny_teacher, prompts):
     scenario, prefix, suffixes = prompts
-    teacher = load_teacher(tiny_teacher, device="cpu")
+    teacher = load_causal_lm(tiny_teacher, device="cpu")
     reader = VerbalizedReader(teacher, scenario.verbalized_key, NEW_TOKENS, 0.0)
     head, tail = suffixes[0]
     with pytest.raises(UserError, match="tokenized piece by piece"):

@@ -21,7 +21,7 @@ import torch
 
 from ..answer_cache import AnswerCache
 from ..errors import UserError
-from ..teacher import LoadedTeacher, TokenScorer
+from ..teacher import LoadedModel, TokenScorer
 from .answers import persona_key
 from .chunks import TRAIN, Chunk
 
@@ -42,7 +42,7 @@ def decision_suffix(chunk: Chunk, category: str) -> tuple[str, str]:
 BATCHES_PER_COMMIT = 4  # scorer batches per cache commit: a kill loses at most this much scoring
 
 
-def p_yes(teacher: LoadedTeacher, chunks: list[Chunk], categories: list[str], cache: AnswerCache,
+def p_yes(teacher: LoadedModel, chunks: list[Chunk], categories: list[str], cache: AnswerCache,
           dtype: str, batch_size: int = 8) -> np.ndarray:
     """[len(chunks), len(categories)] P(Yes) normalised over the Yes/No tokens, through `cache`.
     `dtype` is the precision the teacher was loaded in (part of the key)."""
@@ -78,7 +78,7 @@ def select(chunks: list[Chunk], probs: np.ndarray, categories: list[str], thresh
 
 
 @torch.inference_mode()
-def generate_line(teacher: LoadedTeacher, prompt: str, max_new_tokens: int) -> str:
+def generate_line(teacher: LoadedModel, prompt: str, max_new_tokens: int) -> str:
     """Greedy continuation, first line only: the text is kept for a person to review, never parsed."""
     tok = teacher.tokenizer
     ids = tok(prompt, return_tensors="pt").input_ids.to(teacher.device)
@@ -88,7 +88,7 @@ def generate_line(teacher: LoadedTeacher, prompt: str, max_new_tokens: int) -> s
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
-def cached_line(teacher: LoadedTeacher, prompt: str, max_new_tokens: int, cache: AnswerCache, dtype: str) -> str:
+def cached_line(teacher: LoadedModel, prompt: str, max_new_tokens: int, cache: AnswerCache, dtype: str) -> str:
     """generate_line through `cache`: stored as soon as it is generated."""
     key = persona_key("persona-extract line", teacher.fingerprint, dtype, prompt, max_new_tokens=max_new_tokens,
                       decoding="greedy, first non-empty line, special tokens skipped")
@@ -108,7 +108,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
     return [max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))]
 
 
-def extract(teacher: LoadedTeacher, chunks: list[Chunk], categories: list[str], threshold: float, cap: int,
+def extract(teacher: LoadedModel, chunks: list[Chunk], categories: list[str], threshold: float, cap: int,
             max_new_tokens: int, personas: list[str], cache: AnswerCache,
             dtype: str) -> tuple[dict, list[dict], dict]:
     """(profiles, questions, metrics) from the training chunks, every model result through `cache`."""

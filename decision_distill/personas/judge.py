@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..teacher import LoadedTeacher, TokenScorer
+from ..teacher import LoadedModel, TokenScorer
 from .respond import TUNED
 
 RATINGS = ["1", "2", "3", "4", "5"]
@@ -58,7 +58,7 @@ def pair_suffix(item: dict, first: str, second: str) -> tuple[str, str]:
                                 "Which answer is more like this person, A or B?\nThe answer more like this person is Answer")
 
 
-def ratings(judge: LoadedTeacher, items: list[dict], models: list[str], rubric: str, min_mass: float,
+def ratings(judge: LoadedModel, items: list[dict], models: list[str], rubric: str, min_mass: float,
             batch_size: int = 8) -> dict[str, np.ndarray]:
     """Arrays over (item, model), shape [len(items), len(models)]: expected score and argmax (NaN when
     non-compliant), rating-token mass, and the five probabilities."""
@@ -79,7 +79,7 @@ def pairwise_outcome(p_tuned_first: np.ndarray, p_tuned_second: np.ndarray) -> n
     return np.where(first & second, 1, np.where(~first & ~second, -1, 0))
 
 
-def pairwise(judge: LoadedTeacher, items: list[dict], other: str, min_mass: float,
+def pairwise(judge: LoadedModel, items: list[dict], other: str, min_mass: float,
              batch_size: int = 8) -> dict[str, np.ndarray]:
     scorer = TokenScorer(judge, PAIR_OPTIONS, batch_size)
     ab = scorer.score(PAIR_PREFIX, [pair_suffix(it, it["answers"][TUNED], it["answers"][other]) for it in items])
@@ -136,7 +136,7 @@ def summarise(rated: dict[str, dict], pairs: dict[str, dict], models: list[str],
     return out
 
 
-def judge_all(judge: LoadedTeacher, items: list[dict], settings) -> tuple[dict, list[dict]]:
+def judge_all(judge: LoadedModel, items: list[dict], settings) -> tuple[dict, list[dict]]:
     """(report per person and overall, one row per answer) for every answered question."""
     models = list(items[0]["answers"]) if items else []
     kw = dict(min_mass=settings.min_mass, batch_size=settings.batch_size)

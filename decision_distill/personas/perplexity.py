@@ -21,7 +21,7 @@ import torch
 
 from ..answer_cache import AnswerCache
 from ..model_source import read_teacher_json
-from ..teacher import load_teacher
+from ..teacher import load_causal_lm
 from .answers import persona_key
 from .chunks import HELD_OUT, Chunk
 from .text import encode_chunk, sequence_nll
@@ -42,7 +42,7 @@ def chunk_nll(model_dir: str | Path, chunks: list[Chunk], dtype: str, device: st
     for c, key in zip(chunks, keys):
         if key in known:
             continue
-        model = model or load_teacher(model_dir, dtype, device, trust_remote_code)
+        model = model or load_causal_lm(model_dir, dtype, device, trust_remote_code)
         nll, tokens = sequence_nll(model.model, encode_chunk(model.tokenizer, c.text), model.device)
         known[key] = {"nll": nll.item(), "tokens": tokens}
         cache.put_many({key: known[key]})

@@ -22,7 +22,7 @@ import torch
 
 from ..answer_cache import AnswerCache, answer_key
 from ..model_source import read_teacher_json
-from ..teacher import LoadedTeacher
+from ..teacher import LoadedModel
 from .answers import persona_key
 from .chunks import TRAIN, Chunk
 
@@ -51,7 +51,7 @@ def batch_seed(seed: int, model: str, prompts: list[str]) -> int:
 
 
 @torch.inference_mode()
-def sample_answers(loaded: LoadedTeacher, prompts: list[str], seed: int, max_new_tokens: int, temperature: float,
+def sample_answers(loaded: LoadedModel, prompts: list[str], seed: int, max_new_tokens: int, temperature: float,
                    top_p: float) -> list[str]:
     """Seeded sampling of every prompt in one left-padded batch: the 262k-entry output layer
     costs about the same for 9 rows as for 1, so batching is what makes this affordable on CPU."""
@@ -67,7 +67,7 @@ def sample_answers(loaded: LoadedTeacher, prompts: list[str], seed: int, max_new
 
 
 def respond(reviewed: dict, profile: str | None, chunks: list[Chunk], models: dict[str, Path],
-            load: Callable[[Path], LoadedTeacher], cache: AnswerCache, settings, dtype: str, device: str) -> dict:
+            load: Callable[[Path], LoadedModel], cache: AnswerCache, settings, dtype: str, device: str) -> dict:
     """`models`: TUNED / BASE_PROFILE / BASE_CHUNKS -> a model directory; `load` is called only
     when an answer is missing from the cache. Returns the answers file's content."""
     persona, decoding = reviewed["persona"], {"max_new_tokens": settings.max_new_tokens,

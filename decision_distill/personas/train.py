@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..lora_checkpoints import (CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, SEED_STRIDE, clear_stale, make_path_independent,
                                usable_checkpoints)
 from ..lora_model import with_lora
-from ..teacher import load_teacher, resolve_dtype
+from ..teacher import load_causal_lm, resolve_dtype
 from .chunks import TRAIN, Chunk
 from .params import PersonaLoRA
 from .text import encode_chunk, sequence_nll
@@ -77,7 +77,7 @@ def train_persona(chunks: list[Chunk], persona: str, lora: PersonaLoRA, slm_dir,
     # bfloat16 trains as float32 weights under bf16 autocast, as lora-train does: pure bf16
     # weights would round away most of a small learning rate's updates.
     autocast = resolve_dtype(dtype, device) == "bfloat16"
-    slm = load_teacher(slm_dir, "float32" if autocast else dtype, device, trust_remote_code)
+    slm = load_causal_lm(slm_dir, "float32" if autocast else dtype, device, trust_remote_code)
     sequences = [encode_chunk(slm.tokenizer, c.text, lora.max_tokens) for c in mine]
     fp = fingerprint(lora, slm.fingerprint, persona, sequences, "bf16-autocast" if autocast else slm.dtype)
     peft_model = with_lora(slm.model, lora, "personas/params.yaml: lora.target_modules")

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from scipy.stats import binomtest
 
-from ..teacher import LoadedTeacher, TokenScorer
+from ..teacher import LoadedModel, TokenScorer
 
 AYE, NAY = "Aye", "Nay"
 OPTIONS = [" Aye", " Nay"]
@@ -42,7 +42,7 @@ def vote_suffix(persona: str, profile: str | None, question: str) -> tuple[str, 
     return head, f"Question: {question}\nVote:"
 
 
-def p_aye(model: LoadedTeacher, persona: str, profile: str | None, questions: list[str],
+def p_aye(model: LoadedModel, persona: str, profile: str | None, questions: list[str],
           batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """(P(Aye) normalised over Aye/Nay, the raw probability mass on the two tokens)."""
     scores = TokenScorer(model, OPTIONS, batch_size).score(PREFIX, [vote_suffix(persona, profile, q)
@@ -229,7 +229,7 @@ def vote_table(votes, personas: list[str]) -> tuple[Table, list[str]]:
 
 def score_all(table: Table, questions: list[str], profiles: dict[str, str], models: dict[str, Callable],
               batch_size: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """`models`: name -> load(persona) returning (LoadedTeacher, use the profile?). A loader may return
+    """`models`: name -> load(persona) returning (LoadedModel, use the profile?). A loader may return
     the same loaded model for every person (teacher, base) or each person's own (tuned)."""
     p_by, mass_by = {}, {}
     for name, load in models.items():

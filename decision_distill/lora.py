@@ -181,7 +181,7 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
     scenario = load_scenario(params.scenario)
     frames = _load_splits(Path(splits_dir), group)
     slm = load_causal_lm(slm_dir, base_dtype, str(accelerator.device) if params.slm.quantize == "4bit" else "cpu",
-                       params.slm.trust_remote_code, params.slm.quantize)
+                         params.slm.trust_remote_code, params.slm.quantize)
     scorer = TokenScorer(slm, [o.text for o in scenario.options])
     explain = params.lora.explanation_weight > 0 and "explanation" in frames["train"].columns
     train, val = (build_examples(frames[name], scenario, scorer, explain) for name in ("train", "val"))

@@ -7,6 +7,7 @@ case head's key/value caches) and runs the LM head on the answer position only.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -153,7 +154,7 @@ class TokenScorer:
         """Scores for each suffix, in batches of `batch_size`; `on_batch(n)` after each."""
         suffixes = [(s,) if isinstance(s, str) else tuple(s) for s in suffixes]
         table = encode_segments(self.tokenizer, (seg for s in suffixes for seg in s))
-        tokens = lambda segments: [t for seg in segments if seg for t in table[seg]]  # noqa: E731
+        tokens = functools.partial(join_segments, table)
         check_tokenization(self, prefix, suffixes, [tokens(s) for s in suffixes])
         if self.fast_head is None:
             probe = self.encode_prefix(prefix) + tokens(suffixes[0])
@@ -226,8 +227,8 @@ class TokenScorer:
                 stacked = [(layer.keys.new_zeros(len(head_ids) + 1, layer.keys.shape[1], longest, layer.keys.shape[3]),
                             layer.values.new_zeros(len(head_ids) + 1, layer.values.shape[1], longest,
                                                    layer.values.shape[3])) for layer in cache.layers]
+            width = ids.shape[1]
             for (keys, values), layer in zip(stacked, cache.layers):
-                width = ids.shape[1]
                 keys[start : start + len(batch), :, :width] = layer.keys[:, :, p : p + width] * keep
                 values[start : start + len(batch), :, :width] = layer.values[:, :, p : p + width] * keep
         return stacked
@@ -293,11 +294,16 @@ def encode_segments(tokenizer, texts) -> dict[str, list[int]]:
     return dict(zip(distinct, tokenizer(distinct, add_special_tokens=False).input_ids if distinct else []))
 
 
+def join_segments(table: dict[str, list[int]], segments: Suffix) -> list[int]:
+    """A suffix's tokens from encode_segments' table: its segments' tokens, concatenated."""
+    return [t for seg in segments if seg for t in table[seg]]
+
+
 def encode_suffixes(tokenizer, suffixes: list[Suffix | str]) -> list[list[int]]:
     """encode_suffix of every suffix, with each distinct segment tokenized once."""
     suffixes = [(s,) if isinstance(s, str) else s for s in suffixes]
     table = encode_segments(tokenizer, (seg for s in suffixes for seg in s))
-    return [[t for seg in s if seg for t in table[seg]] for s in suffixes]
+    return [join_segments(table, s) for s in suffixes]
 
 
 def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:

@@ -29,14 +29,12 @@ FIXES = {"the case tail": "put a space or newline before the last {feature} plac
 START_FIX = "start prompt.case with a word of its own after the blank line that ends the worked examples"
 
 
-def check_tokenization(scorer, prefix: str, suffixes: list[tuple[str, ...]],
-                       pieces: list[list[int]] | None = None) -> None:
+def check_tokenization(scorer, prefix: str, suffixes: list[tuple[str, ...]], pieces: list[list[int]]) -> None:
     """Each segment is tokenized on its own, so that work prompts share can be cached.
     That is the prompt's own tokenization only if no token of the whole prompt spans a
     segment boundary (e.g. a word cut in two); refuse any prompt where it is not.
     `pieces`: the suffixes' tokens as the caller tokenized them piece by piece."""
     prefix_ids = scorer.encode_prefix(prefix)
-    pieces = scorer.encode_suffixes(suffixes) if pieces is None else pieces
     wholes = scorer.encode_prompts([prefix + "".join(suffix) for suffix in suffixes])
     for suffix, whole, piece in zip(suffixes, wholes, pieces):
         if whole != prefix_ids + piece:

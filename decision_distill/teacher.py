@@ -90,7 +90,8 @@ def resolve_dtype(dtype: str, device: str = "auto") -> str:
 def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = "auto",
                    trust_remote_code: bool = False, quantize: str = "none") -> LoadedModel:
     """A model directory from the download stage (teacher.json inside) as a causal LM: the
-    teacher, the SLM student, a persona's base and a merged model all load here. dtype: float32 | bfloat16 | float16 | auto (resolve_dtype). quantize: "4bit" loads the
+    teacher, the SLM student, a persona's base and a merged model all load here.
+    dtype: float32 | bfloat16 | float16 | auto (resolve_dtype). quantize: "4bit" loads the
     weights as bitsandbytes NF4 on CUDA (QLoRA's base model)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -9,8 +9,6 @@ asks only what is missing, and the dataset can hold no lost or duplicated row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +21,8 @@ from .errors import UserError
 from .params import Params
 from .model_source import read_teacher_json
 from .scenario import Scenario, State
-from .scorer import SCORER_VERSION
-from .teacher import load_causal_lm, resolve_dtype
+from .runtime import pick_device, resolve_dtype, software_versions
+from .teacher import load_causal_lm
 from .verbalized import GENERATION_VERSION, VerbalizedReader
 
 MIN_USEFUL_P_STD = 0.05
@@ -93,15 +91,6 @@ def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: 
     return [answer_key(model=fingerprint, prompt=prompts.full(i), **settings, **extra[i],
                        segments=[len(prompts.prefix), len(prompts.suffixes[i][0])])
             for i in range(len(prompts.suffixes))]
-
-
-@lru_cache(maxsize=None)
-def software_versions() -> dict[str, object]:
-    """The libraries and scorer code whose upgrade can move the answers' numbers.
-    Device and batch size are left out: they move them by ~1e-6 (the stability
-    stage's numerics check measures it), and keying them would split a shared cache."""
-    return {"scorer": SCORER_VERSION, "torch": version("torch"), "transformers": version("transformers"),
-            "tokenizers": version("tokenizers")}
 
 
 def ask_teacher(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: list[int], progress):
@@ -204,8 +193,9 @@ def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_da
     frame = decisions_frame(scenario, states, questions, answers, t.readout)
     if reserved is not None:  # the split stage puts exactly these random states in test
         frame["reserved_test"] = reserved
-    # the dtype the answers were computed in (teacher.dtype auto resolved on this machine)
-    metrics = teacher_metrics(frame, scenario, t.readout) | {"dtype": resolve_dtype(t.dtype, t.device)}
+    # the runtime the answers were computed in (teacher.dtype and .device as resolved on this machine)
+    metrics = teacher_metrics(frame, scenario, t.readout) | {"dtype": resolve_dtype(t.dtype, t.device),
+                                                             "device": pick_device(t.device).type}
     write_parquet(frame, out_dataset)
     scenario.schema().save(out_schema)
     write_json(metrics, out_metrics)

@@ -47,7 +47,8 @@ from .lora_checkpoints import (CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, SEED_STRIDE,
 from .lora_model import AnswerReadout, with_lora
 from .scorer import TokenScorer, final_logits, right_pad
 from .scorer_checks import require_fast_head
-from .teacher import load_causal_lm, resolve_dtype
+from .runtime import resolve_dtype
+from .teacher import load_causal_lm
 from .train import kl_divergence, load_decisions, soft_cross_entropy
 
 STAGE = "lora-train"

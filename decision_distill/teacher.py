@@ -14,6 +14,7 @@ import torch
 
 from .errors import UserError
 from .model_source import read_teacher_json, refuse_pickle_weights
+from .runtime import pick_device, resolve_dtype
 # The token readout lives in .scorer; TokenScorer stays importable from here, beside the loader.
 from .scorer import TokenScorer  # noqa: F401
 
@@ -40,58 +41,11 @@ class LoadedModel:
         return self._scorers[key]
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("teacher.device: cuda requested but no CUDA device is available; use auto or cpu")
-    return torch.device(device)
-
-
-# /proc/cpuinfo flags of native bfloat16 matrix instructions (x86 AVX-512-BF16 / AMX, Arm BF16).
-# oneDNN's own check also says yes on AVX-512 processors without them, where it emulates
-# bfloat16 at float32 speed or worse, so both must agree.
-FAST_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
-
-
-def cpu_flags() -> set[str]:
-    """The processor's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
-            for flag in line.split(":", 1)[1].split()}
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True where torch's CPU kernels (oneDNN) run bfloat16 on native instructions."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without the probe
-        return False
-    return onednn and bool(cpu_flags() & FAST_BF16_CPU_FLAGS)
-
-
-def resolve_dtype(dtype: str, device: str = "auto") -> str:
-    """The dtype a model is actually loaded in: `dtype` itself, or for "auto" bfloat16 where
-    `device` runs it fast (CUDA with bf16, a CPU with AVX-512-BF16/AMX/Arm BF16) and float32
-    elsewhere. Every answer-cache key and checkpoint fingerprint uses this, never "auto"."""
-    if dtype != "auto":
-        return dtype
-    target = pick_device(device)
-    if target.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    return "bfloat16" if target.type == "cpu" and cpu_has_fast_bf16() else "float32"
-
-
 def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = "auto",
                    trust_remote_code: bool = False, quantize: str = "none") -> LoadedModel:
     """A model directory from the download stage (teacher.json inside) as a causal LM: the
     teacher, the SLM student, a persona's base and a merged model all load here.
-    dtype: float32 | bfloat16 | float16 | auto (resolve_dtype). quantize: "4bit" loads the
+    dtype: float32 | bfloat16 | float16 | auto (float32; runtime.resolve_dtype). quantize: "4bit" loads the
     weights as bitsandbytes NF4 on CUDA (QLoRA's base model)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     cache = AnswerCache(root.generate.cache)
     try:
         profiles, questions, metrics = extract(teacher, chunks, e.categories, e.threshold, e.cap, e.max_new_tokens,
-                                               params.corpus.personas, cache, t.dtype)
+                                               params.corpus.personas, cache)
     finally:
         cache.close()
     write_json({p: {"description": hand_written.get(p), **profiles[p]} for p in profiles}, args.profiles)

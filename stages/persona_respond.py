@@ -26,7 +26,8 @@ from decision_distill.personas.chunks import load_chunks, load_profiles  # noqa:
 from decision_distill.personas.params import load_persona_params  # noqa: E402
 from decision_distill.personas.respond import (BASE_CHUNKS, BASE_PROFILE, TUNED,  # noqa: E402
                                                respond)
-from decision_distill.teacher import load_causal_lm, pick_device  # noqa: E402
+from decision_distill.runtime import pick_device  # noqa: E402
+from decision_distill.teacher import load_causal_lm  # noqa: E402
 
 
 @stage_main

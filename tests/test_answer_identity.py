@@ -15,13 +15,14 @@ import pytest
 import torch
 import yaml
 
-from decision_distill import generate as generate_module
+from decision_distill import runtime as runtime_module
 from decision_distill import teacher as teacher_module
 from decision_distill.answer_cache import AnswerCache
 from decision_distill.errors import UserError
 from decision_distill.generate import generate, teacher_answers
 from decision_distill.model_source import download, fingerprint_dir
 from decision_distill.params import parse_params
+from decision_distill.personas.answers import persona_key
 from decision_distill.scenario import load_scenario
 from decision_distill.slm import slm_answers
 
@@ -66,71 +67,80 @@ def test_answers_cached_in_float32_are_not_served_in_bfloat16(tmp_path, tiny_tea
     assert sum(asked) == 2 * len(STATES)  # and bfloat16's own answers are reused
 
 
-def test_auto_dtype_is_keyed_as_the_dtype_it_resolves_to(tmp_path, tiny_teacher, asked, monkeypatch):
-    monkeypatch.setattr(teacher_module, "cpu_has_fast_bf16", lambda: True)
+def test_auto_dtype_is_float32_whatever_the_processor(tmp_path, tiny_teacher, asked, monkeypatch):
+    # bfloat16 answers depend on the batch a state was scored in, so `auto` never picks it,
+    # not even on a processor or card with native bf16.
     bfloat16 = ask(tiny_teacher, params(tmp_path, teacher={"dtype": "bfloat16"}))
-    assert ask(tiny_teacher, params(tmp_path, teacher={"dtype": "auto"})) == bfloat16
-    assert sum(asked) == len(STATES)  # auto on a bf16 processor is bfloat16: its answers are served
-    monkeypatch.setattr(teacher_module, "cpu_has_fast_bf16", lambda: False)
-    float32 = ask(tiny_teacher, params(tmp_path, teacher={"dtype": "auto"}))
-    assert sum(asked) == 2 * len(STATES)  # elsewhere auto is float32: asked again, never bf16's answers
-    assert float32 != bfloat16
-    assert ask(tiny_teacher, params(tmp_path, teacher={"dtype": "float32"})) == float32
-    assert sum(asked) == 2 * len(STATES)
-    for fast, resolved in ((False, "float32"), (True, "bfloat16")):  # metrics/teacher.json names it
-        monkeypatch.setattr(teacher_module, "cpu_has_fast_bf16", lambda fast=fast: fast)
-        generate(params(tmp_path, teacher={"dtype": "auto"}, generate={"states": 4}), SCENARIO, tiny_teacher,
-                 tmp_path / "d.parquet", tmp_path / "f.json", tmp_path / "m.json")
-        assert yaml.safe_load((tmp_path / "m.json").read_text())["dtype"] == resolved
+    for fast in (True, False):
+        monkeypatch.setattr(runtime_module, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert runtime_module.resolve_dtype("auto", "cpu") == "float32"
+        auto = ask(tiny_teacher, params(tmp_path, teacher={"dtype": "auto"}))
+        assert auto != bfloat16
+    assert sum(asked) == 2 * len(STATES)  # bfloat16's answers are never served to auto
+    assert ask(tiny_teacher, params(tmp_path, teacher={"dtype": "float32"})) == auto
+    assert sum(asked) == 2 * len(STATES)  # auto's answers are float32's
+    monkeypatch.setattr(runtime_module, "pick_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert runtime_module.resolve_dtype("auto", "cuda") == "float32"
+    assert runtime_module.resolve_dtype("bfloat16", "cuda") == "bfloat16"  # an explicit dtype is kept
+    monkeypatch.undo()
+    generate(params(tmp_path, teacher={"dtype": "auto"}, generate={"states": 4}), SCENARIO, tiny_teacher,
+             tmp_path / "d.parquet", tmp_path / "f.json", tmp_path / "m.json")
+    written = yaml.safe_load((tmp_path / "m.json").read_text())
+    assert (written["dtype"], written["device"]) == ("float32", "cpu")  # metrics/teacher.json names the runtime
 
 
-def test_auto_loads_bfloat16_only_where_the_processor_runs_it_fast(tiny_teacher, monkeypatch):
-    for fast, dtype in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(teacher_module, "cpu_has_fast_bf16", lambda fast=fast: fast)
-        loaded = teacher_module.load_causal_lm(tiny_teacher, "auto", "cpu")
-        assert loaded.dtype == str(dtype).removeprefix("torch.")
-        assert {p.dtype for p in loaded.model.parameters()} == {dtype}
+def test_auto_loads_float32(tiny_teacher):
+    loaded = teacher_module.load_causal_lm(tiny_teacher, "auto", "cpu")
+    assert loaded.dtype == "float32"
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
 
 
 def test_cpu_bf16_needs_both_onednn_and_native_instructions(monkeypatch):
+    # Reported beside the dtype benchmarks; it no longer picks a precision.
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
-    monkeypatch.setattr(teacher_module, "cpu_flags", lambda: {"avx512f", "avx512bw", "avx512_bf16"})
+    monkeypatch.setattr(runtime_module, "cpu_flags", lambda: {"avx512f", "avx512bw", "avx512_bf16"})
     onednn = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert teacher_module.cpu_has_fast_bf16() is onednn
-    assert teacher_module.resolve_dtype("auto", "cpu") == ("bfloat16" if onednn else "float32")
-    # AVX-512 without BF16 (oneDNN would emulate it, slowly): float32
-    monkeypatch.setattr(teacher_module, "cpu_flags", lambda: {"avx512f", "avx512bw", "avx512_vnni"})
-    assert teacher_module.resolve_dtype("auto", "cpu") == "float32"
-    monkeypatch.setattr(teacher_module, "cpu_flags", lambda: {"amx_bf16"})
+    assert runtime_module.cpu_has_fast_bf16() is onednn
+    # AVX-512 without BF16 (oneDNN would emulate it, slowly)
+    monkeypatch.setattr(runtime_module, "cpu_flags", lambda: {"avx512f", "avx512bw", "avx512_vnni"})
+    assert runtime_module.cpu_has_fast_bf16() is False
+    monkeypatch.setattr(runtime_module, "cpu_flags", lambda: {"amx_bf16"})
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)  # a torch without oneDNN
-    assert teacher_module.resolve_dtype("auto", "cpu") == "float32"
-    assert teacher_module.resolve_dtype("float16", "cpu") == "float16"  # an explicit dtype is kept
+    assert runtime_module.cpu_has_fast_bf16() is False
 
 
-def test_auto_on_cuda_follows_the_cards_bf16_support(monkeypatch):
-    monkeypatch.setattr(teacher_module, "pick_device", lambda device: torch.device("cuda"))
-    for supported, dtype in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
-        assert teacher_module.resolve_dtype("auto", "cuda") == dtype
+def test_cuda_asked_without_a_card_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="teacher.device: cuda requested"):
+        runtime_module.resolve_dtype("auto", "cuda")
+
+
+def test_persona_keys_hold_the_resolved_runtime(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto is the CPU
+    key = persona_key("k", "fp", "auto", "auto", "prompt")
+    assert key == persona_key("k", "fp", "float32", "cpu", "prompt")
+    assert key != persona_key("k", "fp", "bfloat16", "cpu", "prompt")
+    assert key != persona_key("k", "fp", "float32", "cpu", "another prompt")
 
 
 def test_cpu_flags_are_read_from_this_machine():
-    flags = teacher_module.cpu_flags()
+    flags = runtime_module.cpu_flags()
     if Path("/proc/cpuinfo").exists():
         assert flags and all(" " not in f for f in flags)
 
 
 def test_answers_cached_under_other_library_versions_are_not_served(tmp_path, tiny_teacher, asked, monkeypatch):
     ask(tiny_teacher, params(tmp_path))
-    real = generate_module.version
-    monkeypatch.setattr(generate_module, "version",
+    real = runtime_module.version
+    monkeypatch.setattr(runtime_module, "version",
                         lambda name: "999.0" if name == "transformers" else real(name))
-    generate_module.software_versions.cache_clear()
+    runtime_module.software_versions.cache_clear()
     try:
         ask(tiny_teacher, params(tmp_path))
     finally:
         monkeypatch.undo()
-        generate_module.software_versions.cache_clear()
+        runtime_module.software_versions.cache_clear()
     assert sum(asked) == 2 * len(STATES)
 
 

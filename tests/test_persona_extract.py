@@ -53,7 +53,7 @@ def _chunks(board):
 def test_the_decision_is_the_answer_token_probability(models, board, tmp_path):
     teacher = load_causal_lm(models["random"], device="cpu")
     chunks = [c for c in _chunks(board) if c.split == TRAIN][:3]
-    probs = p_yes(teacher, chunks, CATEGORIES, AnswerCache(tmp_path / "answers.sqlite"), "float32")
+    probs = p_yes(teacher, chunks, CATEGORIES, AnswerCache(tmp_path / "answers.sqlite"))
     tok = teacher.tokenizer
     yes, no = (tok(o, add_special_tokens=False).input_ids[0] for o in OPTIONS)
     for i, c in enumerate(chunks):
@@ -73,7 +73,7 @@ def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_
     chunks = _chunks(board)
     cache = AnswerCache(tmp_path / "answers.sqlite")
     teacher = load_causal_lm(models["yes"], device="cpu")
-    profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32")
+    profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache)
     for person in TWO:
         n_train = sum(c.persona == person and c.split == TRAIN for c in chunks)
         assert n_train > cap
@@ -84,7 +84,7 @@ def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_
     assert len(questions) == cap * len(TWO) * len(CATEGORIES)
     assert len({q["id"] for q in questions}) == len(questions)
     teacher = load_causal_lm(models["no"], device="cpu")
-    profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32")
+    profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache)
     assert questions == [] and all(v == [] for p in profiles.values() for v in p.values())
     assert all(metrics["categories"][c][p]["above_threshold"] == 0 for c in CATEGORIES for p in TWO)
 
@@ -92,7 +92,7 @@ def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_
 def test_a_killed_extraction_resumes_without_repeating_a_generation(models, board, tmp_path, monkeypatch):
     chunks, cap = _chunks(board), 2
     teacher = load_causal_lm(models["yes"], device="cpu")
-    whole = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, AnswerCache(tmp_path / "a.sqlite"), "float32")
+    whole = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, AnswerCache(tmp_path / "a.sqlite"))
     generations = 2 * cap * len(TWO) * len(CATEGORIES)  # a summary and a question per kept chunk
     real, calls, kill_at = teacher.model.generate, [], [6]
 
@@ -107,12 +107,12 @@ def test_a_killed_extraction_resumes_without_repeating_a_generation(models, boar
     monkeypatch.setattr(teacher.model, "generate", generate)
     cache = AnswerCache(tmp_path / "b.sqlite")
     with pytest.raises(KeyboardInterrupt):
-        extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32")
+        extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache)
     calls.clear(), kill_at.clear(), forwards.clear()
-    assert extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32") == whole
+    assert extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache) == whole
     assert len(calls) == generations - 5  # the five finished before the kill are not generated again
     calls.clear(), forwards.clear()
-    assert extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, "float32") == whole
+    assert extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache) == whole
     assert calls == [] and forwards == []  # everything, P(yes) included, came from the cache
 
 

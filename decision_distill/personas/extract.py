@@ -43,13 +43,14 @@ BATCHES_PER_COMMIT = 4  # scorer batches per cache commit: a kill loses at most 
 
 
 def p_yes(teacher: LoadedModel, chunks: list[Chunk], categories: list[str], cache: AnswerCache,
-          dtype: str, batch_size: int = 8) -> np.ndarray:
-    """[len(chunks), len(categories)] P(Yes) normalised over the Yes/No tokens, through `cache`.
-    `dtype` is the precision the teacher was loaded in (part of the key)."""
+          batch_size: int = 8) -> np.ndarray:
+    """[len(chunks), len(categories)] P(Yes) normalised over the Yes/No tokens, through `cache`,
+    keyed by the precision and device the teacher was loaded in."""
     suffixes = [decision_suffix(c, cat) for c in chunks for cat in categories]
     # The segment boundaries are part of the key: the scorer tokenizes each segment on its own.
-    keys = [persona_key("persona-extract p_yes", teacher.fingerprint, dtype, PREFIX + head + tail, options=OPTIONS,
-                        segments=[len(PREFIX), len(head)]) for head, tail in suffixes]
+    keys = [persona_key("persona-extract p_yes", teacher.fingerprint, teacher.dtype, teacher.device.type,
+                        PREFIX + head + tail, options=OPTIONS, segments=[len(PREFIX), len(head)])
+            for head, tail in suffixes]
     known = cache.get_many(keys)
     todo = [i for i, k in enumerate(keys) if k not in known]
     scorer = TokenScorer(teacher, OPTIONS, batch_size)
@@ -88,10 +89,10 @@ def generate_line(teacher: LoadedModel, prompt: str, max_new_tokens: int) -> str
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
-def cached_line(teacher: LoadedModel, prompt: str, max_new_tokens: int, cache: AnswerCache, dtype: str) -> str:
+def cached_line(teacher: LoadedModel, prompt: str, max_new_tokens: int, cache: AnswerCache) -> str:
     """generate_line through `cache`: stored as soon as it is generated."""
-    key = persona_key("persona-extract line", teacher.fingerprint, dtype, prompt, max_new_tokens=max_new_tokens,
-                      decoding="greedy, first non-empty line, special tokens skipped")
+    key = persona_key("persona-extract line", teacher.fingerprint, teacher.dtype, teacher.device.type, prompt,
+                      max_new_tokens=max_new_tokens, decoding="greedy, first non-empty line, special tokens skipped")
     hit = cache.get_many([key])
     if key in hit:
         return hit[key]["text"]
@@ -109,11 +110,10 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
 
 
 def extract(teacher: LoadedModel, chunks: list[Chunk], categories: list[str], threshold: float, cap: int,
-            max_new_tokens: int, personas: list[str], cache: AnswerCache,
-            dtype: str) -> tuple[dict, list[dict], dict]:
+            max_new_tokens: int, personas: list[str], cache: AnswerCache) -> tuple[dict, list[dict], dict]:
     """(profiles, questions, metrics) from the training chunks, every model result through `cache`."""
     train = [c for c in chunks if c.split == TRAIN]
-    probs = p_yes(teacher, train, categories, cache, dtype)
+    probs = p_yes(teacher, train, categories, cache)
     chosen = select(train, probs, categories, threshold, cap)
     if any(len(v) > cap for v in chosen.values()):  # the cap is a promise: never write past it
         raise UserError(f"persona-extract: more than extract.cap={cap} items for a person and category")
@@ -123,9 +123,9 @@ def extract(teacher: LoadedModel, chunks: list[Chunk], categories: list[str], th
         for chunk, p in items:
             passage = f'Passage: "{chunk.text}"\n'
             summary = cached_line(teacher, passage + f"In one sentence, the {category} this passage reveals about "
-                                  "the speaker:", max_new_tokens, cache, dtype)
+                                  "the speaker:", max_new_tokens, cache)
             question = cached_line(teacher, passage + f"A question that asks the speaker about this {category}:",
-                                   max_new_tokens, cache, dtype)
+                                   max_new_tokens, cache)
             profiles[persona][category].append({"chunk": chunk.id, "p_yes": p, "summary": summary})
             questions.append({"id": f"{chunk.id}/{category}", "persona": persona, "category": category,
                               "chunk": chunk.id, "p_yes": p, "summary": summary, "question": question})

@@ -35,7 +35,7 @@ def chunk_nll(model_dir: str | Path, chunks: list[Chunk], dtype: str, device: st
     """[N, 2]: summed negative log-likelihood and predicted-token count of each chunk, through
     `cache`; the model is loaded only when some chunk is missing there."""
     fingerprint = read_teacher_json(model_dir)["fingerprint"]
-    keys = [persona_key("persona-perplexity nll", fingerprint, dtype, c.text, tokens="BOS + text, all tokens")
+    keys = [persona_key("persona-perplexity nll", fingerprint, dtype, device, c.text, tokens="BOS + text, all tokens")
             for c in chunks]
     known = cache.get_many(keys)
     model = None

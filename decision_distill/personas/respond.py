@@ -79,10 +79,9 @@ def respond(reviewed: dict, profile: str | None, chunks: list[Chunk], models: di
     for name, directory in models.items():
         batch = [p[name] for p in prompts]
         seed = batch_seed(settings.seed, name, batch)
-        # Sampling diverges across devices, so unlike token readouts the device is part of the key.
         fingerprint = read_teacher_json(directory)["fingerprint"]
-        keys = [persona_key("persona-respond", fingerprint, dtype, prompt, batch=batch, seed=seed, decoding=decoding,
-                            device=device) for prompt in batch]
+        keys = [persona_key("persona-respond", fingerprint, dtype, device, prompt, batch=batch, seed=seed,
+                            decoding=decoding) for prompt in batch]
         found = cache.get_many(keys)
         if batch and len(found) < len(keys):
             loaded = load(directory)

@@ -23,7 +23,8 @@ from ..errors import UserError
 from ..lora_checkpoints import (CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, SEED_STRIDE, clear_stale, make_path_independent,
                                usable_checkpoints)
 from ..lora_model import with_lora
-from ..teacher import load_causal_lm, resolve_dtype
+from ..runtime import resolve_dtype
+from ..teacher import load_causal_lm
 from .chunks import TRAIN, Chunk
 from .params import PersonaLoRA
 from .text import encode_chunk, sequence_nll

@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test bench
+.PHONY: setup repro test bench reproduce
 
 setup: $(VENV)/.installed
 
@@ -26,3 +26,8 @@ bench: setup
 	python bench/teacher_throughput.py
 	python bench/student_throughput.py --student models/students/mlp
 	python bench/cost_ratio.py
+
+# After `make repro`: the run's metrics against the committed baseline, number by number, each
+# held to a stated tolerance (bench/reproduce.py; docs/development.md#checking-a-run-against-the-baseline).
+reproduce: setup
+	python bench/reproduce.py

@@ -51,8 +51,11 @@ are estimates sized for the default run, not measured across CPUs:
   cache         not compared: teacher_calls counts answers missing from the answer cache
                 (0 when warm, ~370 from a cold one), not a property of the run's results.
   version       reported: versions and timestamps.
-  runtime       must be equal: dtype and device. A run in another runtime (teacher dtype
-                bfloat16 vs float32) is not expected to match, and fails with that said.
+  runtime       must be equal: dtype and device (metrics/teacher.json), and all of
+                data/runtime.json (the runtime stage's record: each model's resolved dtype
+                and device, the torch/transformers/tokenizers and scorer versions). A run
+                in another runtime (bfloat16 vs float32, another torch) is not expected to
+                match, and fails with that said.
 
 Strings and nulls must be equal in every compared class; a key (or file) on one side only
 fails: metrics were added or removed.
@@ -72,6 +75,7 @@ import yaml
 # (regex over "file:key" with list indices removed, class, rel, abs, ref (re.sub template), ideal)
 SIM = r"^(metrics/simulate\.json:"
 RULES = [
+    (r"^data/runtime\.json:", "runtime"),
     (r"(seconds|per_second|per_s|throughput|elapsed|duration|_time)$", "timing"),
     (r"teacher_calls$", "cache"),
     (r"(version|versions\.[^.]+|timestamp|date)$", "version"),
@@ -103,6 +107,9 @@ NOT_COMPARED = {"timing": "timing, not compared", "cache": "answer cache, not co
 REPORTED = {"verdict", "version"}
 COUNTED = {"EQUAL": "equal", "WITHIN": "within", "SKIP": "not compared", "NOTE": "reported"}
 DEFAULT = (None, "exact", 0.0, 0.0, None, 0.0)  # pattern, class, rel, abs, ref, ideal; no rule: exact
+
+
+RUNTIME = "data/runtime.json"  # the runtime stage's record: dtype and device per model, library versions
 
 
 def rule_for(name: str) -> tuple:
@@ -174,7 +181,7 @@ def main(argv=None) -> int:
         sys.exit(f"reproduce: no revision {args.baseline}")
     run_yaml = run_dir / "dvc.yaml"
     paths = sorted(metric_paths(git("show", f"{rev}:dvc.yaml").stdout)
-                   | metric_paths(run_yaml.read_text() if run_yaml.exists() else None))
+                   | metric_paths(run_yaml.read_text() if run_yaml.exists() else None) | {RUNTIME})
     base, run, failures = {}, {}, []
     for path in paths:
         shown, here = git("show", f"{rev}:{path}"), run_dir / path

@@ -42,6 +42,8 @@ BASELINE = {
     "metrics/students.json": {"mlp": {"kl": 0.0017258, "kl_vs_noise_floor_ci": [0.0476, 0.0790],
                                       "ce": 0.65467, "pearson": 0.9368}},
     "metrics/simulate.json": {"market": {"teacher": {"total": 1107.75, "seconds": 0.6}}, "seconds": 19.9},
+    "data/runtime.json": {"teacher": {"dtype": "float32", "device": "cpu"}, "slm": {"dtype": "float32", "device": "cpu"},
+                          "software": {"torch": "2.13.0+cpu", "tokenizers": "0.23.3"}},
 }
 
 
@@ -81,7 +83,7 @@ def test_identical_run_passes_every_number_exactly_equal(repo):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "dvclive/mlp/metrics.json:val.kl" in done.stdout  # foreach expanded
     assert "0 failed" in done.stdout and "PASS" in done.stdout
-    assert "16 values: 14 of 14 compared exactly equal" in done.stdout  # 2 timings not compared
+    assert "22 values: 20 of 20 compared exactly equal" in done.stdout  # 2 timings not compared
     assert not lines_with(done.stdout, "FAIL")
 
 
@@ -124,6 +126,13 @@ def test_another_teacher_dtype_is_a_different_runtime(repo):
     assert "DIFFERENT RUNTIME: metrics/teacher.json:dtype: 'bfloat16' in the run, 'float32' in the baseline" \
         in done.stdout
     assert "not expected to match" in done.stdout
+
+
+def test_another_library_release_is_a_different_runtime(repo):
+    edit(repo, "data/runtime.json", lambda d: d["software"].update(tokenizers="0.24.0"))
+    done = reproduce(repo)
+    assert done.returncode == 1
+    assert "DIFFERENT RUNTIME: data/runtime.json:software.tokenizers: '0.24.0' in the run" in done.stdout
 
 
 def test_help_states_the_tolerances():

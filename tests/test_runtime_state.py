@@ -16,11 +16,12 @@ from test_pipeline import run, sh
 # Every stage that loads a causal LM (the teacher or the small LM) and nothing else.
 MODEL_STAGES = {"generate", "stability", "lora-train", "merge", "perplexity", "evaluate", "games", "simulate"}
 
-# The runtime stage run as on a machine with a CUDA card: the dtype stays float32 (auto), the
-# device resolves to cuda. Nothing touches a card: resolving only asks torch whether one exists.
-ON_A_GPU_MACHINE = """
-import sys, torch
-torch.cuda.is_available = lambda: True
+# The runtime stage run as on a machine with another torch release (the tiny project pins the
+# device to cpu, so the library versions are what a machine can change there).
+WITH_ANOTHER_TORCH = """
+import importlib.metadata, sys
+real = importlib.metadata.version
+importlib.metadata.version = lambda name: "2.99.0" if name == "torch" else real(name)
 sys.argv = ["stages/runtime.py", "--out", "data/runtime.json"]
 import runpy
 runpy.run_path("stages/runtime.py", run_name="__main__")
@@ -36,9 +37,9 @@ def test_another_runtime_shows_the_model_stages_as_changed(tiny_pipeline, tmp_pa
     status = json.loads(sh("dvc", "status", "--json", cwd=root))
     assert status == {"runtime": ["always changed"]}  # resolved on every repro; nothing else to do
 
-    result = subprocess.run([sys.executable, "-c", ON_A_GPU_MACHINE], cwd=root, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", WITH_ANOTHER_TORCH], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((root / "data/runtime.json").read_text())["teacher"]["device"] == "cuda"
+    assert json.loads((root / "data/runtime.json").read_text())["software"]["torch"] == "2.99.0"
     status = json.loads(run("dvc", "status", "--json", cwd=root).stdout)
     changed = {stage for stage, why in status.items()
                if any(isinstance(w, dict) and "data/runtime.json" in w.get("changed deps", {}) for w in why)}

@@ -34,7 +34,8 @@ from decision_distill.params import load_params  # noqa: E402
 from decision_distill.scenario import load_scenario  # noqa: E402
 from decision_distill.scorer import final_logits  # noqa: E402
 from decision_distill.scorer_checks import head_matches_model  # noqa: E402
-from decision_distill.teacher import TokenScorer, cpu_has_fast_bf16, load_causal_lm  # noqa: E402
+from decision_distill.runtime import cpu_has_fast_bf16  # noqa: E402
+from decision_distill.teacher import TokenScorer, load_causal_lm  # noqa: E402
 
 EPS = 1e-12
 

@@ -30,7 +30,8 @@ import torch  # noqa: E402
 from decision_distill import lora  # noqa: E402
 from decision_distill.params import load_params  # noqa: E402
 from decision_distill.scenario import load_scenario  # noqa: E402
-from decision_distill.teacher import TokenScorer, cpu_has_fast_bf16, load_causal_lm  # noqa: E402
+from decision_distill.runtime import cpu_has_fast_bf16  # noqa: E402
+from decision_distill.teacher import TokenScorer, load_causal_lm  # noqa: E402
 
 
 def sampled_frame(scenario, n: int) -> pd.DataFrame:

@@ -22,22 +22,29 @@ from decision_distill.simulation.run import run_replicates
 from decision_distill.simulation.fidelity import compare
 from decision_distill.evaluate import evaluate_students
 from sim_students import synthetic_weights, train_students, write_splits
-sc = load_scenario("scenarios/ice_cream.yaml"); cfg = load_simulation("simulations/christmas_market.yaml")
-weight = synthetic_weights(sc, seed=0)  # the policy write_splits(seed=0) labels its states with
-class Truth(Policy):
-    name = "truth"; schema = sc.schema()
-    def probs(self, states):
-        f = self.frame(states)
-        logit = np.array([sum(weight[("traits", v)] for v in t) + sum(weight[("contexts", v)] for v in c) for t, c in zip(f.traits, f.contexts)])
-        p = 1 / (1 + np.exp(-logit)); return np.stack([p, 1 - p], 1)
-root = Path(tempfile.mkdtemp())
-splits = write_splits("scenarios/ice_cream.yaml", root / "splits", n=600)
-students = train_students(splits, root / "students", archs=("logreg", "mlp", "encoder"), epochs=30)
-metrics, _ = evaluate_students(splits, students, ["logreg", "mlp", "encoder"], 10)
-seeds = list(range(8))
-t_rows, _ = run_replicates(cfg, sc, Truth(), 400, seeds)
-for n in ("logreg", "mlp", "encoder"):
-    rows, _ = run_replicates(cfg, sc, Policy.load(students / n), 400, seeds)
-    b = compare(t_rows, rows, "sales", 1000, 0.95, 0)
-    g = {k: round(v["diff"], 3) for k, v in b["groups"].items()}
-    print(n, "kl", round(metrics[n]["kl"], 4), "total", round(b["total"], 1), "teacher", round(b["total_teacher"], 1), "diff", round(b["total_diff"], 1), [round(x, 1) for x in b["total_diff_ci"]], "spread", round(b["spread_ratio"], 2), [round(x, 2) for x in b["spread_ratio_ci"]], "W", round(b["wasserstein"], 2), "jsd", round(b["jsd"], 4), "groups", g)
+
+
+def main() -> None:
+    sc = load_scenario("scenarios/ice_cream.yaml"); cfg = load_simulation("simulations/christmas_market.yaml")
+    weight = synthetic_weights(sc, seed=0)  # the policy write_splits(seed=0) labels its states with
+    class Truth(Policy):
+        name = "truth"; schema = sc.schema()
+        def probs(self, states):
+            f = self.frame(states)
+            logit = np.array([sum(weight[("traits", v)] for v in t) + sum(weight[("contexts", v)] for v in c) for t, c in zip(f.traits, f.contexts)])
+            p = 1 / (1 + np.exp(-logit)); return np.stack([p, 1 - p], 1)
+    root = Path(tempfile.mkdtemp())
+    splits = write_splits("scenarios/ice_cream.yaml", root / "splits", n=600)
+    students = train_students(splits, root / "students", archs=("logreg", "mlp", "encoder"), epochs=30)
+    metrics, _ = evaluate_students(splits, students, ["logreg", "mlp", "encoder"], 10)
+    seeds = list(range(8))
+    t_rows, _ = run_replicates(cfg, sc, Truth(), 400, seeds)
+    for n in ("logreg", "mlp", "encoder"):
+        rows, _ = run_replicates(cfg, sc, Policy.load(students / n), 400, seeds)
+        b = compare(t_rows, rows, "sales", 1000, 0.95, 0)
+        g = {k: round(v["diff"], 3) for k, v in b["groups"].items()}
+        print(n, "kl", round(metrics[n]["kl"], 4), "total", round(b["total"], 1), "teacher", round(b["total_teacher"], 1), "diff", round(b["total_diff"], 1), [round(x, 1) for x in b["total_diff_ci"]], "spread", round(b["spread_ratio"], 2), [round(x, 2) for x in b["spread_ratio_ci"]], "W", round(b["wasserstein"], 2), "jsd", round(b["jsd"], 4), "groups", g)
+
+
+if __name__ == "__main__":
+    main()

@@ -63,9 +63,9 @@ def tiny_project(root: Path, weights: str, **overrides) -> str:
     params["lora"].update(max_steps=6, checkpoint_every=3, batch_size=4)
     params["generate"].update(states=160, cache=".cache/teacher.sqlite")
     params["train"].update(epochs=4, patience=2, batch_size=32)
+    params["student"]["hidden"] = 16  # the MLP's hidden size and the transformers' d_model
     for arch in ("encoder", "decoder"):
-        params["student"][arch].update(d_model=16, heads=2, layers=1)
-    params["student"]["mlp"]["hidden"] = 16
+        params["student"][arch].update(heads=2, layers=1)
     params["stability"].update(states=8, repeats=2, batch_sizes=[3])
     params["teacher"]["max_new_tokens"] = 8  # the sampled answers of the stability stage
     params["simulate"].update(population=100, replicates=3)  # tests/test_simulate*.py check the numbers

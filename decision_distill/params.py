@@ -1,8 +1,9 @@
 """params.yaml, validated: a typo or a wrong type is a one-line error naming the key.
 
 Each stage reads only its own sections, and `dvc.yaml` declares exactly those
-keys, so `dvc exp run -S student.mlp.hidden=256` reruns only `train@mlp` and what
-depends on it, and `dvc exp run -S student.hidden=256` every student with a width.
+keys (tests/test_params_declared.py records what each stage reads), so
+`dvc exp run -S student.mlp.hidden=256` reruns only `train@mlp` and what depends
+on it, and `dvc exp run -S student.hidden=256` every student with a width.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from params_declared import assert_params_declared
+
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "decision_distill", "scenarios", "simulations", "examples", ".dvcignore"]
 STAGES = ["check", "download@teacher", "download@slm", "generate", "split", "train@logreg", "train@mlp", "train@encoder", "train@decoder",
@@ -236,6 +238,7 @@ def test_import_mode_declares_no_plot_it_does_not_draw(tmp_path, weights):
     root.mkdir()
     log = tiny_project(root, weights, generate={"source": "import"})
     assert ran(log) == set(STAGES)
+    assert_params_declared(root)  # the stages' import-mode branches read only declared params too
     shown = plots_json(root, tmp_path / "shown")
     assert shown.get("errors") is None, shown["errors"]
     assert_clean(root)

@@ -25,12 +25,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from decision_distill.metrics import kl_per_state  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
+from decision_distill.params import WIDTH_KEYS, load_params  # noqa: E402
 from decision_distill.schema import Schema  # noqa: E402
 from decision_distill.students import load_student, predict  # noqa: E402
 from decision_distill.train import load_decisions, train_student  # noqa: E402
-
-WIDTH_KEY = {"mlp": "hidden", "encoder": "d_model", "decoder": "d_model"}
 
 
 def decisions_per_s(model, encoder, frame: pd.DataFrame, repeats: int) -> float:
@@ -63,7 +61,7 @@ def main() -> None:
         for width in ([None] if arch == "logreg" else args.widths):
             student = getattr(params.student, arch)
             if width is not None:
-                student = student.model_copy(update={WIDTH_KEY[arch]: width})
+                student = student.model_copy(update={WIDTH_KEYS[arch]: width})
             run = params.model_copy(update={"student": params.student.model_copy(update={arch: student})})
             with tempfile.TemporaryDirectory() as work:
                 summary = train_student(arch, run, args.splits, Path(work) / "m", Path(work) / "live")

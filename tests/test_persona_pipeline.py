@@ -13,17 +13,14 @@ from pathlib import Path
 
 import yaml
 
-from test_pipeline import PROJECT_FILES, REPO, run, sh
+REPO = Path(__file__).resolve().parents[1]
+
 
 TWO = ["Margaret_Okafor", "Walter_Henning"]
 
 
-def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path, persona_weights):
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in [*PROJECT_FILES, "personas"]:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path, persona_weights, copy_project, run_cmd, sh):
+    root = copy_project(tmp_path / "project", "personas")
     (root / "corpus").mkdir()
     for person in TWO:
         shutil.copy(REPO / "examples/board" / f"{person}.txt", root / "corpus" / f"{person}.txt")
@@ -65,7 +62,7 @@ def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path, persona_weig
                for p in TWO for c in personas["extract"]["categories"])
     # No review yet for the second person: one line naming the command, nothing judged.
     _review(root, TWO[0], "a\n" * 20)
-    failed = run("dvc", "repro", "personas/dvc.yaml", cwd=root)
+    failed = run_cmd("dvc", "repro", "personas/dvc.yaml", cwd=root)
     assert failed.returncode != 0 and f"python stages/review.py --persona {TWO[1]}" in failed.stdout + failed.stderr
     assert not (root / "metrics/personas/judge.json").exists()
     _review(root, TWO[1], "a\n" * 20)

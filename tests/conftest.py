@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -192,16 +193,69 @@ def plots_json():
     return projects.plots_json
 
 
+# --- the long builds, run in the background ---------------------------------------------
+#
+# The costliest fixtures are whole dvc pipelines and the packaged Gemma's conversion, all run
+# as commands. Those the collected tests need start at the session's first test on a thread
+# of their own, one at a time in BACKGROUND order, and the tests that use them run last: the
+# builds keep the second core busy while the other tests run in this process. A build runs
+# only commands (no torch in this process: tests seed its global random generator) with the
+# environment as it was at the start (tests change HOME, XDG_CACHE_HOME, AWS_* for a while).
+
+BACKGROUND = ("tiny_pipeline", "packaged_gemma", "games_pipeline", "import_pipeline", "persona_pipeline")
+GAMES = "scenarios/games.yaml"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use a background build run after the others, in BACKGROUND order."""
+    items.sort(key=lambda item: max((BACKGROUND.index(n) for n in item.fixturenames if n in BACKGROUND), default=-1))
+
+
+class Background:
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background-build")
+        self._futures: dict[str, Future] = {}
+
+    def queue(self, name: str, build) -> None:
+        self._futures[name] = self._pool.submit(build)
+
+    def result(self, name: str, build):
+        """The queued build's result (waiting for it), or `build()` here if none was queued."""
+        future = self._futures.get(name)
+        return future.result() if future is not None else build()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background(request):
+    builds = Background()
+    needed = {name for item in request.session.items for name in item.fixturenames}
+    for name in BACKGROUND:
+        if name in needed:
+            builds.queue(name, request.getfixturevalue(f"{name}_build"))
+    yield builds
+    builds.close()
+
+
 @pytest.fixture(scope="session")
-def tiny_pipeline(tmp_path_factory, tiny_teacher) -> tuple[Path, str]:
+def tiny_pipeline_build(tmp_path_factory, tiny_teacher):
+    root = tmp_path_factory.mktemp("tiny_pipeline")
+    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
+    env = dict(os.environ)
+    return lambda: (root, projects.tiny_project(root, weights, env,
+                                                generate={"cache": "~/.cache/decision-distill/answers.sqlite"}))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(background, tiny_pipeline_build) -> tuple[Path, str]:
     """(root, log): the whole default pipeline run once on the tiny model in a temporary
     git+dvc project, with the answer cache at its default location (under this session's
     XDG_CACHE_HOME). Building it is the costliest step of the suite, so the pipeline-level
     tests share it: they must leave it as they found it (committed and clean). A test that
     changes the project takes `tiny_pipeline_copy` instead."""
-    root = tmp_path_factory.mktemp("tiny_pipeline")
-    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
-    return root, projects.tiny_project(root, weights, generate={"cache": "~/.cache/decision-distill/answers.sqlite"})
+    return background.result("tiny_pipeline", tiny_pipeline_build)
 
 
 @pytest.fixture
@@ -212,3 +266,65 @@ def tiny_pipeline_copy(tiny_pipeline, tmp_path) -> tuple[Path, str]:
     shutil.copytree(tiny_pipeline[0], root, symlinks=True)
     projects.assert_clean(root)
     return root, tiny_pipeline[1]
+
+
+@pytest.fixture(scope="session")
+def import_pipeline_build(tmp_path_factory, tiny_teacher):
+    root = tmp_path_factory.mktemp("import_pipeline")
+    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
+    env = dict(os.environ)
+    return lambda: (root, projects.tiny_project(root, weights, env, generate={"source": "import"}))
+
+
+@pytest.fixture(scope="session")
+def import_pipeline(background, import_pipeline_build) -> tuple[Path, str]:
+    """(root, log): the whole pipeline on the tiny profile with generate.source import (the
+    decisions of examples/imported_decisions.csv, no teacher)."""
+    return background.result("import_pipeline", import_pipeline_build)
+
+
+@pytest.fixture(scope="session")
+def games_pipeline_build(tmp_path_factory):
+    root = tmp_path_factory.mktemp("games_pipeline")
+    weights = tiny_models.build_tiny_teacher(root / "weights", scenario_path=GAMES)
+    holdouts = {"oos_contexts": [["sports"], ["room_sharing"], ["venture_capital"]], "ood_games": [["doubled"]]}
+    env = dict(os.environ)
+    return lambda: (root / "project", projects.tiny_project(
+        root / "project", str(weights), env, scenario=GAMES,
+        generate={"states": 200}, split={"holdouts": holdouts, "test": 0.5}))  # effects needs more test states
+
+
+@pytest.fixture(scope="session")
+def games_pipeline(background, games_pipeline_build) -> tuple[Path, str]:
+    """(root, log): the whole pipeline on the games scenario (a tiny model built from its
+    texts), with three contexts (oos_contexts) and the doubled games (ood_games) held out."""
+    return background.result("games_pipeline", games_pipeline_build)
+
+
+@pytest.fixture(scope="session")
+def persona_pipeline_build(tmp_path_factory, persona_weights):
+    root = tmp_path_factory.mktemp("persona_pipeline") / "project"
+    env = dict(os.environ)
+    return lambda: (root, projects.persona_project(root, persona_weights, env))
+
+
+@pytest.fixture(scope="session")
+def persona_pipeline(background, persona_pipeline_build) -> tuple[Path, str]:
+    """(root, log): the persona pipeline's project on two people of the example board
+    (support.projects.PERSONAS), after `dvc repro` of persona-perplexity, -extract and
+    -votes. Only tests/test_persona_pipeline.py uses it, and goes on changing it."""
+    return background.result("persona_pipeline", persona_pipeline_build)
+
+
+@pytest.fixture(scope="session")
+def packaged_gemma_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("packaged") / "teacher"
+    env = dict(os.environ)
+    return lambda: (projects.convert_packaged(out, env), out)
+
+
+@pytest.fixture(scope="session")
+def packaged_gemma(background, packaged_gemma_build) -> tuple[dict, Path]:
+    """(info, directory): the PyPI-packaged Gemma-3-270M through the download stage's GGUF
+    conversion (a few minutes), in a process of its own; info: what download() returned."""
+    return background.result("packaged_gemma", packaged_gemma_build)

@@ -132,6 +132,7 @@ ACTIVE_RAW = {"strategy": "active", "states": 60,
                          "epochs": 10}}
 
 
+@pytest.mark.slow
 def test_generate_stage_with_the_tiny_teacher_is_killed_and_resumes_to_the_same_dataset(tmp_path, tiny_teacher, generate_runs):
     raw = {"teacher": {"batch_size": 1, "device": "cpu"},
            "generate": {**ACTIVE_RAW, "cache": str(tmp_path / "clean.sqlite")}}

@@ -87,17 +87,12 @@ def test_games_scenario_runs_through_generate_with_the_real_loading_code(tmp_pat
 
 
 @pytest.mark.slow
-def test_whole_pipeline_runs_on_the_games_scenario_with_held_out_contexts_and_doubled_games(tmp_path, build_tiny_teacher, ran, tiny_project, pipeline_stages):
+def test_whole_pipeline_runs_on_the_games_scenario_with_held_out_contexts_and_doubled_games(games_pipeline, ran,
+                                                                                           pipeline_stages):
     import json
 
-
-    weights = build_tiny_teacher(tmp_path / "weights", scenario_path=GAMES)
-    holdouts = {"oos_contexts": [["sports"], ["room_sharing"], ["venture_capital"]], "ood_games": [["doubled"]]}
-    (tmp_path / "project").mkdir()
-    log = tiny_project(tmp_path / "project", str(weights), scenario=GAMES,
-                       generate={"states": 200}, split={"holdouts": holdouts, "test": 0.5})  # effects needs more test states than effects
+    root, log = games_pipeline  # held out: three contexts and the doubled games
     assert ran(log) == pipeline_stages
-    root = tmp_path / "project"
     metrics = json.loads((root / "metrics/students.json").read_text())
     assert {"logreg", "mlp", "encoder", "decoder", "slm_base", "slm_tuned"} <= set(metrics)
     # held-out contexts and doubled games are scored apart, each as its own split

@@ -109,6 +109,7 @@ def test_a_killed_perplexity_run_recomputes_nothing_finished(tmp_path, small_boa
     assert np.array_equal(chunk_nll(tiny_slm, held, "float32", "cpu", False, cache), whole) and calls == []
 
 
+@pytest.mark.slow
 def test_the_persona_flow_runs_through_the_stage_scripts(tmp_path, small_board, tiny_slm, monkeypatch, call_stage):
     params = yaml.safe_load((REPO / "personas/params.yaml").read_text())
     params["corpus"] = {"path": str(small_board), "personas": TWO}

@@ -14,11 +14,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def weights(tiny_teacher) -> str:
-    return yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
-
-
 @pytest.mark.slow
 def test_tiny_profile_runs_end_to_end(tiny_pipeline, ran, pipeline_stages, assert_clean):
     root, log = tiny_pipeline
@@ -146,12 +141,11 @@ def test_exp_run_reruns_only_what_the_changed_param_feeds(tiny_pipeline_copy, sh
 
 
 @pytest.mark.slow
-def test_import_mode_declares_no_plot_it_does_not_draw(tmp_path, weights, assert_clean, pipeline_stages, plots_json, ran, tiny_project):
+def test_import_mode_declares_no_plot_it_does_not_draw(import_pipeline, tmp_path, assert_clean, pipeline_stages,
+                                                       plots_json, ran):
     """With imported decisions there is no teacher, so the stability stage measures nothing;
     every plot dvc.yaml declares must still load."""
-    root = tmp_path / "project"
-    root.mkdir()
-    log = tiny_project(root, weights, generate={"source": "import"})
+    root, log = import_pipeline
     assert ran(log) == pipeline_stages
     shown = plots_json(root, tmp_path / "shown")
     assert shown.get("errors") is None, shown["errors"]

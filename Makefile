@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test bench reproduce
+.PHONY: setup repro test test-quick bench reproduce
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml tools/offline_plot_template.
 repro: setup
 	dvc repro
 
+# The whole suite, then its 10 slowest tests. test-quick leaves out the tests marked slow
+# (whole dvc pipelines, the packaged Gemma, kill-and-resume runs).
 test: setup
-	pytest -q
+	pytest -q --durations=10
+
+test-quick: setup
+	pytest -q -m "not slow" --durations=10
 
 # Needs `make repro` first (models/teacher, models/students). Results: docs/results.md.
 bench: setup

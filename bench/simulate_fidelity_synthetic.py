@@ -1,6 +1,6 @@
 """Per-decision fidelity vs population fidelity, on a known teacher (no LLM needed).
 
-The "teacher" is the known logistic policy behind tests/sim_students.py (P(buy) = sigmoid of a
+The "teacher" is the known logistic policy behind tests/support/sim_students.py (P(buy) = sigmoid of a
 sum of per-value weights). Students are trained (train_student, 30 epochs) on 600 of its
 states, scored per decision on the held-out split (evaluate_students: KL), then each decides
 8 seeded Christmas-market days of 400 visitors, compared with the same days decided by the
@@ -11,7 +11,7 @@ ratio, Wasserstein, JSD and per-trait-group buy-rate differences. docs/simulate.
 from pathlib import Path
 import sys
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 import tempfile
 
 import numpy as np

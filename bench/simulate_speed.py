@@ -14,7 +14,7 @@ each decision costs a simulation that asks the LLM directly; the answer cache lo
 teacher's cost to one call per distinct state, which `distinct_states` shows.
 
 Without --student an MLP is trained first (train_student, default hyper-parameters, a few
-epochs) on synthetic decisions over the ice-cream scenario's states (tests/sim_students.py):
+epochs) on synthetic decisions over the ice-cream scenario's states (tests/support/sim_students.py):
 the network has the pipeline MLP's shape, so it costs what the pipeline's costs. Without
 --teacher the packaged Gemma-3-270M is converted into a temporary directory.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 import pandas as pd  # noqa: E402
 

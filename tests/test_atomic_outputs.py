@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 import decision_distill.atomic
-from conftest import write_synthetic_splits
-from stage_cli import REPO, call_stage
+
+REPO = Path(__file__).resolve().parents[1]
 
 ARCHES = ("logreg", "mlp", "encoder", "decoder")
 TINY = {"train": {"epochs": 2, "patience": 1, "batch_size": 64},
@@ -48,12 +48,17 @@ def visible_files(root: Path) -> list[str]:
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def run(script: str, *args: str) -> None:
-    result = call_stage(script, *args)
-    assert result.code == 0, result
+@pytest.fixture
+def run(call_stage):
+    """(script, *args): call a stage script in-process; it must succeed."""
+    def run_ok(script: str, *args: str) -> None:
+        result = call_stage(script, *args)
+        assert result.code == 0, result
+    return run_ok
 
 
-def test_no_stage_writes_an_output_except_by_rename(tmp_path, tiny_teacher, monkeypatch, renames_never_happen):
+def test_no_stage_writes_an_output_except_by_rename(tmp_path, tiny_teacher, monkeypatch, renames_never_happen, write_synthetic_splits,
+                                                    run):
     inputs = tmp_path / "inputs"
     with monkeypatch.context() as undo:  # inputs for the later stages, written the normal way
         undo.setattr(decision_distill.atomic, "os", os)

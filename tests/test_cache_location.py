@@ -13,7 +13,6 @@ import pytest
 
 from decision_distill.answer_cache import AnswerCache
 from decision_distill.params import Generate
-from test_pipeline import sh
 
 
 def _rows(path: Path) -> int:
@@ -38,7 +37,7 @@ def test_cache_paths_expand_home_and_xdg_and_keep_relative_paths_in_the_project(
 
 
 @pytest.mark.slow
-def test_exp_run_temp_reuses_the_default_answer_cache(tiny_pipeline):
+def test_exp_run_temp_reuses_the_default_answer_cache(tiny_pipeline, sh):
     root, log = tiny_pipeline  # built with generate.cache at its default location
     cache = Path(os.environ["XDG_CACHE_HOME"]) / "decision-distill/answers.sqlite"
     assert re.search(r"\b160 answered before|\b160 to ask", log) and cache.is_file()

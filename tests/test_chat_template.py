@@ -19,9 +19,7 @@ SCENARIO = "scenarios/ice_cream.yaml"
 
 
 @pytest.fixture(scope="module")
-def chat_teacher(tmp_path_factory):
-    from tiny_teacher import build_tiny_teacher
-
+def chat_teacher(tmp_path_factory, build_tiny_teacher):
     root = tmp_path_factory.mktemp("chat_teacher")
     download(str(build_tiny_teacher(root / "weights", chat=True)), "main", root / "teacher")
     return root / "teacher"

@@ -123,9 +123,7 @@ def test_every_lock_entry_is_a_stage_of_dvc_yaml(stages):
     ("stability.repeats", 1, "stability.repeats"),  # a rule across params, checked only by stability.py
     ("scenario", "scenarios/nope.yaml", "scenario"),
 ])
-def test_check_stage_rejects_before_any_other_stage_runs(tmp_path, key, value, named):
-    from stage_cli import call_stage
-
+def test_check_stage_rejects_before_any_other_stage_runs(tmp_path, key, value, named, call_stage):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     *parents, leaf = key.split(".")
     node = params

@@ -16,7 +16,6 @@ from decision_distill.encoding import FeatureEncoder
 from decision_distill.errors import UserError
 from decision_distill.schema import Feature, Schema
 from decision_distill.students import ARCHES, build_student, save_student
-from stage_cli import call_stage
 
 TRAITS = ("t0", "t1", "t2", "t3", "t4")
 GAMES = ("pd", "stag", "snow")
@@ -107,7 +106,7 @@ def test_permutation_importance_ranks_groups_by_their_effect():
     assert (imp["low"] <= imp["importance"]).all() and (imp["importance"] <= imp["high"]).all()
 
 
-def test_effects_stage_writes_report_and_ablation(tmp_path):
+def test_effects_stage_writes_report_and_ablation(tmp_path, call_stage):
     schema, frame = synthetic_teacher(500, seed=4)
     splits = tmp_path / "splits"
     splits.mkdir()

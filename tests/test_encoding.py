@@ -13,11 +13,10 @@ from decision_distill.encoding import PAD, FeatureEncoder
 from decision_distill.errors import UserError
 from decision_distill.schema import Feature, Schema
 
-from conftest import synthetic_policy_frame
 
 
 @pytest.fixture
-def schema_and_frame():
+def schema_and_frame(synthetic_policy_frame):
     return synthetic_policy_frame(50)
 
 
@@ -89,7 +88,7 @@ def test_dense_is_multi_hot_plus_numbers_from_the_same_tokens(schema_and_frame):
     assert temperature == pytest.approx((row["temperature"] - 15.0) / 20.0, abs=1e-6)
 
 
-def test_targets_follow_the_schema_option_order():
+def test_targets_follow_the_schema_option_order(synthetic_policy_frame):
     schema, frame = synthetic_policy_frame(20, options=("a", "b", "c"))
     targets = FeatureEncoder(schema).targets(frame)
     assert targets.shape == (20, 3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from decision_distill.evaluate import evaluate_students, metrics_from_prediction
 from decision_distill.metrics import all_metrics
 from decision_distill.plots import make_plots
 from decision_distill.schema import Feature, Schema
-from conftest import synthetic_policy_frame, write_synthetic_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = ["mse", "mae", "pearson", "spearman", "kl", "ce", "brier", "ece", "agreement"]
@@ -30,26 +28,22 @@ def blurred(P: np.ndarray, amount: float) -> np.ndarray:
     return (1 - amount) * P + amount / P.shape[1]
 
 
-def fake_predictions(options=("yes", "no"), students=("logreg", "mlp"), n=120) -> tuple[Schema, pd.DataFrame]:
-    schema, frame = synthetic_policy_frame(n, options)
-    P = frame[schema.prob_columns].to_numpy()
-    parts = [
-        prediction_rows(frame.iloc[idx].reset_index(drop=True), schema, split, student, blurred(P[idx], 0.1 * (i + 1)))
-        for i, student in enumerate(students)
-        for split, idx in (("test", slice(0, n - 20)), ("oos_contexts", slice(n - 20, n)))
-    ]
-    return schema, pd.concat(parts, ignore_index=True)
-
-
-def load_stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="session")
+def fake_predictions(synthetic_policy_frame):
+    def fake_predictions(options=("yes", "no"), students=("logreg", "mlp"), n=120) -> tuple[Schema, pd.DataFrame]:
+        schema, frame = synthetic_policy_frame(n, options)
+        P = frame[schema.prob_columns].to_numpy()
+        parts = [
+            prediction_rows(frame.iloc[idx].reset_index(drop=True), schema, split, student, blurred(P[idx], 0.1 * (i + 1)))
+            for i, student in enumerate(students)
+            for split, idx in (("test", slice(0, n - 20)), ("oos_contexts", slice(n - 20, n)))
+        ]
+        return schema, pd.concat(parts, ignore_index=True)
+    return fake_predictions
 
 
 @pytest.mark.parametrize("options", [("yes", "no"), ("a", "b", "c")])
-def test_predictions_layout_and_metrics_shape(options):
+def test_predictions_layout_and_metrics_shape(options, fake_predictions):
     schema, predictions = fake_predictions(options)
     assert list(predictions.columns) == [
         "state_id", "split", "student", "traits", "contexts", "game", "temperature",
@@ -80,7 +74,7 @@ def fake_students(monkeypatch):
     return amounts
 
 
-def test_evaluate_students_drops_failed_rows_and_scores_each_holdout(tmp_path, fake_students):
+def test_evaluate_students_drops_failed_rows_and_scores_each_holdout(tmp_path, fake_students, write_synthetic_splits):
     splits = tmp_path / "splits"
     write_synthetic_splits(splits, n=200)
     test = pd.read_parquet(splits / "test.parquet")
@@ -115,7 +109,7 @@ def test_evaluate_students_drops_failed_rows_and_scores_each_holdout(tmp_path, f
 
 
 @pytest.mark.parametrize("options", [("yes", "no"), ("a", "b", "c")])
-def test_make_plots_writes_figures_and_data(tmp_path, options):
+def test_make_plots_writes_figures_and_data(tmp_path, options, fake_predictions):
     schema, predictions = fake_predictions(options)
     metrics = metrics_from_predictions(predictions, options, ece_bins=10)
     curves = tmp_path / "dvclive" / "mlp" / "plots" / "metrics"
@@ -139,7 +133,7 @@ def test_make_plots_writes_figures_and_data(tmp_path, options):
     assert len(pd.read_csv(out / "data" / "scatter.csv")) == 2 * 100  # test rows only
 
 
-def test_plot_stage_without_two_set_features_or_curves(tmp_path):
+def test_plot_stage_without_two_set_features_or_curves(tmp_path, load_stage, fake_predictions):
     schema, predictions = fake_predictions()
     schema = Schema(features=(schema.features[0], Feature("game", "choice", ("pd",))), options=schema.options)
     (tmp_path / "splits").mkdir()
@@ -158,28 +152,31 @@ def test_plot_stage_without_two_set_features_or_curves(tmp_path):
     assert not (out / "data" / "error_by_size.csv").exists()
 
 
-def evaluate_stage_error(tmp_path: Path, params_yaml: str) -> str:
-    """Run the evaluate stage as a user would on synthetic splits and no students; return its
-    one-line error, after checking the exit code and that no metrics were written."""
-    write_synthetic_splits(tmp_path / "splits", n=50)
-    (tmp_path / "params.yaml").write_text(params_yaml)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--splits", str(tmp_path / "splits"),
-         "--students", str(tmp_path / "students"), "--metrics", str(tmp_path / "m.json"),
-         "--predictions", str(tmp_path / "p.parquet"), "--params", str(tmp_path / "params.yaml")],
-        capture_output=True, text=True, cwd=tmp_path,
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and not (tmp_path / "m.json").exists()
-    return lines[0]
+@pytest.fixture(scope="session")
+def evaluate_stage_error(write_synthetic_splits):
+    def evaluate_stage_error(tmp_path: Path, params_yaml: str) -> str:
+        """Run the evaluate stage as a user would on synthetic splits and no students; return its
+        one-line error, after checking the exit code and that no metrics were written."""
+        write_synthetic_splits(tmp_path / "splits", n=50)
+        (tmp_path / "params.yaml").write_text(params_yaml)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--splits", str(tmp_path / "splits"),
+             "--students", str(tmp_path / "students"), "--metrics", str(tmp_path / "m.json"),
+             "--predictions", str(tmp_path / "p.parquet"), "--params", str(tmp_path / "params.yaml")],
+            capture_output=True, text=True, cwd=tmp_path,
+        )
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and not (tmp_path / "m.json").exists()
+        return lines[0]
+    return evaluate_stage_error
 
 
-def test_evaluate_stage_names_a_missing_student(tmp_path):
+def test_evaluate_stage_names_a_missing_student(tmp_path, evaluate_stage_error):
     error = evaluate_stage_error(tmp_path, "evaluate:\n  ece_bins: 10\n")
     assert "students/logreg" in error and "train@logreg" in error
 
 
-def test_evaluate_stage_reads_holdout_names_from_params(tmp_path):
+def test_evaluate_stage_reads_holdout_names_from_params(tmp_path, evaluate_stage_error):
     error = evaluate_stage_error(tmp_path, "split:\n  holdouts: {oos_contexts: [[c1]]}\n")
     assert "splits/oos_contexts.parquet: not found" in error

@@ -66,9 +66,7 @@ def test_malformed_lookups_are_one_line_errors_naming_the_field(change, message)
     assert "\n" not in str(err.value)
 
 
-def test_games_scenario_runs_through_generate_with_the_real_loading_code(tmp_path):
-    from tiny_teacher import build_tiny_teacher
-
+def test_games_scenario_runs_through_generate_with_the_real_loading_code(tmp_path, build_tiny_teacher):
     from decision_distill.generate import generate
     from decision_distill.model_source import download
     from decision_distill.params import parse_params
@@ -89,20 +87,13 @@ def test_games_scenario_runs_through_generate_with_the_real_loading_code(tmp_pat
 
 
 @pytest.mark.slow
-def test_whole_pipeline_runs_on_the_games_scenario_with_held_out_contexts_and_doubled_games(tmp_path):
+def test_whole_pipeline_runs_on_the_games_scenario_with_held_out_contexts_and_doubled_games(games_pipeline, ran,
+                                                                                           pipeline_stages,
+                                                                                           assert_params_declared):
     import json
 
-    from params_declared import assert_params_declared
-    from test_pipeline import STAGES, ran, tiny_project
-    from tiny_teacher import build_tiny_teacher
-
-    weights = build_tiny_teacher(tmp_path / "weights", scenario_path=GAMES)
-    holdouts = {"oos_contexts": [["sports"], ["room_sharing"], ["venture_capital"]], "ood_games": [["doubled"]]}
-    (tmp_path / "project").mkdir()
-    log = tiny_project(tmp_path / "project", str(weights), scenario=GAMES,
-                       generate={"states": 200}, split={"holdouts": holdouts, "test": 0.5})  # effects needs more test states than effects
-    assert ran(log) == set(STAGES)
-    root = tmp_path / "project"
+    root, log = games_pipeline  # held out: three contexts and the doubled games
+    assert ran(log) == pipeline_stages
     assert_params_declared(root)  # games and simulate load the small LMs here: slm.quantize among their keys
     metrics = json.loads((root / "metrics/students.json").read_text())
     assert {"logreg", "mlp", "encoder", "decoder", "slm_base", "slm_tuned"} <= set(metrics)

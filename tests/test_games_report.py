@@ -123,10 +123,9 @@ def test_unseen_values_are_those_no_training_state_has():
     assert unseen_in_training(train, held, scenario) == {"stakes": {"doubled"}, "context": {"sports"}}
 
 
-def test_the_eleven_option_zero_shot_readout_is_the_option_softmax_with_the_real_loading_code(tmp_path):
+def test_the_eleven_option_zero_shot_readout_is_the_option_softmax_with_the_real_loading_code(tmp_path, build_tiny_teacher):
     """The public-goods game through the teacher's token readout on a tiny model built from the
     games scenario's texts (and those of its zero-shot scenarios)."""
-    from tiny_teacher import build_tiny_teacher
 
     import torch
 

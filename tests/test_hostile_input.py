@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from decision_distill.params import Params, parse_params
-from stage_cli import REPO, call_stage
+
+REPO = Path(__file__).resolve().parents[1]
 
 CASES_PER_PROPERTY = 100
 # derandomize: the same cases on every run and machine (a failure reproduces in CI).
@@ -156,7 +157,7 @@ def test_the_committed_params_are_valid():
     parse_params(BASE)  # so every failure below comes from the mutation alone
 
 
-def test_malformed_params_end_in_one_line_naming_the_field():
+def test_malformed_params_end_in_one_line_naming_the_field(call_stage):
     counts = Counter()
 
     @SETTINGS
@@ -230,7 +231,7 @@ def malformed_import(draw) -> tuple[str, str, bytes, str]:
     return kind, ".jsonl", "\n".join(map(json.dumps, records)).encode(), "import.probability"
 
 
-def test_malformed_import_files_end_in_one_line_naming_the_field():
+def test_malformed_import_files_end_in_one_line_naming_the_field(call_stage):
     counts = Counter()
 
     @SETTINGS
@@ -254,7 +255,7 @@ def test_malformed_import_files_end_in_one_line_naming_the_field():
     assert len(counts) == 9
 
 
-def test_the_unharmed_import_file_goes_through(tmp_path):
+def test_the_unharmed_import_file_goes_through(tmp_path, call_stage):
     """The control: the same call on the good rows writes the dataset."""
     GOOD_ROWS.to_csv(tmp_path / "decisions.csv", index=False)
     params = {"generate": {"source": "import"},

@@ -267,9 +267,8 @@ def test_killed_three_times_resumes_to_the_uninterrupted_result(tmp_path, tiny_t
     np.testing.assert_array_equal(curves[0]["loss"], curves[1]["loss"])
 
 
-def test_lora_refuses_a_head_it_would_train_through_wrongly(tmp_path, policy_splits):
+def test_lora_refuses_a_head_it_would_train_through_wrongly(tmp_path, policy_splits, tiny_model_dir):
     # Cohere scales its logits; LoRA's readout applies the head itself, so it would fit other probabilities.
-    from tiny_teacher import tiny_model_dir
 
     cohere = tiny_model_dir(tmp_path, architecture="cohere")
     with pytest.raises(UserError, match="slm.model: CohereForCausalLM's LM head"):

@@ -260,9 +260,8 @@ def test_merge_stage_error_is_one_line_and_exit_2(tiny_teacher, tmp_path, capsys
     assert "lora-train" in err and "\n" not in err
 
 
-def test_perplexity_refuses_a_head_it_would_apply_wrongly(tmp_path):
+def test_perplexity_refuses_a_head_it_would_apply_wrongly(tmp_path, tiny_model_dir):
     # Cohere scales its logits; perplexity applies the head itself, so it would measure other numbers.
-    from tiny_teacher import tiny_model_dir
 
     cohere = load_causal_lm(tiny_model_dir(tmp_path, architecture="cohere"), device="cpu")
     text = held_out_text(teacher_frame(4, explanations=True), SCENARIO)

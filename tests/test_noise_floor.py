@@ -9,7 +9,6 @@ import pytest
 from decision_distill.evaluate import FloorIntervals, add_noise_floor_ratios, metrics_from_predictions, prediction_rows
 from decision_distill.metrics import kl
 from decision_distill.noise_floor import ratio_interval
-from conftest import synthetic_policy_frame
 
 
 def test_the_ratio_interval_covers_the_true_ratio_about_as_often_as_it_claims():
@@ -35,18 +34,21 @@ def test_no_interval_without_two_states_on_each_side_or_with_a_zero_floor():
     assert ratio_interval(np.ones(5), np.zeros(4), 200, 0.95, 0) is None
 
 
-def blurred_predictions(n: int = 120) -> pd.DataFrame:
-    """Two students (the teacher mixed with uniform, 10 % and 40 %) on a test split of n-30
-    states and a 30-state holdout."""
-    schema, frame = synthetic_policy_frame(n)
-    P = frame[schema.prob_columns].to_numpy()
-    parts = [prediction_rows(frame.iloc[idx].reset_index(drop=True), schema, split, name, (1 - a) * P[idx] + a / 2)
-             for name, a in (("mlp", 0.1), ("logreg", 0.4))
-             for split, idx in (("test", slice(0, n - 30)), ("oos_contexts", slice(n - 30, n)))]
-    return pd.concat(parts, ignore_index=True)
+@pytest.fixture(scope="session")
+def blurred_predictions(synthetic_policy_frame):
+    def blurred_predictions(n: int = 120) -> pd.DataFrame:
+        """Two students (the teacher mixed with uniform, 10 % and 40 %) on a test split of n-30
+        states and a 30-state holdout."""
+        schema, frame = synthetic_policy_frame(n)
+        P = frame[schema.prob_columns].to_numpy()
+        parts = [prediction_rows(frame.iloc[idx].reset_index(drop=True), schema, split, name, (1 - a) * P[idx] + a / 2)
+                 for name, a in (("mlp", 0.1), ("logreg", 0.4))
+                 for split, idx in (("test", slice(0, n - 30)), ("oos_contexts", slice(n - 30, n)))]
+        return pd.concat(parts, ignore_index=True)
+    return blurred_predictions
 
 
-def test_evaluate_puts_an_interval_beside_every_noise_floor_ratio():
+def test_evaluate_puts_an_interval_beside_every_noise_floor_ratio(blurred_predictions):
     predictions = blurred_predictions()
     metrics = metrics_from_predictions(predictions, ["yes", "no"], ece_bins=10)
     rng = np.random.default_rng(3)
@@ -70,14 +72,12 @@ def test_evaluate_puts_an_interval_beside_every_noise_floor_ratio():
     assert skipped["mlp"]["kl_vs_noise_floor"] is None and skipped["mlp"]["kl_vs_noise_floor_ci"] is None
 
 
-def test_the_evaluate_stage_writes_the_intervals_from_the_per_state_floor(tmp_path, monkeypatch):
+def test_the_evaluate_stage_writes_the_intervals_from_the_per_state_floor(tmp_path, monkeypatch, load_stage, write_synthetic_splits):
     """stages/evaluate.py with --stability and --noise-floor, students stood in by blurred teachers."""
     import json
     import sys
     import types
 
-    from conftest import write_synthetic_splits
-    from test_evaluate import load_stage
 
     students = types.ModuleType("decision_distill.students")
     students.load_student = lambda directory: (0.2, None)

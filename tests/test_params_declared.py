@@ -1,7 +1,7 @@
 """Params are declared like modules: a stage that reads a params key its dvc.yaml entry does not
 list under `params:` would not rerun when that key changes. Every stage DVC runs in a test
 records the keys it actually reads (tests/params_reads/), and the check compares them with
-the declarations DVC parses (tests/params_declared.py). The pipeline tests call it on their
+the declarations DVC parses (tests/support/params_declared.py). The pipeline tests call it on their
 projects: the tiny default pipeline here, the games scenario (tests/test_games.py), the
 persona pipeline (tests/test_persona_pipeline.py) and `dvc exp run -S student.hidden` below."""
 
@@ -17,10 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import write_synthetic_splits
-from params_declared import assert_params_declared, declared_params, recorded_reads, undeclared
-from test_pipeline import REPO, run, sh
-
+REPO = Path(__file__).resolve().parents[1]
 RECORDER = REPO / "tests/params_reads"
 
 
@@ -49,7 +46,7 @@ p.student.hparams("decoder")                       # the section and the shared 
                                                    "generate.seed", "student.hidden"} | lora | decoder
 
 
-def _project(root: Path, stages: dict, params: dict) -> None:
+def _project(root: Path, stages: dict, params: dict, sh) -> None:
     """A git+dvc project at `root` with the package, the scenarios and these stages and params."""
     for name in ("stages", "decision_distill", "scenarios", ".dvcignore"):
         src = REPO / name
@@ -66,32 +63,32 @@ def _real_stages() -> dict:
     return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
-def test_a_key_read_but_not_declared_is_named(tmp_path):
+def test_a_key_read_but_not_declared_is_named(tmp_path, sh, params_declared):
     # The real check stage, declaring only `scenario` instead of the whole file: the stability
     # settings it checks are then read undeclared, and exactly those are named.
     check = _real_stages()["check"]
     check["params"] = ["scenario"]
-    _project(tmp_path, {"check": check}, yaml.safe_load((REPO / "params.yaml").read_text()))
+    _project(tmp_path, {"check": check}, yaml.safe_load((REPO / "params.yaml").read_text()), sh)
     sh("dvc", "repro", cwd=tmp_path)
     with pytest.raises(AssertionError) as failure:
-        assert_params_declared(tmp_path)
+        params_declared.assert_params_declared(tmp_path)
     named = {line.strip() for line in str(failure.value).splitlines()[1:]}
     stability = {f"check: params.yaml: stability.{k}" for k in ("repeats", "temperature", "paraphrases")}
     assert stability <= named and all(line.startswith("check: params.yaml: stability.") for line in named)
     # declared as in the real dvc.yaml (the whole file), nothing is missing
-    assert not undeclared(recorded_reads(tmp_path), {"check": {"params.yaml": None}})
+    assert not params_declared.undeclared(params_declared.recorded_reads(tmp_path), {"check": {"params.yaml": None}})
 
 
 @pytest.mark.slow
-def test_every_stage_of_the_tiny_pipeline_declares_the_params_it_reads(tiny_pipeline):
+def test_every_stage_of_the_tiny_pipeline_declares_the_params_it_reads(tiny_pipeline, params_declared):
     root, _ = tiny_pipeline
-    reads = assert_params_declared(root)
-    declared = declared_params(root)
+    reads = params_declared.assert_params_declared(root)
+    declared = params_declared.declared_params(root)
     assert set(reads) == set(declared)  # every stage ran with the recorder: none passed unseen
     # The check has teeth: without its slm.quantize, evaluate (which loads both small LMs) is named.
     assert "slm.quantize" in declared["evaluate"]["params.yaml"]
     declared["evaluate"]["params.yaml"].remove("slm.quantize")
-    assert undeclared(reads, declared) == ["evaluate: params.yaml: slm.quantize"]
+    assert params_declared.undeclared(reads, declared) == ["evaluate: params.yaml: slm.quantize"]
 
 
 def _widths(root: Path) -> dict[str, int]:
@@ -109,7 +106,8 @@ def _widths(root: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_exp_run_sets_every_students_width_with_student_hidden(tmp_path):
+def test_exp_run_sets_every_students_width_with_student_hidden(tmp_path, sh, run_cmd, write_synthetic_splits,
+                                                              assert_params_declared):
     """The design's example command: `dvc exp run -S student.hidden=N` sets the width of the MLP
     and both transformers; a per-architecture key overrides it for its architecture."""
     real = _real_stages()
@@ -117,7 +115,7 @@ def test_exp_run_sets_every_students_width_with_student_hidden(tmp_path):
     params["train"].update(epochs=2, patience=2, batch_size=64)
     for arch in ("encoder", "decoder"):
         params["student"][arch].update(heads=2, layers=1)
-    _project(tmp_path, {"check": real["check"], "train": real["train"]}, params)
+    _project(tmp_path, {"check": real["check"], "train": real["train"]}, params, sh)
     write_synthetic_splits(tmp_path / "data/splits", n=200)
     sh("git", "add", "-A", cwd=tmp_path)
     sh("git", "commit", "-qm", "splits", cwd=tmp_path)
@@ -133,7 +131,7 @@ def test_exp_run_sets_every_students_width_with_student_hidden(tmp_path):
     assert (tmp_path / "models/students/logreg/model.safetensors").read_bytes() == logreg
     assert_params_declared(tmp_path)
     # a width the heads do not divide stops at the check stage, naming the key to change
-    failed = run("dvc", "exp", "run", "-S", "student.hidden=33", cwd=tmp_path)
+    failed = run_cmd("dvc", "exp", "run", "-S", "student.hidden=33", cwd=tmp_path)
     assert failed.returncode != 0 and "Running stage 'train@" not in failed.stdout
     errors = [line for line in (failed.stdout + failed.stderr).splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "set student.hidden to a multiple of 2" in errors[0], errors

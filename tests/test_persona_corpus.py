@@ -13,7 +13,8 @@ import yaml
 from decision_distill.errors import UserError
 from decision_distill.personas.chunks import HELD_OUT, TRAIN, cut, load_chunks, load_profiles, split_corpus
 from decision_distill.personas.corpus import load_corpus
-from stage_cli import REPO, call_stage
+
+REPO = Path(__file__).resolve().parents[1]
 
 EXAMPLE = REPO / "examples/board"
 
@@ -51,7 +52,7 @@ def _copy(tmp_path: Path) -> Path:
     (lambda d: shutil.copy(d / "Walter_Henning.txt", d / "walter_henning.txt"),
      "persona 'walter_henning' already comes from Walter_Henning.txt"),
 ])
-def test_a_bad_corpus_is_a_one_line_error_naming_the_file_and_writes_nothing(tmp_path, breakage, message):
+def test_a_bad_corpus_is_a_one_line_error_naming_the_file_and_writes_nothing(tmp_path, breakage, message, call_stage):
     corpus = _copy(tmp_path)
     breakage(corpus)
     with pytest.raises(UserError, match=message.replace("?", r"\?").replace("(", r"\(")):
@@ -81,7 +82,7 @@ def test_a_jsonl_corpus_loads_one_monologue_per_row(tmp_path):
     assert corpus.monologues == {"Ann": ["one two", "four"], "Bo": ["three"]}
 
 
-def test_the_persona_list_must_match_the_corpus(tmp_path):
+def test_the_persona_list_must_match_the_corpus(tmp_path, call_stage):
     params = yaml.safe_load((REPO / "personas/params.yaml").read_text())
     params["corpus"]["personas"] = params["corpus"]["personas"][:-1]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -91,7 +92,7 @@ def test_the_persona_list_must_match_the_corpus(tmp_path):
     assert not (tmp_path / "chunks").exists()
 
 
-def test_the_split_stage_writes_one_file_per_person_that_load_chunks_reads_back(tmp_path):
+def test_the_split_stage_writes_one_file_per_person_that_load_chunks_reads_back(tmp_path, call_stage):
     corpus = load_corpus(EXAMPLE)
     params = yaml.safe_load((REPO / "personas/params.yaml").read_text())
     params["corpus"]["path"] = str(EXAMPLE)
@@ -119,7 +120,7 @@ def test_the_split_stage_writes_one_file_per_person_that_load_chunks_reads_back(
     (lambda p: p["corpus"]["personas"].append(p["corpus"]["personas"][0]),
      "corpus.personas: Value error, lists a name twice"),
 ])
-def test_bad_persona_params_are_one_line_errors_naming_the_key(tmp_path, change, message):
+def test_bad_persona_params_are_one_line_errors_naming_the_key(tmp_path, change, message, call_stage):
     params = yaml.safe_load((REPO / "personas/params.yaml").read_text())
     change(params)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

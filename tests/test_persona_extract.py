@@ -20,8 +20,8 @@ from decision_distill.personas.corpus import load_corpus
 from decision_distill.personas.extract import OPTIONS, PREFIX, decision_suffix, extract, p_yes
 from decision_distill.personas.review import kept_questions
 from decision_distill.teacher import load_causal_lm
-from persona_tiny import always_prefer
-from stage_cli import REPO, call_stage
+
+REPO = Path(__file__).resolve().parents[1]
 
 TWO = ["Daniel_Reyes", "Lucia_Brandt"]
 CATEGORIES = ["belief", "memory", "personality trait"]
@@ -36,7 +36,7 @@ def board(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, persona_weights) -> dict[str, Path]:
+def models(tmp_path_factory, persona_weights, always_prefer) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("extract_models")
     weights = persona_weights
     out = {"random": weights, "yes": always_prefer(weights, root / "yes_w", OPTIONS[0]),
@@ -125,16 +125,21 @@ def _questions(tmp_path) -> Path:
     return path
 
 
-def _run_review(tmp_path, monkeypatch, script: str, *extra: str):
-    monkeypatch.setattr("sys.stdin", io.StringIO(script))
-    return call_stage("stages/review.py", "--questions", str(tmp_path / "questions.json"),
-                      "--out", str(tmp_path / "reviewed"), *extra)
+@pytest.fixture
+def review(tmp_path, monkeypatch, call_stage):
+    """(script, *extra args) -> StageResult: the review CLI on tmp_path/questions.json with
+    `script` as its input."""
+    def run_review(script: str, *extra: str):
+        monkeypatch.setattr("sys.stdin", io.StringIO(script))
+        return call_stage("stages/review.py", "--questions", str(tmp_path / "questions.json"),
+                          "--out", str(tmp_path / "reviewed"), *extra)
+    return run_review
 
 
-def test_review_edits_reach_the_reviewed_questions_file(tmp_path, monkeypatch):
+def test_review_edits_reach_the_reviewed_questions_file(tmp_path, review):
     _questions(tmp_path)
     # accept the first; edit the second (new question, keep summary); drop the third
-    result = _run_review(tmp_path, monkeypatch, "a\ne\nWhat did room 114 teach you?\n\nd\n")
+    result = review("a\ne\nWhat did room 114 teach you?\n\nd\n")
     assert result.code == 0, result.stderr
     saved = json.loads((tmp_path / "reviewed/Daniel_Reyes.json").read_text())["items"]
     assert [i["status"] for i in saved] == ["accepted", "edited", "dropped"]
@@ -144,21 +149,21 @@ def test_review_edits_reach_the_reviewed_questions_file(tmp_path, monkeypatch):
     assert [k["question"] for k in kept] == ["question 0?", "What did room 114 teach you?"]
     # nothing left to review: a second session asks nothing and changes nothing
     before = (tmp_path / "reviewed/Daniel_Reyes.json").read_bytes()
-    assert _run_review(tmp_path, monkeypatch, "").code == 0
+    assert review("").code == 0
     assert (tmp_path / "reviewed/Daniel_Reyes.json").read_bytes() == before
 
 
-def test_quitting_keeps_what_was_decided_and_the_rest_comes_back(tmp_path, monkeypatch):
+def test_quitting_keeps_what_was_decided_and_the_rest_comes_back(tmp_path, review):
     _questions(tmp_path)
-    assert _run_review(tmp_path, monkeypatch, "x\nd\nq\n").code == 0  # an unknown key is asked again
+    assert review("x\nd\nq\n").code == 0  # an unknown key is asked again
     saved = json.loads((tmp_path / "reviewed/Daniel_Reyes.json").read_text())["items"]
     assert [(i["id"][-8:], i["status"]) for i in saved] == [("0/belief", "dropped")]
-    result = _run_review(tmp_path, monkeypatch, "a\na\n")
+    result = review("a\na\n")
     assert "2 accepted" in result.stdout
     assert len(json.loads((tmp_path / "reviewed/Daniel_Reyes.json").read_text())["items"]) == 3
 
 
-def test_the_extract_stage_writes_profiles_and_questions(tmp_path, models, board):
+def test_the_extract_stage_writes_profiles_and_questions(tmp_path, models, board, call_stage):
     params = yaml.safe_load((REPO / "personas/params.yaml").read_text())
     params["corpus"] = {"path": str(board), "personas": TWO}
     params["chunks"] = {"words": 60, "held_out": 0.25, "seed": 0}

@@ -14,7 +14,6 @@ from decision_distill.personas.judge import (PAIR_OPTIONS, PAIR_PREFIX, RATINGS,
                                              rating_suffix, ratings, summarise)
 from decision_distill.personas.respond import BASE_PROFILE, TUNED
 from decision_distill.teacher import load_causal_lm
-from persona_tiny import always_prefer, build_tiny_persona_model
 
 ITEMS = [{"id": f"Ada_Stone/0/{i}/belief", "persona": "Ada_Stone", "profile": "a shop owner who wants lower fees",
           "chunk_text": "Fees keep small shops from opening on Main Street.", "question": question,
@@ -26,7 +25,7 @@ ITEMS = [{"id": f"Ada_Stone/0/{i}/belief", "persona": "Ada_Stone", "profile": "a
 
 
 @pytest.fixture(scope="module")
-def judges(tmp_path_factory):
+def judges(tmp_path_factory, always_prefer, build_tiny_persona_model):
     root = tmp_path_factory.mktemp("judge_models")
     texts = [*RUBRICS.values(), PAIR_PREFIX] * 10 + ["Score: 1 2 3 4 5", "Answer: A B"] * 50 \
         + [f"{it['question']} {a}" for it in ITEMS for a in it["answers"].values()] * 5

@@ -20,7 +20,8 @@ from decision_distill.personas.corpus import load_corpus
 from decision_distill.personas.params import PersonaLoRA
 from decision_distill.personas.perplexity import BASE, chunk_nll, matrix_report
 from decision_distill.personas.train import train_persona
-from stage_cli import REPO, call_stage
+
+REPO = Path(__file__).resolve().parents[1]
 
 TWO = ["Margaret_Okafor", "Walter_Henning"]
 FAST = dict(rank=4, alpha=8, dropout=0.0, lr=0.02, epochs=4, batch_size=4, max_tokens=96, checkpoint_every=2)
@@ -108,7 +109,8 @@ def test_a_killed_perplexity_run_recomputes_nothing_finished(tmp_path, small_boa
     assert np.array_equal(chunk_nll(tiny_slm, held, "float32", "cpu", False, cache), whole) and calls == []
 
 
-def test_the_persona_flow_runs_through_the_stage_scripts(tmp_path, small_board, tiny_slm, monkeypatch):
+@pytest.mark.slow
+def test_the_persona_flow_runs_through_the_stage_scripts(tmp_path, small_board, tiny_slm, monkeypatch, call_stage):
     params = yaml.safe_load((REPO / "personas/params.yaml").read_text())
     params["corpus"] = {"path": str(small_board), "personas": TWO}
     params["chunks"] = {"words": 60, "held_out": 0.25, "seed": 0}

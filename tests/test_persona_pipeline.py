@@ -6,55 +6,24 @@ changed review reruns exactly that person's answers."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-from params_declared import assert_params_declared
-from test_pipeline import PROJECT_FILES, REPO, run, sh
-
-TWO = ["Margaret_Okafor", "Walter_Henning"]
+TWO = ["Margaret_Okafor", "Walter_Henning"]  # the people of the persona_pipeline fixture (conftest.py)
 
 
-def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path, persona_weights):
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in [*PROJECT_FILES, "personas"]:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
-    (root / "corpus").mkdir()
-    for person in TWO:
-        shutil.copy(REPO / "examples/board" / f"{person}.txt", root / "corpus" / f"{person}.txt")
-    lines = (REPO / "examples/board/votes.csv").read_text().splitlines()
-    (root / "corpus/votes.csv").write_text("\n".join(lines[:1] + [r for r in lines[1:] if r.split(",")[-2] in TWO
-                                                                   and not ("bond" in r and TWO[0] in r)]) + "\n")
-    profiles = yaml.safe_load((REPO / "examples/board/profiles.yaml").read_text())
-    (root / "corpus/profiles.yaml").write_text(yaml.safe_dump({p: profiles[p] for p in TWO}))
-    weights = persona_weights
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["teacher"].update(model=str(weights), device="cpu")
-    params["slm"].update(model=str(weights), device="cpu")
-    params["generate"]["cache"] = ".cache/answers.sqlite"
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+@pytest.mark.slow
+def test_the_persona_pipeline_runs_alone_with_one_command(persona_pipeline, run_cmd, sh, assert_params_declared):
+    root, log = persona_pipeline  # the first `dvc repro` of the three persona stages, on two people
     personas = yaml.safe_load((root / "personas/params.yaml").read_text())
-    personas["corpus"] = {"path": "corpus", "personas": TWO}
-    personas["chunks"]["words"] = 60
-    personas["lora"].update(rank=4, alpha=8, lr=0.02, epochs=2, max_tokens=96, checkpoint_every=2)
-    personas["perplexity"]["bootstrap"] = 200
-    personas["extract"].update(cap=2, max_new_tokens=4, threshold=0.01)  # random weights: keep some questions
-    personas["votes"]["bootstrap"] = personas["judge"]["bootstrap"] = 200
-    personas["respond"].update(max_new_tokens=6, context_chunks=1)
-    personas["judge"]["min_mass"] = 0.001  # a random tiny model spreads its mass over the whole vocabulary
-    (root / "personas/params.yaml").write_text(yaml.safe_dump(personas, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "p"]):
-        sh(*cmd, cwd=root)
-    log = sh("dvc", "repro", "personas/dvc.yaml:persona-perplexity", "personas/dvc.yaml:persona-extract",
-             "personas/dvc.yaml:persona-votes", cwd=root)
-    expected = {"check", "download@teacher", "download@slm", "persona-split", "persona-perplexity", "persona-extract",
-                "persona-votes", *(f"persona-{s}@{p}" for s in ("train", "merge") for p in TWO)}
+    assert personas["corpus"]["personas"] == TWO
+    # runtime: every model-loading persona stage depends on data/runtime.json (dvc.yaml's runtime stage)
+    expected = {"check", "runtime", "download@teacher", "download@slm", "persona-split", "persona-perplexity",
+                "persona-extract", "persona-votes", *(f"persona-{s}@{p}" for s in ("train", "merge") for p in TWO)}
     assert _ran(log) == expected
     votes = json.loads((root / "metrics/personas/votes.json").read_text())
     assert (votes["pooled"]["known"], votes["pooled"]["unknown"]) == (59, 1) and set(votes["pooled"]["models"]) == {"teacher+profile",
@@ -66,7 +35,7 @@ def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path, persona_weig
                for p in TWO for c in personas["extract"]["categories"])
     # No review yet for the second person: one line naming the command, nothing judged.
     _review(root, TWO[0], "a\n" * 20)
-    failed = run("dvc", "repro", "personas/dvc.yaml", cwd=root)
+    failed = run_cmd("dvc", "repro", "personas/dvc.yaml", cwd=root)
     assert failed.returncode != 0 and f"python stages/review.py --persona {TWO[1]}" in failed.stdout + failed.stderr
     assert not (root / "metrics/personas/judge.json").exists()
     _review(root, TWO[1], "a\n" * 20)

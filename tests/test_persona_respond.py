@@ -15,7 +15,6 @@ from decision_distill.personas.chunks import TRAIN, Chunk
 from decision_distill.personas.respond import BASE_CHUNKS, BASE_PROFILE, TUNED, prompts_for, respond
 from decision_distill.personas.reviewed import reviewed_for
 from decision_distill.teacher import load_causal_lm
-from persona_tiny import build_tiny_persona_model
 
 CHUNKS = [Chunk("Ada_Stone", 0, i, TRAIN, 8, text) for i, text in enumerate([
     "Fees keep small shops from opening on Main Street.", "I ran a hardware store for thirty years.",
@@ -24,7 +23,7 @@ QUESTION = {"id": "Ada_Stone/0/0/belief", "persona": "Ada_Stone", "category": "b
             "summary": "wants lower fees", "question": "What do you think of the permit fee?"}
 
 
-def test_a_rerun_takes_every_answer_from_the_cache(tmp_path):
+def test_a_rerun_takes_every_answer_from_the_cache(tmp_path, build_tiny_persona_model):
     weights = build_tiny_persona_model(tmp_path / "w", [c.text for c in CHUNKS] * 20 + [QUESTION["question"]] * 5,
                                        vocab=200)
     download(str(weights), "main", tmp_path / "model")

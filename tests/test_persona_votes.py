@@ -84,10 +84,9 @@ def test_mcnemar_is_the_exact_binomial_test_on_the_discordant_pairs():
 
 
 @pytest.fixture(scope="module")
-def aye_model(tmp_path_factory):
+def aye_model(tmp_path_factory, always_prefer, build_tiny_persona_model):
     from decision_distill.model_source import download
     from decision_distill.personas.votes import PREFIX
-    from persona_tiny import always_prefer, build_tiny_persona_model
 
     root = tmp_path_factory.mktemp("votes_models")
     texts = [PREFIX] * 20 + ["Vote: Aye Nay"] * 50

@@ -1,10 +1,8 @@
 """The whole DVC pipeline, end to end, on a tiny profile in a temporary copy."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,102 +11,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from params_declared import assert_params_declared
-
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "decision_distill", "scenarios", "simulations", "examples", ".dvcignore"]
-STAGES = ["check", "runtime", "download@teacher", "download@slm", "generate", "split", "train@logreg", "train@mlp", "train@encoder", "train@decoder",
-          "lora-train", "merge", "perplexity", "stability", "evaluate", "effects", "games", "plot", "simulate"]
-
-
-def run(*cmd, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-
-
-def sh(*cmd, cwd) -> str:
-    result = run(*cmd, cwd=cwd)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
-
-
-def plots_json(root: Path, images: Path) -> dict:
-    """`dvc plots show --json` (images written under `images`); its stdout only: DVC adds a
-    warning line to the output when a plot fails to load."""
-    result = run("dvc", "plots", "show", "--json", "-o", str(images), cwd=root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
-
-
-def assert_clean(root: Path) -> None:
-    """Nothing for `dvc repro` to do and nothing for git to commit."""
-    status = run("dvc", "status", "--json", cwd=root)
-    # the runtime stage is always changed: it re-resolves the machine's runtime on every repro
-    assert status.returncode == 0 and json.loads(status.stdout) == {"runtime": ["always changed"]}, \
-        status.stdout + status.stderr
-    assert sh("git", "status", "--porcelain", cwd=root) == ""
-
-
-def ran(log: str) -> set[str]:
-    return {s for s in STAGES if f"Running stage '{s}'" in log}
-
-
-def tiny_project(root: Path, weights: str, **overrides) -> str:
-    """Copy the project into `root` with tiny settings (the model at `weights` as teacher and
-    SLM; `overrides` replace whole params keys), run `dvc repro`, commit; return the log."""
-    for name in PROJECT_FILES:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["teacher"].update(model=weights, batch_size=8, device="cpu")
-    params["slm"].update(model=weights, batch_size=8, device="cpu")
-    params["lora"].update(max_steps=6, checkpoint_every=3, batch_size=4)
-    params["generate"].update(states=160, cache=".cache/teacher.sqlite")
-    params["train"].update(epochs=4, patience=2, batch_size=32)
-    params["student"]["hidden"] = 16  # the MLP's hidden size and the transformers' d_model
-    for arch in ("encoder", "decoder"):
-        params["student"][arch].update(heads=2, layers=1)
-    params["stability"].update(states=8, repeats=2, batch_sizes=[3])
-    params["teacher"]["max_new_tokens"] = 8  # the sampled answers of the stability stage
-    params["simulate"].update(population=100, replicates=3)  # tests/test_simulate*.py check the numbers
-    for key, value in overrides.items():  # e.g. scenario="...", split={"holdouts": {...}}
-        if isinstance(value, dict):
-            params[key].update(value)
-        else:
-            params[key] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git", "init", "-q", cwd=root)
-    sh("dvc", "init", "-q", cwd=root)
-    sh("dvc", "config", "core.autostage", "true", cwd=root)
-    (root / ".dvc/plots").mkdir()
-    for template in (REPO / ".dvc/plots").glob("*.json"):  # the plot templates dvc.yaml names
-        shutil.copy(template, root / ".dvc/plots" / template.name)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "project", cwd=root)  # DVCLive refuses a git repo with no commit
-    log = sh("dvc", "repro", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "baseline", cwd=root)
-    return log
-
-
-
-
-@pytest.fixture(scope="module")
-def weights(tiny_teacher) -> str:
-    return yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
-
-
-@pytest.fixture(scope="module")
-def project(tiny_pipeline):
-    return tiny_pipeline
 
 
 @pytest.mark.slow
-def test_tiny_profile_runs_end_to_end(project):
-    root, log = project
-    assert ran(log) == set(STAGES)
+def test_tiny_profile_runs_end_to_end(tiny_pipeline, ran, pipeline_stages, assert_clean):
+    root, log = tiny_pipeline
+    assert ran(log) == pipeline_stages
     assert_clean(root)  # dvc.lock records every stage as run; every declared output is there
     metrics = yaml.safe_load((root / "metrics/students.json").read_text())
     assert set(metrics) == {"logreg", "mlp", "encoder", "decoder", "slm_base", "slm_tuned"}
@@ -139,10 +48,9 @@ def test_tiny_profile_runs_end_to_end(project):
 
 
 @pytest.mark.slow
-def test_rejected_param_leaves_every_output_in_place(project):
-    root, _ = project
-    assert_clean(root)  # runs before test_exp_run_..., which leaves the workspace changed
-    result = run("dvc", "exp", "run", "-S", "student.mlp.hidden=-5", cwd=root)
+def test_rejected_param_leaves_every_output_in_place(tiny_pipeline_copy, run_cmd, sh, ran, assert_clean):
+    root, _ = tiny_pipeline_copy  # clean: the fixture checks it
+    result = run_cmd("dvc", "exp", "run", "-S", "student.mlp.hidden=-5", cwd=root)
     assert result.returncode != 0
     log = result.stdout + result.stderr
     assert ran(log) == {"check"}  # no stage (and none of its outputs) was touched
@@ -154,15 +62,15 @@ def test_rejected_param_leaves_every_output_in_place(project):
     sh("git", "checkout", "params.yaml", cwd=root)
     assert_clean(root)
     # --temp runs the experiment in a copy: a rejected value never reaches the workspace.
-    assert run("dvc", "exp", "run", "--temp", "-S", "student.mlp.hidden=-5", cwd=root).returncode != 0
+    assert run_cmd("dvc", "exp", "run", "--temp", "-S", "student.mlp.hidden=-5", cwd=root).returncode != 0
     assert_clean(root)
 
 
 @pytest.mark.slow
-def test_plots_draw_one_series_per_student(project, tmp_path):
+def test_plots_draw_one_series_per_student(tiny_pipeline, tmp_path, plots_json):
     """Render the CSV plots' Vega-Lite specs headless (tests/vega_marks.js, with the Vega builds
     of the offline template) and count what a reader sees: one colour per student."""
-    root, _ = project
+    root, _ = tiny_pipeline
     template = REPO / ".dvc/plots/offline.html"
     if shutil.which("node") is None or not template.exists():
         pytest.skip("needs node and the offline template (tools/offline_plot_template.py) to render Vega")
@@ -203,8 +111,8 @@ class _Links(HTMLParser):
 
 
 @pytest.mark.slow
-def test_plots_render_offline(project, tmp_path):
-    root, _ = project
+def test_plots_render_offline(tiny_pipeline_copy, tmp_path, sh):
+    root, _ = tiny_pipeline_copy  # a copy: the test sets a local dvc config
     template = REPO / ".dvc/plots/offline.html"
     if not template.exists():
         if shutil.which("npm") is None:
@@ -221,8 +129,8 @@ def test_plots_render_offline(project, tmp_path):
 
 
 @pytest.mark.slow
-def test_exp_run_reruns_only_what_the_changed_param_feeds(project):
-    root, _ = project
+def test_exp_run_reruns_only_what_the_changed_param_feeds(tiny_pipeline_copy, sh, ran):
+    root, _ = tiny_pipeline_copy  # a copy: `dvc exp run` applies the experiment to the workspace
     checked = (root / "data/params_checked.json").read_bytes()
     log = sh("dvc", "exp", "run", "-S", "student.mlp.hidden=24", cwd=root)
     # the check reruns on any params change; its output is the same bytes, so nothing follows from it
@@ -233,13 +141,12 @@ def test_exp_run_reruns_only_what_the_changed_param_feeds(project):
 
 
 @pytest.mark.slow
-def test_import_mode_declares_no_plot_it_does_not_draw(tmp_path, weights):
+def test_import_mode_declares_no_plot_it_does_not_draw(import_pipeline, tmp_path, assert_clean, pipeline_stages,
+                                                       plots_json, ran, assert_params_declared):
     """With imported decisions there is no teacher, so the stability stage measures nothing;
     every plot dvc.yaml declares must still load."""
-    root = tmp_path / "project"
-    root.mkdir()
-    log = tiny_project(root, weights, generate={"source": "import"})
-    assert ran(log) == set(STAGES)
+    root, log = import_pipeline
+    assert ran(log) == pipeline_stages
     assert_params_declared(root)  # the stages' import-mode branches read only declared params too
     shown = plots_json(root, tmp_path / "shown")
     assert shown.get("errors") is None, shown["errors"]

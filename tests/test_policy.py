@@ -12,13 +12,12 @@ from decision_distill.evaluate import evaluate_students
 from decision_distill.params import parse_params
 from decision_distill.policy import ConstantPolicy, Policy, TeacherPolicy
 from decision_distill.scenario import load_scenario
-from sim_students import train_students, write_splits
 
 ICE = "scenarios/ice_cream.yaml"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, train_students, write_splits):
     root = tmp_path_factory.mktemp("policy")
     splits = write_splits(ICE, root / "splits")
     return splits, train_students(splits, root / "students", archs=("mlp", "encoder"), epochs=5)

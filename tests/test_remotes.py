@@ -5,7 +5,6 @@ runs generate + split on imported decisions, so no teacher is needed.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,8 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from test_pipeline import PROJECT_FILES, REPO, ran, sh
+REPO = Path(__file__).resolve().parents[1]
+
 
 DATASET = ("data/decisions.parquet", "data/features.json", "data/splits")
 BUCKET = "datasets"
@@ -33,12 +33,9 @@ def dvc_fails(*args, cwd) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, copy_project, sh):
     """A committed project whose generate and split stages ran (on imported decisions)."""
-    root = tmp_path_factory.mktemp("origin")
-    for name in PROJECT_FILES:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    root = copy_project(tmp_path_factory.mktemp("origin"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["generate"]["source"] = "import"
     params["slm"]["enabled"] = False
@@ -80,18 +77,26 @@ def dataset_bytes(root: Path) -> dict[str, bytes]:
     return files
 
 
-def push_to(project: Path, name: str, url: str, *settings: tuple[str, str]) -> None:
-    """Make `name` the project's default remote (committed, so clones get it) and push."""
-    sh("dvc", "remote", "add", "-f", "-d", name, url, cwd=project)
-    for key, value in settings:
-        sh("dvc", "remote", "modify", name, key, value, cwd=project)
-    sh("git", "commit", "-qam", f"remote {name}", cwd=project)
-    sh("dvc", "push", cwd=project)
+@pytest.fixture(scope="session")
+def push_to(sh):
+    """(project, name, url, *(key, value) settings): make `name` the project's default remote
+    (committed, so clones get it) and push."""
+    def push(project: Path, name: str, url: str, *settings: tuple[str, str]) -> None:
+        sh("dvc", "remote", "add", "-f", "-d", name, url, cwd=project)
+        for key, value in settings:
+            sh("dvc", "remote", "modify", name, key, value, cwd=project)
+        sh("git", "commit", "-qam", f"remote {name}", cwd=project)
+        sh("dvc", "push", cwd=project)
+    return push
 
 
-def fresh_clone(project: Path, where: Path) -> Path:
-    sh("git", "clone", "-q", str(project), str(where), cwd=project)
-    return where
+@pytest.fixture(scope="session")
+def fresh_clone(sh):
+    """(project, where) -> where: a git clone of the project."""
+    def clone(project: Path, where: Path) -> Path:
+        sh("git", "clone", "-q", str(project), str(where), cwd=project)
+        return where
+    return clone
 
 
 def lock_md5(project: Path, stage: str, out: str) -> str:
@@ -116,7 +121,7 @@ def test_base_models_are_never_pushed():
     assert [spec["push"] for out in download["do"]["outs"] for spec in out.values()] == [False]
 
 
-def test_directory_remote_gives_a_fresh_clone_identical_files(project, tmp_path):
+def test_directory_remote_gives_a_fresh_clone_identical_files(project, tmp_path, fresh_clone, push_to, sh):
     remote = tmp_path / "remote"
     push_to(project, "shared_dir", str(remote))
     stored = remote_objects([str(p) for p in remote.rglob("*") if p.is_file()])
@@ -129,7 +134,7 @@ def test_directory_remote_gives_a_fresh_clone_identical_files(project, tmp_path)
     assert not (clone / "models/teacher").exists()
 
 
-def test_s3_remote_gives_a_fresh_clone_identical_files(project, s3, tmp_path):
+def test_s3_remote_gives_a_fresh_clone_identical_files(project, s3, tmp_path, fresh_clone, push_to, sh):
     url, client = s3
     push_to(project, "shared_s3", f"s3://{BUCKET}/roundtrip", ("endpointurl", url))
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="roundtrip/")["Contents"]]
@@ -141,7 +146,7 @@ def test_s3_remote_gives_a_fresh_clone_identical_files(project, s3, tmp_path):
     assert dataset_bytes(clone) == dataset_bytes(project)
 
 
-def test_corrupted_s3_object_is_refused_on_pull_when_verify_is_on(project, s3, tmp_path):
+def test_corrupted_s3_object_is_refused_on_pull_when_verify_is_on(project, s3, tmp_path, fresh_clone, push_to, sh):
     url, client = s3
     push_to(project, "corrupt_s3", f"s3://{BUCKET}/corrupt", ("endpointurl", url))
     md5 = lock_md5(project, "generate", "data/decisions.parquet")
@@ -173,7 +178,7 @@ def test_corrupted_s3_object_is_refused_on_pull_when_verify_is_on(project, s3, t
     assert dataset_bytes(verifying) == dataset_bytes(project)
 
 
-def test_corrupted_object_in_a_directory_remote_is_refused_on_pull(project, tmp_path):
+def test_corrupted_object_in_a_directory_remote_is_refused_on_pull(project, tmp_path, fresh_clone, push_to, sh):
     remote = tmp_path / "remote"
     push_to(project, "corrupt_dir", str(remote))
     md5 = lock_md5(project, "generate", "data/decisions.parquet")
@@ -192,7 +197,7 @@ def test_corrupted_object_in_a_directory_remote_is_refused_on_pull(project, tmp_
     assert dataset_bytes(clone) == dataset_bytes(project)
 
 
-def test_repro_pull_on_a_fresh_clone_reruns_nothing_the_remote_holds(project, tmp_path):
+def test_repro_pull_on_a_fresh_clone_reruns_nothing_the_remote_holds(project, tmp_path, fresh_clone, push_to, ran, sh):
     push_to(project, "for_repro", str(tmp_path / "remote"))
     clone = fresh_clone(project, tmp_path / "clone")
     log = sh("dvc", "repro", "--pull", "split", cwd=clone)

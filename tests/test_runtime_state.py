@@ -11,8 +11,6 @@ import sys
 
 import pytest
 
-from test_pipeline import run, sh
-
 # Every stage that loads a causal LM (the teacher or the small LM) and nothing else.
 MODEL_STAGES = {"generate", "stability", "lora-train", "merge", "perplexity", "evaluate", "games", "simulate"}
 
@@ -29,7 +27,7 @@ runpy.run_path("stages/runtime.py", run_name="__main__")
 
 
 @pytest.mark.slow
-def test_another_runtime_shows_the_model_stages_as_changed(tiny_pipeline, tmp_path):
+def test_another_runtime_shows_the_model_stages_as_changed(tiny_pipeline, tmp_path, sh, run_cmd):
     root = tmp_path / "copy"
     shutil.copytree(tiny_pipeline[0], root, symlinks=True)
     recorded = json.loads((root / "data/runtime.json").read_text())
@@ -40,7 +38,7 @@ def test_another_runtime_shows_the_model_stages_as_changed(tiny_pipeline, tmp_pa
     result = subprocess.run([sys.executable, "-c", WITH_ANOTHER_TORCH], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((root / "data/runtime.json").read_text())["software"]["torch"] == "2.99.0"
-    status = json.loads(run("dvc", "status", "--json", cwd=root).stdout)
+    status = json.loads(run_cmd("dvc", "status", "--json", cwd=root).stdout)
     changed = {stage for stage, why in status.items()
                if any(isinstance(w, dict) and "data/runtime.json" in w.get("changed deps", {}) for w in why)}
     assert changed == MODEL_STAGES

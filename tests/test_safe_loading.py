@@ -16,7 +16,6 @@ from decision_distill.teacher import load_causal_lm
 from decision_distill.params import parse_params
 from decision_distill.students import WEIGHTS_FILE, load_student
 from decision_distill.train import train_student
-from stage_cli import call_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +48,7 @@ def _pickled_copy(weights: Path, where: Path) -> Path:
     return where
 
 
-def test_a_pickle_checkpoint_model_directory_is_refused(tmp_path, tiny_teacher):
+def test_a_pickle_checkpoint_model_directory_is_refused(tmp_path, tiny_teacher, call_stage):
     weights = Path(read_teacher_json(tiny_teacher)["path"])
     pickled = _pickled_copy(weights, tmp_path / "pickled")
     with pytest.raises(UserError, match=r"pickle weights \(pytorch_model\.bin\).*only safetensors load"):

@@ -93,19 +93,9 @@ def test_a_segment_boundary_inside_a_word_is_refused(setup):
         scorer.score(prefix + "Cust", [("omer: loves sweets\nMoment:", " hot summer day\nBought ice cream:")])
 
 
-def tiny_variant(tmp_path_factory, name: str, **kwargs):
-    from tiny_teacher import build_tiny_teacher
-
-    from decision_distill.model_source import download
-
-    root = tmp_path_factory.mktemp(name)
-    download(str(build_tiny_teacher(root / "weights", **kwargs)), "main", root / "teacher")
-    return load_causal_lm(root / "teacher", device="cpu")
-
-
-def test_a_head_the_fast_readout_does_not_know_falls_back_to_the_models_logits(setup, tmp_path_factory):
+def test_a_head_the_fast_readout_does_not_know_falls_back_to_the_models_logits(setup, tiny_variant):
     # Cohere's head scales the logits (config.logit_scale): final_logits alone would read other probabilities.
-    cohere = tiny_variant(tmp_path_factory, "cohere", architecture="cohere")
+    cohere = tiny_variant("cohere", architecture="cohere")
     _, scenario, prefix, suffixes = setup
     scorer = TokenScorer(cohere, [o.text for o in scenario.options], batch_size=8)
     with pytest.warns(UserWarning, match="LM head"):
@@ -123,9 +113,8 @@ def test_a_head_the_fast_readout_knows_keeps_the_fast_path(setup):
         TokenScorer(teacher, [o.text for o in scenario.options]).score(prefix, suffixes[:4])
 
 
-def test_shared_heads_past_a_sliding_window_take_the_flat_path(setup, tmp_path_factory):
+def test_shared_heads_past_a_sliding_window_take_the_flat_path(setup, build_tokenizer, tiny_variant):
     _, scenario, _, _ = setup
-    from tiny_teacher import build_tokenizer
 
     tokenizer = build_tokenizer(scenario)
     count = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
@@ -139,7 +128,7 @@ def test_shared_heads_past_a_sliding_window_take_the_flat_path(setup, tmp_path_f
     longest = max(count(h) + count(r) for h, r in suffixes)
     window = built - 10
     assert 1 + count(prefix) + longest + 8 < window  # the old guard, prefix + longest suffix, lets it pass
-    small = tiny_variant(tmp_path_factory, "window", sliding_window=window)
+    small = tiny_variant("window", sliding_window=window)
     scorer = TokenScorer(small, [o.text for o in scenario.options], batch_size=len(suffixes))
     fast, naive = scorer.score(prefix, suffixes), scorer.score_naive(prefix, suffixes)
     np.testing.assert_allclose(fast.probs, naive.probs, atol=1e-5)

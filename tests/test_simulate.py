@@ -126,8 +126,7 @@ def test_simulation_file_errors_name_the_key(tmp_path, market):
         check_against_scenario(config, load_scenario("scenarios/games.yaml"), MARKET)
 
 
-def test_dilemma_runs_a_trained_games_student(dilemma, tmp_path):
-    from sim_students import train_students, write_splits
+def test_dilemma_runs_a_trained_games_student(dilemma, tmp_path, train_students, write_splits):
 
     config, scenario = dilemma
     splits = write_splits("scenarios/games.yaml", tmp_path / "splits", n=400)

@@ -12,8 +12,6 @@ import yaml
 from decision_distill.atomic import write_json
 from decision_distill.evaluate import evaluate_students
 from decision_distill.simulation.fidelity import compare
-from sim_students import train_students, write_splits
-from stage_cli import call_stage
 
 
 def _rows(matrix: np.ndarray) -> pd.DataFrame:
@@ -37,7 +35,7 @@ def test_fidelity_of_identical_and_shifted_runs():
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_teacher):
+def project(tmp_path_factory, tiny_teacher, train_students, write_splits):
     root = tmp_path_factory.mktemp("simulate_stage")
     splits = write_splits("scenarios/ice_cream.yaml", root / "splits", n=500)
     students = train_students(splits, root / "students", archs=("logreg", "mlp"), epochs=8)
@@ -51,16 +49,19 @@ def project(tmp_path_factory, tiny_teacher):
     return root, tiny_teacher
 
 
-def _run(root, teacher, *extra):
-    return call_stage("stages/simulate.py", "--teacher", str(teacher), "--students", str(root / "students"),
-                      "--slm-tuned", str(root / "no_slm"), "--splits", str(root / "splits"),
-                      "--students-metrics", str(root / "students.json"), "--metrics", str(root / "simulate.json"),
-                      "--out", str(root / "plots"), "--params", str(root / "params.yaml"), *extra)
+@pytest.fixture(scope="session")
+def simulate_stage(call_stage):
+    """(root, teacher, *extra args) -> StageResult of stages/simulate.py on the files under root."""
+    return lambda root, teacher, *extra: call_stage(
+        "stages/simulate.py", "--teacher", str(teacher), "--students", str(root / "students"),
+        "--slm-tuned", str(root / "no_slm"), "--splits", str(root / "splits"),
+        "--students-metrics", str(root / "students.json"), "--metrics", str(root / "simulate.json"),
+        "--out", str(root / "plots"), "--params", str(root / "params.yaml"), *extra)
 
 
-def test_stage_end_to_end(project):
+def test_stage_end_to_end(project, simulate_stage):
     root, teacher = project
-    result = _run(root, teacher)
+    result = simulate_stage(root, teacher)
     assert result.code == 0, result.stderr
     report = json.loads((root / "simulate.json").read_text())
     market = report["christmas_market"]
@@ -88,28 +89,27 @@ def test_stage_end_to_end(project):
     assert set(ticks["decider"]) == {"teacher", "logreg", "mlp"} and set(ticks["seed"]) == {0, 1, 2}
     assert (root / "plots" / "christmas_market.png").stat().st_size > 0
     # a second run asks the teacher nothing: every state is in the answer cache
-    assert _run(root, teacher).code == 0
+    assert simulate_stage(root, teacher).code == 0
     again = json.loads((root / "simulate.json").read_text())["christmas_market"]
     assert again["teacher"]["teacher_calls"] == 0
     assert again["deciders"]["mlp"]["total"] == market["deciders"]["mlp"]["total"]
 
 
-def test_stage_bad_params_is_one_line_and_writes_nothing(project, tmp_path):
+def test_stage_bad_params_is_one_line_and_writes_nothing(project, tmp_path, simulate_stage):
     root, teacher = project
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["simulate"]["deciders"] = ["mlp", "forest"]
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
     before = (root / "simulate.json").read_bytes() if (root / "simulate.json").exists() else None
-    result = _run(root, teacher, "--params", str(bad))
+    result = simulate_stage(root, teacher, "--params", str(bad))
     assert result.code == 2 and result.stderr.count("\n") == 1 and "simulate.deciders" in result.stderr
     after = (root / "simulate.json").read_bytes() if (root / "simulate.json").exists() else None
     assert before == after
 
 
-def test_stage_runs_the_dilemma_on_the_games_scenario(tmp_path):
+def test_stage_runs_the_dilemma_on_the_games_scenario(tmp_path, build_tiny_teacher, train_students, write_splits, simulate_stage):
     """Not hard-wired to ice cream: with scenario games the dilemma runs and the market is skipped."""
-    from tiny_teacher import build_tiny_teacher
 
     from decision_distill.model_source import download
 
@@ -123,7 +123,7 @@ def test_stage_runs_the_dilemma_on_the_games_scenario(tmp_path):
               "teacher": {"batch_size": 16, "device": "cpu"},
               "simulate": {"population": 40, "replicates": 3, "deciders": ["mlp"], "bootstrap": 200}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = _run(tmp_path, tmp_path / "teacher")
+    result = simulate_stage(tmp_path, tmp_path / "teacher")
     assert result.code == 0, result.stderr
     report = json.loads((tmp_path / "simulate.json").read_text())
     assert "skipped" in report["christmas_market"]
@@ -138,9 +138,9 @@ def test_stage_runs_the_dilemma_on_the_games_scenario(tmp_path):
     assert ticks["cooperation"].between(0, 1).all()
 
 
-def test_stage_missing_inputs_are_one_line_errors(project, tmp_path):
+def test_stage_missing_inputs_are_one_line_errors(project, tmp_path, simulate_stage):
     root, teacher = project
-    result = _run(root, teacher, "--students-metrics", str(tmp_path / "none.json"))
+    result = simulate_stage(root, teacher, "--students-metrics", str(tmp_path / "none.json"))
     assert result.code == 2 and "run the evaluate stage first" in result.stderr and result.stderr.count("\n") == 1
-    result = _run(root, teacher, "--students", str(tmp_path / "no_students"))
+    result = simulate_stage(root, teacher, "--students", str(tmp_path / "no_students"))
     assert result.code == 2 and "no trained 'logreg' student" in result.stderr and result.stderr.count("\n") == 1

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import synthetic_policy_frame, write_synthetic_splits
 from safetensors.torch import load_file
 
 from decision_distill.encoding import PAD, FeatureEncoder
@@ -47,7 +46,7 @@ def outside_the_project(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, write_synthetic_splits):
     """All four students trained once on the synthetic splits: {arch: (summary, run dir)}."""
     root = tmp_path_factory.mktemp("trained")
     write_synthetic_splits(root / "splits")
@@ -60,10 +59,13 @@ def trained(tmp_path_factory):
     return root / "splits", runs
 
 
-def three_option_batch(n: int = 16):
-    schema, frame = synthetic_policy_frame(n, options=("a", "b", "c"))
-    encoder = FeatureEncoder(schema)
-    return encoder, frame, *encoder.encode(frame)
+@pytest.fixture(scope="session")
+def three_option_batch(synthetic_policy_frame):
+    def three_option_batch(n: int = 16):
+        schema, frame = synthetic_policy_frame(n, options=("a", "b", "c"))
+        encoder = FeatureEncoder(schema)
+        return encoder, frame, *encoder.encode(frame)
+    return three_option_batch
 
 
 def fresh(arch: str, encoder: FeatureEncoder) -> torch.nn.Module:
@@ -76,13 +78,13 @@ def test_arches_match_the_params_sections():
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_every_student_maps_a_batch_to_one_logit_per_option(arch):
+def test_every_student_maps_a_batch_to_one_logit_per_option(arch, three_option_batch):
     encoder, _, ids, values = three_option_batch()
     logits = fresh(arch, encoder)(ids, values)
     assert logits.shape == (16, 3) and torch.isfinite(logits).all()
 
 
-def test_encoder_is_invariant_to_token_order_and_decoder_is_not():
+def test_encoder_is_invariant_to_token_order_and_decoder_is_not(three_option_batch):
     encoder, _, ids, values = three_option_batch()
     permutation = torch.randperm(ids.shape[1], generator=torch.Generator().manual_seed(1))
     shuffled = (ids[:, permutation], values[:, permutation])
@@ -94,7 +96,7 @@ def test_encoder_is_invariant_to_token_order_and_decoder_is_not():
 
 
 @pytest.mark.parametrize("arch", ["logreg", "mlp", "encoder"])
-def test_extra_padding_does_not_change_the_prediction(arch):
+def test_extra_padding_does_not_change_the_prediction(arch, three_option_batch):
     encoder, _, ids, values = three_option_batch()
     padded = (torch.nn.functional.pad(ids, (0, 7), value=PAD), torch.nn.functional.pad(values, (0, 7)))
     with torch.no_grad():
@@ -143,7 +145,7 @@ def test_training_keeps_the_best_epoch_and_logs_curves(trained, arch):
         assert len(rows) == summary["epochs_run"]
 
 
-def test_three_options_train_and_every_option_follows_the_teacher(tmp_path):
+def test_three_options_train_and_every_option_follows_the_teacher(tmp_path, write_synthetic_splits):
     write_synthetic_splits(tmp_path / "splits", options=("a", "b", "c"))
     test = pd.read_parquet(tmp_path / "splits" / "test.parquet")
     teacher = test[["p_a", "p_b", "p_c"]].to_numpy()
@@ -161,7 +163,7 @@ def test_three_options_train_and_every_option_follows_the_teacher(tmp_path):
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_save_load_round_trip_gives_identical_predictions(tmp_path, arch):
+def test_save_load_round_trip_gives_identical_predictions(tmp_path, arch, three_option_batch):
     encoder, frame, _, _ = three_option_batch()
     model = fresh(arch, encoder)
     save_student(tmp_path, arch, hparams(arch), model, encoder)

@@ -70,11 +70,9 @@ def test_generation_on_the_shared_prefix_is_each_prompt_generated_alone(tiny_tea
     assert_same_generation(teacher, reader, prefix, suffixes)
 
 
-def test_a_cache_past_the_sliding_window_generates_from_whole_prompts(tmp_path_factory, prompts):
-    from test_scorer import tiny_variant
-
+def test_a_cache_past_the_sliding_window_generates_from_whole_prompts(prompts, tiny_variant):
     scenario, prefix, suffixes = prompts
-    teacher = tiny_variant(tmp_path_factory, "verbalized_window", sliding_window=48)
+    teacher = tiny_variant("verbalized_window", sliding_window=48)
     reader = VerbalizedReader(teacher, scenario.verbalized_key, NEW_TOKENS, 0.0, batch_size=len(suffixes))
     assert not reader._fits_window(len(reader.encode_prefix(prefix)) + NEW_TOKENS)  # the premise
     assert_same_generation(teacher, reader, prefix, suffixes)

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
-BOARD = Path(__file__).resolve().parents[1] / "examples/board"
+BOARD = Path(__file__).resolve().parents[2] / "examples/board"
 
 
 def board_texts() -> list[str]:

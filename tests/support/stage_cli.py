@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class StageResult(NamedTuple):
@@ -45,3 +45,11 @@ def call_stage(script: str, *args: str) -> StageResult:
     finally:
         sys.argv = argv
     return StageResult(code, out.getvalue(), err.getvalue())
+
+
+def load_stage(name: str):
+    """A fresh import of stages/<name>.py, to call its main(argv) directly."""
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

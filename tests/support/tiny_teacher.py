@@ -94,3 +94,11 @@ def tiny_model_dir(root: Path, **kwargs) -> Path:
 
     download(str(build_tiny_teacher(root / "weights", **kwargs)), "main", root / "model")
     return root / "model"
+
+
+def tiny_variant(root: Path, **kwargs):
+    """A tiny model built with `kwargs` (build_tiny_teacher's options), downloaded into `root`
+    and loaded as the pipeline loads a teacher."""
+    from decision_distill.teacher import load_causal_lm
+
+    return load_causal_lm(tiny_model_dir(root, **kwargs), device="cpu")

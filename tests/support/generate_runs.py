@@ -1,0 +1,66 @@
+"""The generate stage run as a subprocess, killed at chosen moments, and its answer cache read."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+
+def run_stage(params_raw: dict, out_dir: Path, teacher_dir: Path) -> subprocess.Popen:
+    """Start `stages/generate.py` with `params_raw` written to out_dir/params.yaml."""
+    params_file = out_dir / "params.yaml"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params_file.write_text(yaml.safe_dump(params_raw))
+    with (out_dir / "stderr.log").open("a") as log:  # a file, not a pipe: a pipe nobody reads can block
+        return subprocess.Popen(
+            [sys.executable, "stages/generate.py", "--params", str(params_file), "--teacher", str(teacher_dir),
+             "--dataset", str(out_dir / "d.parquet"), "--schema", str(out_dir / "f.json"),
+             "--metrics", str(out_dir / "m.json")],
+            stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def cached(path: Path) -> int:
+    """Answers in the cache; also proves the file is a sound SQLite database of JSON values."""
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'answers'").fetchone():
+            return 0  # killed before the table was created
+        values = [json.loads(v) for (v,) in db.execute("SELECT value FROM answers")]
+    assert all(v["ok"] and len(v["probs"]) == 2 for v in values)
+    return len(values)
+
+
+def _count(path: Path) -> int:
+    if not path.exists():  # connecting would create it
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    except sqlite3.OperationalError:  # no table yet
+        return 0
+
+
+def kill_when(proc: subprocess.Popen, cache: Path, answers: int, delay: float, limit: float = 60.0) -> bool:
+    """SIGKILL `proc` `delay` seconds after the cache holds `answers` answers; False if it finished first."""
+    deadline = time.monotonic() + limit
+    while proc.poll() is None and _count(cache) < answers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        code = proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
+    assert code == 0, "generate failed on its own"
+    return False

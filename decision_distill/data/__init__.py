@@ -1,0 +1,1 @@
+"""The dataset contract and where states come from: schema, scenarios and their states, splits, imported decisions."""

@@ -14,8 +14,8 @@ import shutil
 import sys
 import tempfile
 
-from decision_distill.atomic import write_parquet
-from decision_distill.schema import Feature, Schema
+from decision_distill.core.atomic import write_parquet
+from decision_distill.data.schema import Feature, Schema
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers such as tiny_teacher
 
@@ -89,7 +89,7 @@ def tiny_teacher(tmp_path_factory) -> Path:
     """A teacher directory made by the real download code from a tiny in-process model."""
     from tiny_teacher import build_tiny_teacher
 
-    from decision_distill.model_source import download
+    from decision_distill.lm.source import download
 
     root = tmp_path_factory.mktemp("tiny_teacher")
     weights = build_tiny_teacher(root / "weights")
@@ -117,5 +117,5 @@ def tiny_pipeline(tmp_path_factory, tiny_teacher) -> tuple[Path, str]:
     from test_pipeline import tiny_project
 
     root = tmp_path_factory.mktemp("tiny_pipeline")
-    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
+    weights = yaml.safe_load((tiny_teacher / "model.json").read_text())["path"]
     return root, tiny_project(root, weights, generate={"cache": "~/.cache/decision-distill/answers.sqlite"})

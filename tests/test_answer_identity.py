@@ -15,16 +15,16 @@ import pytest
 import torch
 import yaml
 
-from decision_distill import runtime as runtime_module
-from decision_distill import teacher as teacher_module
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.errors import UserError
-from decision_distill.generate import generate, teacher_answers
-from decision_distill.model_source import download, fingerprint_dir
-from decision_distill.params import parse_params
-from decision_distill.personas.answers import persona_key
-from decision_distill.scenario import load_scenario
-from decision_distill.slm import slm_answers
+from decision_distill.core.errors import UserError
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm import load as teacher_module, runtime as runtime_module
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.lm.source import download, fingerprint_dir
+from decision_distill.personas.cache_keys import persona_key
+from decision_distill.slm.answers import slm_answers
+from decision_distill.teacher.ask import teacher_answers
+from decision_distill.teacher.generate import generate
 
 SCENARIO = load_scenario("scenarios/ice_cream.yaml")
 STATES = SCENARIO.sample_states(6, seed=0)
@@ -212,7 +212,7 @@ def test_an_unchanged_dir_is_fingerprinted_again_without_reading_its_files(tmp_p
 
 def test_a_local_model_changed_in_place_is_refused_not_answered_from_the_cache(tmp_path, tiny_teacher, asked):
     weights = tmp_path / "weights"
-    shutil.copytree(yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"], weights)
+    shutil.copytree(yaml.safe_load((tiny_teacher / "model.json").read_text())["path"], weights)
     download(str(weights), "main", tmp_path / "teacher")
     ask(tmp_path / "teacher", params(tmp_path))
     file = weights / "model.safetensors"

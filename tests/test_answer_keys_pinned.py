@@ -9,13 +9,12 @@ import json
 
 import pytest
 
-from decision_distill import generate as ask_module
-from decision_distill.generate import Prompts, answer_keys, teacher_answers
-from decision_distill.params import parse_params
-from decision_distill.personas import answers as persona_keys_module
-from decision_distill.scenario import load_scenario
-from decision_distill.slm import slm_answers
-from decision_distill.stability import with_readout
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.personas import cache_keys as persona_keys_module
+from decision_distill.slm.answers import slm_answers
+from decision_distill.teacher import ask as ask_module
+from decision_distill.teacher.ask import Prompts, Readout, answer_keys, teacher_answers
 
 SCENARIO = load_scenario("scenarios/ice_cream.yaml")
 STATES = SCENARIO.sample_states(2, seed=0)
@@ -42,7 +41,7 @@ def fixed_software(monkeypatch):
 
 @pytest.fixture
 def model_dir(tmp_path):
-    (tmp_path / "teacher.json").write_text(json.dumps({"source": "hub", "path": ".", "fingerprint": "fp-123"}))
+    (tmp_path / "model.json").write_text(json.dumps({"source": "hub", "path": ".", "fingerprint": "fp-123"}))
     return tmp_path
 
 
@@ -72,7 +71,7 @@ def test_slm_keys_are_unchanged(model_dir, quantize, pinned):
 
 def test_sampled_verbalized_keys_are_unchanged():
     p = params(stability={"temperature": 0.7})
-    reader = with_readout(p, "verbalized", p.stability.temperature)
+    reader = Readout.teacher(p).with_(readout="verbalized", temperature=p.stability.temperature)
     prompts = Prompts("prefix ", [("head", " tail"), ("other", " tail")])
     keys = answer_keys("fp-123", prompts, SCENARIO, reader, [{"repeat": 0, "seed": 7}, {"repeat": 1, "seed": 7}])
     assert keys == ["12e515d220545515ae33a123676fa55a345d958df26a4860c758375b38500381",
@@ -82,7 +81,7 @@ def test_sampled_verbalized_keys_are_unchanged():
 def test_token_keys_through_a_readout_copy_are_unchanged():
     p = params(teacher={"batch_size": 5, "dtype": "bfloat16"})
     prompts = Prompts("prefix ", [("head", " tail")])
-    assert answer_keys("fp-123", prompts, SCENARIO, with_readout(p, "tokens")) == [
+    assert answer_keys("fp-123", prompts, SCENARIO, Readout.teacher(p).with_(readout="tokens")) == [
         "7c2d303efa8f54b605c2907e239d52f10283e4da78df1cbf110344597822ff82"]
 
 

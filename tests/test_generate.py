@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from decision_distill import teacher as teacher_module
-from decision_distill.generate import generate
-from decision_distill.params import parse_params
-from decision_distill.scenario import load_scenario
-from decision_distill.verbalized import VerbalizedReader, parse_verbalized
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm import load as teacher_module
+from decision_distill.lm.verbalized import VerbalizedReader, parse_verbalized
+from decision_distill.teacher.generate import generate
 
 SCENARIO = "scenarios/ice_cream.yaml"
 

@@ -95,7 +95,7 @@ def tiny_project(root: Path, weights: str, **overrides) -> str:
 
 @pytest.fixture(scope="module")
 def weights(tiny_teacher) -> str:
-    return yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
+    return yaml.safe_load((tiny_teacher / "model.json").read_text())["path"]
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from decision_distill.errors import UserError
-from decision_distill.scenario import load_scenario
-from decision_distill.teacher import TokenScorer, load_causal_lm
+from decision_distill.core.errors import UserError
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.lm.scorer import TokenScorer
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_a_segment_boundary_inside_a_word_is_refused(setup):
 def tiny_variant(tmp_path_factory, name: str, **kwargs):
     from tiny_teacher import build_tiny_teacher
 
-    from decision_distill.model_source import download
+    from decision_distill.lm.source import download
 
     root = tmp_path_factory.mktemp(name)
     download(str(build_tiny_teacher(root / "weights", **kwargs)), "main", root / "teacher")

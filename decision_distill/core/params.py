@@ -7,25 +7,15 @@ what depends on it.
 
 from __future__ import annotations
 
-import difflib
-import math
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator,
-                      model_validator)
+from pydantic import ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from ruamel.yaml import YAML, YAMLError
-
+from .config import Section, one_line_error, read_yaml, reject_nan
 from .errors import UserError
-
-
-class Section(BaseModel):
-    # Unknown keys are errors: a mistyped key must never be silently ignored.
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
 
 class Teacher(Section):
     model: str = "packaged"
@@ -58,7 +48,7 @@ class Generate(Section):
     seed: int = 0
     # Outside the checkout by default, so `dvc exp run --temp/--queue` copies reuse it (see user_cache)
     cache: str = "~/.cache/decision-distill/answers.sqlite"
-    # random: every state a seeded random draw | active: query by committee (decision_distill.active)
+    # random: every state a seeded random draw | active: query by committee (decision_distill.teacher.active)
     strategy: Literal["random", "active"] = "random"
     active: Active = Active()
 
@@ -188,7 +178,7 @@ class Perplexity(Section):
 class Stability(Section):
     """stability: how consistent the teacher is, and its noise floor. The rules that need
     the scenario or several keys (repeats, temperature, paraphrases) are checked by
-    decision_distill.stability.check_settings, with messages that say why."""
+    decision_distill.data.scenario_file.check_stability_settings, with messages that say why."""
     states: int = Field(40, ge=2)           # the first states of the test split (data/splits/test.parquet)
     repeats: int = 5                        # R sampled verbalized answers per state (>= 2)
     temperature: float = Field(0.7, ge=0.0)  # sampling temperature (> 0)
@@ -199,7 +189,7 @@ class Stability(Section):
 
 
 class Games(Section):
-    """games: per-cell comparison of a scenario that lists `cells` (decision_distill.games)."""
+    """games: per-cell comparison of a scenario that lists `cells` (decision_distill.evaluation.games)."""
     bootstrap: int = Field(1000, ge=100)            # resamples per bootstrap interval
     confidence: float = Field(0.95, gt=0.0, lt=1.0)  # interval coverage
     seed: int = 0
@@ -251,45 +241,6 @@ class Params(Section):
 ARCHITECTURES = tuple(Student.model_fields)
 
 
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names (aliases included) valid at `loc`, for did-you-mean hints."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(part) or next(
-            (f for f in model.model_fields.values() if f.alias == part), None
-        )
-        if field is None or not isinstance(field.annotation, type) or not issubclass(
-            field.annotation, BaseModel
-        ):
-            return []
-        model = field.annotation
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def one_line_error(err: ValidationError, source: str, root: type[BaseModel] = Params) -> str:
-    """The first validation error of `root` (a params file's model), naming the key: a
-    did-you-mean hint for an unknown key."""
-    first = err.errors()[0]
-    loc = tuple(str(p) for p in first["loc"])
-    key = ".".join(loc) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        hint = difflib.get_close_matches(loc[-1], _known_keys(root, loc), n=1)
-        fix = f"did you mean '{hint[0]}'?" if hint else "remove it"
-        return f"{source}: unknown key '{key}'; {fix}"
-    got = first.get("input")
-    return f"{source}: {key}: {first['msg']} (got {got!r})"
-
-
-def reject_nan(node, path: str, source: str) -> None:
-    if isinstance(node, float) and (math.isnan(node) or math.isinf(node)):
-        raise UserError(f"{source}: {path}: must be a finite number (got {node})")
-    if isinstance(node, dict):
-        for k, v in node.items():
-            reject_nan(v, f"{path}.{k}" if path else str(k), source)
-    if isinstance(node, list):
-        for i, v in enumerate(node):
-            reject_nan(v, f"{path}[{i}]", source)
-
-
 def parse_params(raw: object, source: str = "params.yaml") -> Params:
     if raw is None:
         raw = {}
@@ -299,24 +250,8 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise UserError(one_line_error(err, source)) from None
+        raise UserError(one_line_error(err, source, Params)) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(read_yaml(path), str(path))
-
-
-def read_yaml(path: str | Path) -> object:
-    """A params file's contents; one-line errors for a missing file or bad YAML."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: not found; run the stage from the project root")
-    try:
-        # YAML 1.2, as DVC writes it: `dvc exp run -S` leaves `yes` unquoted, which a
-        # YAML 1.1 reader would turn into True.
-        raw = YAML(typ="safe", pure=True).load(path.read_text())
-    except YAMLError as err:
-        line = getattr(getattr(err, "problem_mark", None), "line", None)
-        where = f" line {line + 1}" if line is not None else ""
-        raise UserError(f"{path}:{where} is not valid YAML; fix the syntax there") from None
-    return raw

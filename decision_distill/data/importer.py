@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import write_json, write_parquet
-from .errors import UserError
-from .params import Import
+from ..core.atomic import write_json, write_parquet
+from ..core.errors import UserError
+from ..core.params import Import
 from .schema import Feature, Schema
 
 READERS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}

@@ -23,10 +23,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .atomic import write_json
-from .errors import UserError
+import numpy as np
+import pandas as pd
 
-FEATURE_KINDS = ("set", "choice", "number")
+from ..core.atomic import write_json
+from ..core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,13 @@ class Feature:
     values: tuple[str, ...] = ()  # for set / choice
     low: float | None = None  # for number
     high: float | None = None
+
+    def scale(self) -> tuple[float, float]:
+        """A number feature's (centre, half-width), mapping [low, high] onto [-1, 1]: how the
+        students' encoding and the effects' design read it; identity when no range is known."""
+        if self.low is None or self.high is None or self.high == self.low:
+            return (self.low or 0.0), 1.0
+        return (self.low + self.high) / 2, (self.high - self.low) / 2
 
 
 @dataclass(frozen=True)
@@ -91,3 +99,8 @@ class Schema:
         if not path.exists():
             raise UserError(f"{path}: feature schema not found; run the generate stage first")
         return cls.from_json(json.loads(path.read_text()))
+
+
+def teacher_probs(frame: pd.DataFrame, options: list[str]) -> np.ndarray:
+    """The teacher's P(option | state), [N, K], from a decisions frame's p_<option> columns."""
+    return frame[[f"p_{o}" for o in options]].to_numpy(dtype=np.float64)

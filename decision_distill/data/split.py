@@ -1,18 +1,20 @@
 """The split stage: train / validation / test by state, and the named held-out splits
-(split.holdouts) of whole feature combinations no student trains on."""
+(split.holdouts) of whole feature combinations no student trains on; and reading a split
+back, without the states whose teacher answer could not be read."""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_dir, write_parquet
-from .errors import UserError
-from .params import REGULAR_SPLITS, Split
+from ..core.atomic import atomic_dir, write_parquet
+from ..core.errors import UserError
+from ..core.params import REGULAR_SPLITS, Split
 from .schema import Schema
 
 
@@ -98,3 +100,37 @@ def _write(in_dist, usable, masks, which: pd.Series, schema_path, out_dir, frame
     counts = {name: int(len(part)) for name, part in parts.items()}
     counts["dropped_failures"] = int((~frame["ok"]).sum())
     return counts
+
+
+def usable_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose teacher answer could be read (all of them when there is no `ok` column)."""
+    if "ok" in frame.columns:
+        frame = frame[frame["ok"].fillna(False).astype(bool)]
+    return frame
+
+
+def read_split(path: Path) -> pd.DataFrame:
+    """A split's rows whose teacher answer could be read."""
+    if not path.exists():
+        raise UserError(f"{path}: not found; run the split stage first")
+    return usable_rows(pd.read_parquet(path))
+
+
+def read_held_out(splits_dir: Path, schema: Schema, holdouts: Iterable[str] = ()) -> dict[str, pd.DataFrame]:
+    """The test split and each named holdout split (split.holdouts), without failed readouts;
+    holdouts with no usable rows are left out."""
+    splits = {}
+    for name in ("test", *holdouts):
+        path = splits_dir / f"{name}.parquet"
+        if not path.exists():
+            raise UserError(f"{path}: not found; run the split stage (with the same split.holdouts) first")
+        frame = pd.read_parquet(path)
+        missing = [c for c in ["state_id", *schema.feature_names, *schema.prob_columns] if c not in frame]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)} required by features.json")
+        frame = usable_rows(frame)
+        if len(frame):
+            splits[name] = frame.reset_index(drop=True)
+    if "test" not in splits:
+        raise UserError(f"{splits_dir / 'test.parquet'}: no states with a readable teacher answer; rerun the split stage")
+    return splits

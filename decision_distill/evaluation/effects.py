@@ -15,7 +15,7 @@ rise in KL(teacher || student) is measured, `repeats` times; the interval is the
 percentile range of those repeats (the shuffle's spread, not a sampling interval).
 
 States are the test split: a random sample (also under active sampling, see
-decision_distill/active.py) the students never trained on.
+decision_distill/teacher/active.py) the students never trained on.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 
-from .encoding import _number_scale
-from .errors import UserError
-from .metrics import kl
-from .schema import Schema
+from ..core.errors import UserError
+from ..data.schema import Schema
+from ..stats.metrics import kl
 
 CLIP = 1e-6  # keeps a saturated P(action) from making an infinite log-odds
 
@@ -46,7 +45,7 @@ def design(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             for v in f.values[1:]:  # the first value is the reference
                 cols[f"{f.name}={v}"] = (column == v).to_numpy(dtype=float)
         else:
-            centre, half = _number_scale(f)
+            centre, half = f.scale()
             cols[f.name] = ((pd.to_numeric(column) - centre) / half).to_numpy(dtype=float)
     return pd.DataFrame(cols, index=frame.index)
 
@@ -114,20 +113,15 @@ def permutation_importance(predict_fn, frame: pd.DataFrame, schema: Schema, repe
     return pd.DataFrame(rows)
 
 
-def recovered(table: pd.DataFrame, truth: dict[str, float]) -> dict[str, bool]:
-    """For each value with a known true effect: does the teacher's interval cover it?"""
-    teacher = table[table["source"] == "teacher"].set_index("value")
-    return {v: bool(teacher.loc[v, "low"] <= t <= teacher.loc[v, "high"]) for v, t in truth.items()}
-
-
 def ablate_group(arch: str, params, splits_dir, group: str, work_dir) -> np.ndarray:
     """Retrain student `arch` (same params and seed as train@arch) with feature group `group`
     removed from its schema, so the encoder never sees it; return its test predictions."""
     import shutil
     from pathlib import Path
 
-    from .students import load_student, predict
-    from .train import load_decisions, train_student
+    from ..data.split import read_split
+    from ..students.models import load_student, predict
+    from ..students.train import train_student
 
     splits_dir, work = Path(splits_dir), Path(work_dir) / f"{arch}-without-{group}"
     schema = Schema.load(splits_dir / "features.json")
@@ -143,14 +137,14 @@ def ablate_group(arch: str, params, splits_dir, group: str, work_dir) -> np.ndar
     reduced.save(work / "splits" / "features.json")
     train_student(arch, params, work / "splits", work / "model", work / "live")
     model, encoder = load_student(work / "model")
-    return predict(model, encoder, load_decisions(splits_dir / "test.parquet"))
+    return predict(model, encoder, read_split(splits_dir / "test.parquet"))
 
 
 def paired_kl_rise(teacher: np.ndarray, full: np.ndarray, ablated: np.ndarray, bootstrap: int, seed: int,
                    confidence: float) -> dict:
     """Mean over test states of KL(teacher||ablated) - KL(teacher||full), with a percentile
     bootstrap interval over states (paired: the same resample for both students)."""
-    from .metrics import kl_per_state
+    from ..stats.metrics import kl_per_state
 
     rise = kl_per_state(teacher, ablated) - kl_per_state(teacher, full)
     rng = np.random.default_rng(seed)

@@ -8,7 +8,7 @@ with one entry per non-empty held-out split of split.holdouts, in params order:
 and a long-format predictions frame, one row per (state, split, student), split being
 "test" or a holdout name (a state in two holdouts has rows under both):
 state_id, split, student, the feature columns, teacher_<option>..., student_<option>...
-Metric definitions live in `decision_distill.metrics`.
+(decision_distill.evaluation.predictions). Metric definitions live in `decision_distill.stats.metrics`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .errors import UserError
-from .metrics import all_metrics, gap_closed
-from .model_source import is_model_marker
+from ..core.errors import UserError
+from ..core.params import Params
+from ..data.scenario_file import load_scenario
+from ..data.schema import Schema
+from ..data.split import read_held_out
+from ..slm.answers import SLM_BASE, SLM_TUNED
+from ..stats.metrics import gap_closed
 from .noise_floor import FLOOR_METRICS, floor_by_state, ratio_interval
-from .params import Params
-from .scenario import load_scenario
-from .schema import Schema
-
-SLM_BASE, SLM_TUNED = "slm_base", "slm_tuned"
+from .predictions import metrics_from_predictions, prediction_rows, student_columns, teacher_columns
 
 
 @dataclass(frozen=True)
@@ -38,43 +38,6 @@ class SLMStudents:
     models: dict[str, Path]  # row name (SLM_BASE, SLM_TUNED) -> model directory
 
 
-def slm_model_dirs(params: Params, base: str | Path, tuned: str | Path) -> dict[str, Path]:
-    """The SLM rows to score, row name -> model directory: none with slm.enabled false, and
-    a directory that is only a "not needed" marker (model_source) is left out."""
-    if not params.slm.enabled:
-        return {}
-    return {name: Path(d) for name, d in ((SLM_BASE, base), (SLM_TUNED, tuned)) if not is_model_marker(d)}
-
-
-def teacher_columns(options: Iterable[str]) -> list[str]:
-    return [f"teacher_{o}" for o in options]
-
-
-def student_columns(options: Iterable[str]) -> list[str]:
-    return [f"student_{o}" for o in options]
-
-
-def read_held_out(splits_dir: Path, schema: Schema, holdouts: Iterable[str] = ()) -> dict[str, pd.DataFrame]:
-    """The test split and each named holdout split (split.holdouts), without failed readouts;
-    holdouts with no usable rows are left out."""
-    splits = {}
-    for name in ("test", *holdouts):
-        path = splits_dir / f"{name}.parquet"
-        if not path.exists():
-            raise UserError(f"{path}: not found; run the split stage (with the same split.holdouts) first")
-        frame = pd.read_parquet(path)
-        missing = [c for c in ["state_id", *schema.feature_names, *schema.prob_columns] if c not in frame]
-        if missing:
-            raise UserError(f"{path}: missing column(s) {', '.join(missing)} required by features.json")
-        if "ok" in frame:
-            frame = frame[frame["ok"].fillna(False).astype(bool)]
-        if len(frame):
-            splits[name] = frame.reset_index(drop=True)
-    if "test" not in splits:
-        raise UserError(f"{splits_dir / 'test.parquet'}: no states with a readable teacher answer; rerun the split stage")
-    return splits
-
-
 def student_dirs(students_dir: Path, archs: Iterable[str]) -> dict[str, Path]:
     """Each architecture's saved student, checked to exist before any is loaded."""
     dirs = {arch: students_dir / arch for arch in archs}
@@ -82,38 +45,6 @@ def student_dirs(students_dir: Path, archs: Iterable[str]) -> dict[str, Path]:
         if not directory.is_dir():
             raise UserError(f"{directory}: no trained '{arch}' student; run the train@{arch} stage first")
     return dirs
-
-
-def prediction_rows(frame: pd.DataFrame, schema: Schema, split: str, student: str, Q: np.ndarray) -> pd.DataFrame:
-    """Long-format rows for one student on one split: ids, features, teacher and student probabilities."""
-    Q = np.asarray(Q, dtype=float)
-    if Q.shape != (len(frame), len(schema.options)):
-        raise ValueError(f"student '{student}' predicted shape {Q.shape}, expected {(len(frame), len(schema.options))}")
-    ids = pd.DataFrame({"state_id": frame["state_id"].to_numpy(), "split": split, "student": student})
-    features = frame[schema.feature_names].reset_index(drop=True)
-    teacher = pd.DataFrame(frame[schema.prob_columns].to_numpy(float), columns=teacher_columns(schema.options))
-    predicted = pd.DataFrame(Q, columns=student_columns(schema.options))
-    return pd.concat([ids, features, teacher, predicted], axis=1)
-
-
-def metrics_from_predictions(predictions: pd.DataFrame, options: Iterable[str], ece_bins: int) -> dict:
-    """Per student: all_metrics on its test rows, plus a "holdouts" block with all_metrics
-    on each other split it has rows for, in the order the rows come."""
-    options = list(options)
-    metrics = {}
-    for student, rows in predictions.groupby("student", sort=False):
-        by_split = {split: part for split, part in rows.groupby("split", sort=False)}
-        scores = _split_metrics(by_split.pop("test"), options, ece_bins)
-        if by_split:
-            scores["holdouts"] = {split: _split_metrics(part, options, ece_bins) for split, part in by_split.items()}
-        metrics[student] = scores
-    return metrics
-
-
-def _split_metrics(rows: pd.DataFrame, options: list[str], ece_bins: int) -> dict:
-    P = rows[teacher_columns(options)].to_numpy(float)
-    Q = rows[student_columns(options)].to_numpy(float)
-    return all_metrics(P, Q, ece_bins)
 
 
 NOISE_FLOOR_METRICS = ("kl", "mse")
@@ -184,7 +115,7 @@ def evaluate_students(
     schema = Schema.load(splits_dir / "features.json")
     splits = read_held_out(splits_dir, schema, holdouts)
     dirs = student_dirs(students_dir, archs)
-    from .students import load_student, predict  # torch is imported only once the inputs are known good
+    from ..students.models import load_student, predict
 
     parts = []
     for arch, directory in dirs.items():
@@ -203,8 +134,9 @@ def evaluate_students(
 def slm_prediction_rows(splits: dict[str, pd.DataFrame], schema: Schema, slm: SLMStudents) -> list[pd.DataFrame]:
     """Prediction rows of each SLM on every held-out split; one cache lookup (and at most
     one model load) per model."""
-    from .answer_cache import AnswerCache
-    from .slm import slm_answers, states_from_frame
+    from ..data.states import states_from_frame
+    from ..lm.answer_cache import AnswerCache
+    from ..slm.answers import slm_answers
 
     scenario = load_scenario(slm.params.scenario)
     if [o.id for o in scenario.options] != list(schema.options):

@@ -35,8 +35,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap
 
-from .evaluate import SLM_BASE, SLM_TUNED, student_columns, teacher_columns
-from .scenario import Scenario
+from ..data.scenario import Scenario
+from ..slm.answers import SLM_BASE, SLM_TUNED
+from ..stats.metrics import jsd
+from .predictions import student_columns, teacher_columns
 
 TEACHER = "teacher"
 SMALL_LMS = (SLM_BASE, SLM_TUNED)
@@ -47,20 +49,6 @@ class Bootstrap:
     resamples: int = 1000
     confidence: float = 0.95
     seed: int = 0
-
-
-def jsd(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
-    """Jensen-Shannon divergence in bits between the rows of P and Q (last axis: options);
-    equals scipy.spatial.distance.jensenshannon(p, q, base=2) ** 2."""
-    P, Q = np.asarray(P, float), np.asarray(Q, float)
-    M = (P + Q) / 2
-    return (_kl_bits(P, M) + _kl_bits(Q, M)) / 2
-
-
-def _kl_bits(P: np.ndarray, M: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(P > 0, P * np.log2(P / M), 0.0)
-    return np.clip(terms.sum(axis=-1), 0.0, 1.0)
 
 
 def decision_values(options: list[str]) -> np.ndarray | None:
@@ -255,8 +243,8 @@ def zero_shot_report(scenario: Scenario, teacher_dir: Path, slm_models: dict[str
                      boot: Bootstrap, gap_min: float, split_index: int) -> dict:
     """Score every state of a never-trained scenario with the teacher and the small LMs
     (through the answer cache) and compare them cell by cell."""
-    from .generate import teacher_answers
-    from .slm import slm_answers
+    from ..slm.answers import slm_answers
+    from ..teacher.ask import teacher_answers
 
     options = [o.id for o in scenario.options]
     reason = _zero_shot_unreadable(scenario, params, slm_models)
@@ -293,7 +281,7 @@ def params_scenario_name(params) -> str:
 def games_report(predictions: pd.DataFrame, train: pd.DataFrame, scenario: Scenario, params, teacher_dir: Path,
                  slm_models: dict[str, Path], cache) -> dict:
     """metrics/games.json: every held-out split cell by cell, then each zero-shot scenario."""
-    from .scenario import load_scenario
+    from ..data.scenario_file import load_scenario
 
     boot = Bootstrap(params.games.bootstrap, params.games.confidence, params.games.seed)
     gap_min = params.evaluate.gap_min

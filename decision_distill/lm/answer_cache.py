@@ -1,7 +1,7 @@
 """A content-addressed store of teacher answers that outlives reruns.
 
 Key: sha256 of (model fingerprint, full prompt, readout and decoding settings, dtype,
-quantization and library versions: decision_distill.generate.answer_keys).
+quantization and library versions: decision_distill.teacher.ask.answer_keys).
 SQLite gives atomic commits: a run killed mid-batch loses at most that batch,
 and a rerun asks only what is not stored yet. Values are JSON, never pickle.
 """
@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable
 
-from .user_cache import expand_cache_path
+from ..core.user_cache import expand_cache_path
 
 
 def answer_key(**parts: object) -> str:

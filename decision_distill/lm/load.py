@@ -1,8 +1,9 @@
-"""The teacher: load a causal LM and read its decisions.
+"""Load a causal LM (teacher, small LM, persona base or merged model) from a model directory.
 
-Two readouts: `TokenScorer` (decision_distill.scorer) reads P(option | prompt) from
-the answer tokens' probabilities (fast, exact); `VerbalizedReader` (decision_distill.verbalized)
-asks for a JSON answer and parses it strictly. See decision_distill.model_source for where weights come from.
+Two readouts read its decisions: `TokenScorer` (decision_distill.lm.scorer) reads P(option |
+prompt) from the answer tokens' probabilities (fast, exact); `VerbalizedReader`
+(decision_distill.lm.verbalized) asks for a JSON answer and parses it strictly. See
+decision_distill.lm.source for where weights come from.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
-from .model_source import read_teacher_json, refuse_pickle_weights
+from ..core.errors import UserError
 from .runtime import pick_device, resolve_dtype
-# The token readout lives in .scorer; TokenScorer stays importable from here, beside the loader.
-from .scorer import TokenScorer  # noqa: F401
+from .scorer import TokenScorer
+from .source import MODEL_JSON, read_model_json, refuse_pickle_weights
 
 # ---- loading --------------------------------------------------------------------
 
@@ -43,15 +43,15 @@ class LoadedModel:
 
 def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = "auto",
                    trust_remote_code: bool = False, quantize: str = "none") -> LoadedModel:
-    """A model directory from the download stage (teacher.json inside) as a causal LM: the
+    """A model directory from the download stage (model.json inside) as a causal LM: the
     teacher, the SLM student, a persona's base and a merged model all load here.
     dtype: float32 | bfloat16 | float16 | auto (float32; runtime.resolve_dtype). quantize: "4bit" loads the
     weights as bitsandbytes NF4 on CUDA (QLoRA's base model)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    info = read_teacher_json(model_dir)
+    info = read_model_json(model_dir)
     weights = (Path(model_dir) / info["path"]).resolve()
-    refuse_pickle_weights(weights, f"{model_dir} (teacher.json path)")
+    refuse_pickle_weights(weights, f"{model_dir} ({MODEL_JSON} path)")
     target = pick_device(device)
     dtype = resolve_dtype(dtype, device)
     quantized = {"quantization_config": _nf4_config(dtype), "device_map": {"": target}} if quantize == "4bit" else {}

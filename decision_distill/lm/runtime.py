@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from ..core.errors import UserError
 from .scorer import SCORER_VERSION
 
 

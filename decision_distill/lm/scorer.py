@@ -9,18 +9,27 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..core.errors import UserError
 from .scorer_checks import check_tokenization, head_matches_model
+from .tokens import (Suffix, encode_prefix, encode_prompts, encode_segments, encode_suffix, encode_suffixes,
+                     join_segments, right_pad)
 
-if TYPE_CHECKING:
-    from .teacher import LoadedModel
 
-# Part of every answer-cache key (generate.software_versions): bump it with any change to
+class CausalLM(Protocol):
+    """What the readouts need of a loaded model (decision_distill.lm.load.LoadedModel is one):
+    typed here so that the readouts import nothing of the loader."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: str
+
+# Part of every answer-cache key (lm.runtime.software_versions): bump it with any change to
 # how answers are read (tokenization, sharing, readout, option texts) that can move their
 # numbers, so answers read the old way are never served.
 SCORER_VERSION = 2
@@ -83,18 +92,6 @@ def final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
-Suffix = tuple[str, ...]  # a state's prompt after the shared prefix, in segments (see Scenario.describe_parts)
-
 # Below this many states per distinct head, a head's own forward pass costs more than sharing it saves.
 MIN_STATES_PER_HEAD = 4
 
@@ -118,7 +115,7 @@ class TokenScorer:
     sliding attention window takes the flat path.
     """
 
-    def __init__(self, teacher: LoadedModel, option_texts: list[str], batch_size: int = 16):
+    def __init__(self, teacher: CausalLM, option_texts: list[str], batch_size: int = 16):
         self.model, self.tokenizer, self.device = teacher.model, teacher.tokenizer, teacher.device
         self.dtype = teacher.dtype  # the resolved dtype the model computes in
         self.option_ids = option_token_ids(self.tokenizer, option_texts)
@@ -272,50 +269,3 @@ class TokenScorer:
             last = mask.sum(1) - 1
             parts.append(scores_from_logits(logits[torch.arange(len(seqs)), last.to(self.device)], self.option_ids))
         return _concat(parts)
-
-
-def encode_prefix(tokenizer, prefix: str) -> list[int]:
-    """A prompt's shared prefix as tokens. A chat template writes the BOS token itself;
-    otherwise the tokenizer adds it."""
-    return tokenizer(prefix, add_special_tokens=not has_bos(tokenizer, prefix)).input_ids
-
-
-def encode_suffix(tokenizer, suffix: Suffix | str) -> list[int]:
-    """A suffix's segments tokenized one by one and concatenated (see TokenScorer)."""
-    segments = (suffix,) if isinstance(suffix, str) else suffix
-    return [t for seg in segments if seg for t in tokenizer(seg, add_special_tokens=False).input_ids]
-
-
-def encode_segments(tokenizer, texts) -> dict[str, list[int]]:
-    """Each distinct non-empty text tokenized once (no special tokens), all in one batched
-    call: a fast tokenizer's batch encoding is each text's own encoding, and one call
-    instead of one per state is what keeps the host from bounding a GPU's throughput."""
-    distinct = list(dict.fromkeys(t for t in texts if t))
-    return dict(zip(distinct, tokenizer(distinct, add_special_tokens=False).input_ids if distinct else []))
-
-
-def join_segments(table: dict[str, list[int]], segments: Suffix) -> list[int]:
-    """A suffix's tokens from encode_segments' table: its segments' tokens, concatenated."""
-    return [t for seg in segments if seg for t in table[seg]]
-
-
-def encode_suffixes(tokenizer, suffixes: list[Suffix | str]) -> list[list[int]]:
-    """encode_suffix of every suffix, with each distinct segment tokenized once."""
-    suffixes = [(s,) if isinstance(s, str) else s for s in suffixes]
-    table = encode_segments(tokenizer, (seg for s in suffixes for seg in s))
-    return [join_segments(table, s) for s in suffixes]
-
-
-def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
-    """encode_prefix of every whole prompt, in one batched call per BOS convention."""
-    out: list[list[int] | None] = [None] * len(prompts)
-    for special in (True, False):
-        rows = [i for i, text in enumerate(prompts) if has_bos(tokenizer, text) != special]
-        if rows:
-            for i, ids in zip(rows, tokenizer([prompts[i] for i in rows], add_special_tokens=special).input_ids):
-                out[i] = ids
-    return out
-
-
-def has_bos(tokenizer, text: str) -> bool:
-    return bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)

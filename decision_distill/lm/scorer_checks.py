@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .errors import UserError
+from ..core.errors import UserError
 
 # Largest difference in any token's probability (full vocabulary) between the fast
 # head and the model's own logits that still counts as the same head: float32

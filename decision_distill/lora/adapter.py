@@ -1,14 +1,23 @@
-"""A LoRA adapter on a causal LM, and the module lora-train trains through it.
+"""A LoRA adapter on a causal LM, and its files.
 
-`with_lora` is shared by lora-train and the persona adapters (decision_distill.personas.train).
+`with_lora` is shared by lora-train (decision_distill.slm.lora) and the persona adapters
+(decision_distill.personas.train); the adapter directory they write is peft's format
+(adapter_config.json + adapter_model.safetensors), made path-independent, or a marker
+when lora-train trained nothing.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
-from .errors import UserError
-from .scorer import final_logits, option_log_probs
+from ..core.errors import UserError
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+SKIPPED_JSON = "skipped.json"  # the marker adapter directory lora-train writes under slm.enabled: false
 
 
 def with_lora(model, section, key: str, quantize: str = "none"):
@@ -32,25 +41,31 @@ def with_lora(model, section, key: str, quantize: str = "none"):
     return peft_model
 
 
-class AnswerReadout(torch.nn.Module):
-    """The LoRA-wrapped LM with the scorer's readout as its forward: option log-probs at
-    the answer position and, where a batch has explanations, their next-token loss.
-    One module, so DDP/FSDP wrap (and gather) everything the step runs."""
+def adapter_is_marker(adapter_dir: Path) -> bool:
+    """lora-train writes a directory holding only a small JSON note instead of an adapter
+    when it trained nothing (slm.enabled: false)."""
+    return (adapter_dir / SKIPPED_JSON).exists() and not (adapter_dir / ADAPTER_CONFIG).exists()
 
-    def __init__(self, peft_model, option_ids: list[int]):
-        super().__init__()
-        self.lm = peft_model
-        self.option_ids = option_ids
-        # FSDP's transformer auto-wrap policy looks for the decoder layer classes here.
-        self._no_split_modules = getattr(peft_model.get_base_model(), "_no_split_modules", None)
 
-    def forward(self, input_ids, attention_mask, answer_pos, explained):
-        causal_lm = self.lm.get_base_model()  # LoRA layers live inside it
-        hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        rows = torch.arange(len(input_ids), device=hidden.device)
-        option_logp = option_log_probs(causal_lm, hidden[rows, answer_pos], self.option_ids)
-        predicts = explained[:, 1:]  # position t predicts token t + 1
-        if not predicts.any():
-            return option_logp, None
-        logits = final_logits(causal_lm, hidden[:, :-1][predicts])
-        return option_logp, torch.nn.functional.cross_entropy(logits.float(), input_ids[:, 1:][predicts])
+def check_adapter(adapter_dir: Path) -> None:
+    if not (adapter_dir / ADAPTER_CONFIG).exists():
+        raise UserError(f"{adapter_dir}: no LoRA adapter ({ADAPTER_CONFIG} missing); run the lora-train stage first")
+    if not (adapter_dir / ADAPTER_WEIGHTS).exists():
+        raise UserError(f"{adapter_dir}: the adapter weights must be {ADAPTER_WEIGHTS} (safetensors); "
+                        "retrain it with the lora-train stage")
+
+
+def make_path_independent(adapter_dir: Path, base_fingerprint: str) -> None:
+    """The same adapter from any checkout, byte for byte (dvc.lock must not change with the
+    clone's folder): peft records the base model's absolute path, and target_modules in
+    set order, which varies with PYTHONHASHSEED. The base is named by its fingerprint
+    instead; load the adapter with PeftModel.from_pretrained(base_model, adapter_dir)."""
+    config_path = adapter_dir / ADAPTER_CONFIG
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base_fingerprint
+    for key in ("target_modules", "exclude_modules", "modules_to_save"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+    # peft's model card is a template that repeats the base path and says nothing else.
+    (adapter_dir / "README.md").unlink(missing_ok=True)

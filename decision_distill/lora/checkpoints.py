@@ -1,6 +1,7 @@
-"""lora-train's checkpoints and saved adapter: what a checkpoint is valid for (its
-fingerprint), writing and finding complete ones atomically, and peft's adapter format,
-made path-independent. Under FSDP every process calls the savers (they gather shards).
+"""LoRA training checkpoints and the saved adapter: what a checkpoint is valid for (its
+fingerprint), writing and finding complete ones atomically (shared with persona-train), and
+writing peft's adapter format at the end. Under FSDP every process calls the savers (they
+gather shards).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_dir, write_json
-from .params import Params
+from ..core.atomic import atomic_dir, write_json
+from ..core.params import Params
+from .adapter import make_path_independent
 
 CHECKPOINT_PREFIX = "step-"
 KEEP_CHECKPOINTS = 2
@@ -123,19 +125,3 @@ def write_adapter(out_adapter: Path, accelerator, module, optimizer, summary: di
             make_path_independent(tmp, base_fingerprint)
             write_json(summary, tmp / SUMMARY_JSON)
     accelerator.wait_for_everyone()
-
-
-def make_path_independent(adapter_dir: Path, base_fingerprint: str) -> None:
-    """The same adapter from any checkout, byte for byte (dvc.lock must not change with the
-    clone's folder): peft records the base model's absolute path, and target_modules in
-    set order, which varies with PYTHONHASHSEED. The base is named by its fingerprint
-    instead; load the adapter with PeftModel.from_pretrained(base_model, adapter_dir)."""
-    config_path = adapter_dir / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = base_fingerprint
-    for key in ("target_modules", "exclude_modules", "modules_to_save"):
-        if isinstance(config.get(key), list):
-            config[key] = sorted(config[key])
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-    # peft's model card is a template that repeats the base path and says nothing else.
-    (adapter_dir / "README.md").unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """The merge stage: fold a LoRA adapter into its base SLM, giving a plain model directory.
 
 The merged directory loads like any teacher or SLM (`load_causal_lm`): safetensors
-weights, the tokenizer, and a teacher.json whose fingerprint is a hash of the
+weights, the tokenizer, and a model.json whose fingerprint is a hash of the
 merged weights themselves, so the answer cache never mixes the tuned model's
 answers with the base model's (or with another adapter's).
 """
@@ -12,28 +12,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from .atomic import atomic_dir, write_json
-from .errors import UserError
-from .lora import SKIPPED_JSON
-from .model_source import TEACHER_JSON, is_model_marker, write_model_marker
-from .teacher import load_causal_lm
-
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-def adapter_is_marker(adapter_dir: Path) -> bool:
-    """lora-train writes a directory holding only a small JSON note instead of an adapter
-    when it trained nothing (slm.enabled: false)."""
-    return (adapter_dir / SKIPPED_JSON).exists() and not (adapter_dir / ADAPTER_CONFIG).exists()
-
-
-def check_adapter(adapter_dir: Path) -> None:
-    if not (adapter_dir / ADAPTER_CONFIG).exists():
-        raise UserError(f"{adapter_dir}: no LoRA adapter ({ADAPTER_CONFIG} missing); run the lora-train stage first")
-    if not (adapter_dir / ADAPTER_WEIGHTS).exists():
-        raise UserError(f"{adapter_dir}: the adapter weights must be {ADAPTER_WEIGHTS} (safetensors); "
-                        "retrain it with the lora-train stage")
+from ..core.atomic import atomic_dir, write_json
+from ..core.errors import UserError
+from ..lm.load import load_causal_lm
+from ..lm.source import MODEL_JSON, is_model_marker, write_model_marker
+from .adapter import ADAPTER_CONFIG, adapter_is_marker, check_adapter
 
 
 def weights_fingerprint(model_dir: Path) -> str:
@@ -50,7 +33,7 @@ def weights_fingerprint(model_dir: Path) -> str:
 
 def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32",
                   device: str = "auto", trust_remote_code: bool = False) -> dict:
-    """Write base + adapter, merged (peft merge_and_unload), to `out_dir` atomically; return its teacher.json."""
+    """Write base + adapter, merged (peft merge_and_unload), to `out_dir` atomically; return its model.json."""
     base_dir, adapter_dir, out_dir = Path(base_dir), Path(adapter_dir), Path(out_dir)
     if is_model_marker(base_dir) or adapter_is_marker(adapter_dir):
         return write_model_marker(out_dir, "no adapter was trained (slm.enabled is false or lora-train skipped)")
@@ -72,5 +55,5 @@ def merge_adapter(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
                 "adapter": {k: sorted(v) if isinstance(v := adapter.get(k), list) else v  # not set order
                             for k in ("r", "lora_alpha", "target_modules")},
                 "fingerprint": f"merged:sha256:{weights_fingerprint(staging)}"}
-        write_json(info, staging / TEACHER_JSON)
+        write_json(info, staging / MODEL_JSON)
     return info

@@ -7,8 +7,8 @@ so nothing is ever served for another model, precision or library."""
 
 from __future__ import annotations
 
-from ..answer_cache import answer_key
-from ..runtime import pick_device, resolve_dtype, software_versions
+from ..lm.answer_cache import answer_key
+from ..lm.runtime import pick_device, resolve_dtype, software_versions
 
 
 def persona_key(kind: str, fingerprint: str, dtype: str, device: str, prompt: str, **settings: object) -> str:

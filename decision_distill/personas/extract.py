@@ -19,11 +19,12 @@ import math
 import numpy as np
 import torch
 
-from ..answer_cache import AnswerCache
-from ..errors import UserError
-from ..teacher import LoadedModel, TokenScorer
-from .answers import persona_key
-from .chunks import TRAIN, Chunk
+from ..core.errors import UserError
+from ..lm.answer_cache import AnswerCache
+from ..lm.load import LoadedModel
+from ..lm.scorer import TokenScorer
+from .cache_keys import persona_key
+from .chunks import Chunk, TRAIN
 
 OPTIONS = [" Yes", " No"]
 PREFIX = ("You read passages from transcripts of school board meetings and say whether a passage "

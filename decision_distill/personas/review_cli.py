@@ -9,26 +9,13 @@ ones keep their decision.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
-from ..atomic import write_json
-from ..errors import UserError
+from ..core.atomic import write_json
+from .reviewed_questions import STATUSES, load_reviewed
 
-STATUSES = ("accepted", "edited", "dropped")
 HELP = "[a]ccept  [e]dit  [d]rop  [s]kip for now  [q]uit"
-
-
-def load_reviewed(directory: Path, persona: str) -> dict[str, dict]:
-    path = directory / f"{persona}.json"
-    if not path.exists():
-        return {}
-    try:
-        items = json.loads(path.read_text())["items"]
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{path}: not a review file; fix it or delete it to review {persona} again") from None
-    return {item["id"]: item for item in items}
 
 
 def _pending(generated: dict, reviewed: dict[str, dict]) -> bool:
@@ -73,8 +60,3 @@ def review(questions: list[dict], directory: Path, ask: Callable[[str], str] = i
             write_json({"persona": persona, "items": sorted(reviewed.values(), key=lambda i: i["id"])},
                        directory / f"{persona}.json")
     return counts
-
-
-def kept_questions(directory: Path, persona: str) -> list[dict]:
-    """What later stages ask a persona: accepted and edited questions, in id order."""
-    return [i for _, i in sorted(load_reviewed(directory, persona).items()) if i["status"] != "dropped"]

@@ -6,8 +6,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import UserError
-from .review import load_reviewed
+from ..core.errors import UserError
+
+STATUSES = ("accepted", "edited", "dropped")  # a review's decision on one question
+
+
+def load_reviewed(directory: Path, persona: str) -> dict[str, dict]:
+    path = directory / f"{persona}.json"
+    if not path.exists():
+        return {}
+    try:
+        items = json.loads(path.read_text())["items"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: not a review file; fix it or delete it to review {persona} again") from None
+    return {item["id"]: item for item in items}
 
 
 def reviewed_for(reviewed_dir: Path, questions_path: Path, persona: str) -> dict:

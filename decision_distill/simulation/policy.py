@@ -1,6 +1,6 @@
 """One interface for every decider: P(option | state), batched, for use inside a simulation.
 
-    from decision_distill.policy import Policy
+    from decision_distill.simulation.policy import Policy
     policy = Policy.load("models/students/mlp")
     p_buy = policy.prob([{"traits": ["likes_sweets"], "contexts": ["hungry", "truck_nearby"]}])
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import UserError
-from .schema import Schema
+from ..core.errors import UserError
+from ..data.schema import Schema
 
 States = list | pd.DataFrame
 
@@ -69,7 +69,7 @@ class StudentPolicy(Policy):
                  threads: int = 1):
         import torch  # imported here so that constant and teacher policies never need it
 
-        from .students import load_student
+        from ..students.models import load_student
 
         self._torch, self.threads = torch, threads
         self.model, self.encoder = load_student(directory)
@@ -126,16 +126,17 @@ class _PromptPolicy(Policy):
         """load_causal_lm that keeps the model: a simulation asks once per tick, and reloading
         the model on every cache miss would cost more than the answers."""
         if args not in self._loaded:
-            from .teacher import load_causal_lm
+            from ..lm.load import load_causal_lm
 
             self._loaded[args] = load_causal_lm(*args)
         return self._loaded[args]
 
     def probs(self, states: States) -> np.ndarray:
-        from .scenario import state_key
+        from ..data.scenario import state_key
+        from ..data.states import states_from_frame
 
         frame = self.frame(states)
-        rows = _state_dicts(frame, self.scenario)
+        rows = states_from_frame(frame, self.scenario)
         keys = [state_key(s) for s in rows]
         new = {k: s for k, s in zip(keys, rows) if k not in self._memo}
         if new:
@@ -153,7 +154,7 @@ class TeacherPolicy(_PromptPolicy):
         super().__init__(teacher_dir, scenario, params, cache, name)
 
     def _answer(self, states: list[dict]) -> list[np.ndarray]:
-        from .generate import teacher_answers
+        from ..teacher.ask import teacher_answers
 
         answers = teacher_answers(self.model_dir, self.scenario, states, self.params, self.cache,
                                   desc=self.name, load=self._load_once, report=False)
@@ -168,31 +169,10 @@ class SLMPolicy(_PromptPolicy):
         super().__init__(model_dir, scenario, params, cache, name)
 
     def _answer(self, states: list[dict]) -> list[np.ndarray]:
-        from .slm import slm_answers
+        from ..slm.answers import slm_answers
 
         return list(slm_answers(self.model_dir, self.scenario, states, self.params, self.cache,
                                 desc=self.name, load=self._load_once))
-
-
-def _state_dicts(frame: pd.DataFrame, scenario) -> list[dict]:
-    """Rows as scenario states (lookups derived), every value checked against the scenario."""
-    specs = {f.name: f for f in scenario.features}
-    columns = {}
-    for f in scenario.features:
-        if f.kind == "lookup":
-            continue
-        col = frame[f.name].tolist()
-        if f.kind in ("set", "choice"):
-            for v in (x for row in col for x in (row if f.kind == "set" else [row])):
-                if v not in f.texts:
-                    raise UserError(f"{scenario.name}: feature '{f.name}': unknown value {v!r}; the scenario "
-                                    f"allows {', '.join(f.texts)}")
-            col = [list(row) for row in col] if f.kind == "set" else [str(v) for v in col]
-        else:
-            col = [float(v) for v in col]
-        columns[f.name] = col
-    names = [n for n in specs if n in columns]
-    return [scenario.with_lookups(dict(zip(names, values))) for values in zip(*(columns[n] for n in names))]
 
 
 def _unseen_values(schema: Schema, trained_on: str | Path | pd.DataFrame) -> dict[str, set[str]]:

@@ -1,4 +1,4 @@
-"""The small causal LM student (SLM): the prompts it answers and the states they describe.
+"""The small causal LM student (SLM): the prompts it answers, its answers, and its model directories.
 
 The teacher reads a prompt with worked examples; the SLM gets the plain short
 prompt (the scenario's intro and the case, no examples) and is fine-tuned
@@ -11,15 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from .answer_cache import AnswerCache
-from .errors import UserError
-from .generate import Prompts, answer_keys, ask_into_cache, missing
-from .model_source import read_teacher_json
-from .params import Params
-from .scenario import Scenario, State
-from .teacher import load_causal_lm
+from ..core.params import Params
+from ..data.scenario import Scenario, State
+from ..lm.answer_cache import AnswerCache
+from ..lm.load import load_causal_lm
+from ..lm.source import is_model_marker, read_model_json
+from ..teacher.ask import Prompts, Readout, answer_keys, ask_into_cache, missing
+
+SLM_BASE, SLM_TUNED = "slm_base", "slm_tuned"  # the small LM's rows in metrics and predictions
+
+
+def slm_model_dirs(params: Params, base: str | Path, tuned: str | Path) -> dict[str, Path]:
+    """The SLM rows to score, row name -> model directory: none with slm.enabled false, and
+    a directory that is only a "not needed" marker (lm.source) is left out."""
+    if not params.slm.enabled:
+        return {}
+    return {name: Path(d) for name, d in ((SLM_BASE, base), (SLM_TUNED, tuned)) if not is_model_marker(d)}
 
 
 def slm_prompts(scenario: Scenario, states: list[State]) -> Prompts:
@@ -27,55 +35,19 @@ def slm_prompts(scenario: Scenario, states: list[State]) -> Prompts:
     return Prompts(scenario.short_prefix(), [scenario.describe_parts(s) for s in states])
 
 
-def states_from_frame(frame: pd.DataFrame, scenario: Scenario) -> list[State]:
-    """The scenario states behind a decisions frame's rows (set features come back from
-    Parquet as arrays); a clear error when the data was not drawn from this scenario."""
-    states = []
-    for f in scenario.features:
-        if f.name not in frame.columns:
-            raise UserError(f"scenario: the decisions have no '{f.name}' column that {scenario.name} describes; "
-                            "set `scenario` to the file the data was generated from, or slm.enabled: false")
-    for _, row in frame.iterrows():
-        state = {}
-        for f in scenario.features:
-            value = row[f.name]
-            if f.kind == "set":
-                value = [str(v) for v in value]
-                unknown = [v for v in value if v not in f.texts]
-            elif f.kind == "choice":
-                value, unknown = str(value), [] if str(value) in f.texts else [str(value)]
-            else:
-                value, unknown = float(value), []
-            if unknown:
-                raise UserError(f"scenario: value(s) {unknown} of '{f.name}' are not in {scenario.name}; "
-                                "set `scenario` to the file the data was generated from, or slm.enabled: false")
-            state[f.name] = value
-        states.append(state)
-    return states
-
-
-def teacher_distribution(frame: pd.DataFrame, options: list[str]) -> np.ndarray:
-    """The teacher's P(option | state), [N, K], from the p_<option> columns."""
-    return frame[[f"p_{o}" for o in options]].to_numpy(dtype=np.float64)
-
-
 def slm_answers(model_dir: str | Path, scenario: Scenario, states: list[State], params: Params,
                 cache: AnswerCache, desc: str = "slm", load=load_causal_lm) -> np.ndarray:
     """The SLM's P(option | short prompt), [N, K], read like a token-readout teacher and kept
     in the answer cache under the model's fingerprint: asked once, and the model is loaded
     (by `load`, load_causal_lm's signature) only if some state is not cached yet."""
-    slm = params.slm
-    # Read through the teacher settings, but with the SLM's own precision: the key must name
-    # how this model is loaded (slm.dtype, slm.quantize), never the teacher's settings.
-    as_reader = params.model_copy(update={"teacher": params.teacher.model_copy(
-        update={"readout": "tokens", "chat_template": False, "batch_size": slm.batch_size, "dtype": slm.dtype,
-                "device": slm.device})})
+    # Read like the teacher, but the key names how this model is loaded (slm.dtype,
+    # slm.quantize), never the teacher's settings.
+    readout = Readout.slm(params)
     prompts = slm_prompts(scenario, states)
-    keys = answer_keys(read_teacher_json(model_dir)["fingerprint"], prompts, scenario, as_reader,
-                       quantize=slm.quantize)
+    keys = answer_keys(read_model_json(model_dir)["fingerprint"], prompts, scenario, readout)
     todo = missing(cache, keys)
     if todo:
-        model = load(model_dir, slm.dtype, slm.device, slm.trust_remote_code, slm.quantize)
-        ask_into_cache(model, scenario, as_reader, prompts, keys, todo, cache, desc=desc)
+        model = load(model_dir, readout.dtype, readout.device, readout.trust_remote_code, readout.quantize)
+        ask_into_cache(model, scenario, readout, prompts, keys, todo, cache, desc=desc)
     answers = cache.get_many(keys)
     return np.array([answers[k]["probs"] for k in keys], dtype=np.float64)

@@ -3,8 +3,8 @@
 The loss is distillation, not sampling: the cross-entropy between the teacher's
 distribution over the answer options (the split's p_<option> columns) and the
 SLM's answer-token probabilities, renormalised over the options, at the answer
-position of the plain short prompt (decision_distill.slm). The readout is the
-scorer's own (`scorer.option_log_probs`), so what is trained is what evaluate
+position of the plain short prompt (decision_distill.slm.answers). The readout is the
+scorer's own (`lm.scorer.option_log_probs`), so what is trained is what evaluate
 measures. Where the split has teacher explanations (verbalized readout), an
 optional next-token loss on them is added (`lora.explanation_weight`).
 
@@ -19,6 +19,9 @@ checkpoint's history, so a step is never logged twice.
 
 Runs under `accelerate launch` (DDP or FSDP over GPUs); every process takes its
 share of each global batch.
+
+Over 300 lines until its training loop (`_Run`) joins persona-train's in one LoRA trainer
+(decision_distill.lora), the step of issue 24 that follows the package layout.
 """
 
 from __future__ import annotations
@@ -35,24 +38,26 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_dir, write_json
-from .errors import UserError
-from .params import Params
-from .scenario import Scenario, load_scenario
-from .slm import slm_prompts, states_from_frame, teacher_distribution
-# The checkpoint helpers stay importable from here (decision_distill.personas.train uses them).
-from .lora_checkpoints import (CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, SEED_STRIDE, clear_stale, fingerprint,  # noqa: F401
-                               load_checkpoint, make_path_independent, save_checkpoint, usable_checkpoints,
-                               write_adapter)
-from .lora_model import AnswerReadout, with_lora
-from .scorer import TokenScorer, final_logits, right_pad
-from .scorer_checks import require_fast_head
-from .runtime import resolve_dtype
-from .teacher import load_causal_lm
-from .train import kl_divergence, load_decisions, soft_cross_entropy
+from ..core.atomic import atomic_dir, write_json
+from ..core.errors import UserError
+from ..core.params import Params
+from ..data.scenario import Scenario
+from ..data.scenario_file import load_scenario
+from ..data.schema import teacher_probs
+from ..data.split import read_split
+from ..data.states import states_from_frame
+from ..lm.load import load_causal_lm
+from ..lm.runtime import resolve_dtype
+from ..lm.scorer import TokenScorer, final_logits, option_log_probs
+from ..lm.scorer_checks import require_fast_head
+from ..lm.tokens import right_pad
+from ..lora.adapter import SKIPPED_JSON, with_lora
+from ..lora.checkpoints import (SEED_STRIDE, clear_stale, fingerprint, load_checkpoint, save_checkpoint,
+                                usable_checkpoints, write_adapter)
+from ..students.losses import kl_divergence, soft_cross_entropy
+from .answers import slm_prompts
 
 STAGE = "lora-train"
-SKIPPED_JSON = "skipped.json"  # the marker adapter directory written under slm.enabled: false
 
 
 # ---- training data ---------------------------------------------------------------
@@ -94,7 +99,7 @@ def build_examples(frame: pd.DataFrame, scenario: Scenario, scorer: TokenScorer,
     """The short prompt of every row, tokenized exactly as the scorer tokenizes it."""
     prompts = slm_prompts(scenario, states_from_frame(frame, scenario))
     prefix = scorer.encode_prefix(prompts.prefix)
-    targets = teacher_distribution(frame, [o.id for o in scenario.options])
+    targets = teacher_probs(frame, [o.id for o in scenario.options])
     if not np.isfinite(targets).all():
         raise UserError(f"{STAGE}: some p_<option> values are missing or not finite; rerun the split stage")
     explanations = frame["explanation"].tolist() if with_explanations else [None] * len(frame)
@@ -111,6 +116,30 @@ def build_examples(frame: pd.DataFrame, scenario: Scenario, scorer: TokenScorer,
             explained_from.append(len(seq))
         ids.append(seq)
     return Examples(ids, answer_pos, explained_from, torch.tensor(targets, dtype=torch.float32))
+
+
+class AnswerReadout(torch.nn.Module):
+    """The LoRA-wrapped LM with the scorer's readout as its forward: option log-probs at
+    the answer position and, where a batch has explanations, their next-token loss.
+    One module, so DDP/FSDP wrap (and gather) everything the step runs."""
+
+    def __init__(self, peft_model, option_ids: list[int]):
+        super().__init__()
+        self.lm = peft_model
+        self.option_ids = option_ids
+        # FSDP's transformer auto-wrap policy looks for the decoder layer classes here.
+        self._no_split_modules = getattr(peft_model.get_base_model(), "_no_split_modules", None)
+
+    def forward(self, input_ids, attention_mask, answer_pos, explained):
+        causal_lm = self.lm.get_base_model()  # LoRA layers live inside it
+        hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        rows = torch.arange(len(input_ids), device=hidden.device)
+        option_logp = option_log_probs(causal_lm, hidden[rows, answer_pos], self.option_ids)
+        predicts = explained[:, 1:]  # position t predicts token t + 1
+        if not predicts.any():
+            return option_logp, None
+        logits = final_logits(causal_lm, hidden[:, :-1][predicts])
+        return option_logp, torch.nn.functional.cross_entropy(logits.float(), input_ids[:, 1:][predicts])
 
 
 # ---- the stage -------------------------------------------------------------------
@@ -213,7 +242,7 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
 
 
 def _load_splits(splits_dir: Path, group: tuple[str, str] | None) -> dict[str, pd.DataFrame]:
-    frames = {name: select_group(load_decisions(splits_dir / f"{name}.parquet"), group, name)
+    frames = {name: select_group(read_split(splits_dir / f"{name}.parquet"), group, name)
               for name in ("train", "val")}
     if frames["train"].empty:
         where = f" with {group[0]}={group[1]}" if group else ""

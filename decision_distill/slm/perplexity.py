@@ -25,15 +25,17 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .evaluate import read_held_out
-from .generate import Prompts
-from .metrics import ce
-from .scenario import Scenario
-from .schema import Schema
-from .slm import slm_prompts, states_from_frame, teacher_distribution
-from .scorer import TokenScorer, final_logits, right_pad, scores_from_logits
-from .scorer_checks import require_fast_head
-from .teacher import LoadedModel, load_causal_lm
+from ..data.scenario import Scenario
+from ..data.schema import Schema, teacher_probs
+from ..data.split import read_held_out, usable_rows
+from ..data.states import states_from_frame
+from ..lm.load import LoadedModel, load_causal_lm
+from ..lm.scorer import TokenScorer, final_logits, scores_from_logits
+from ..lm.scorer_checks import require_fast_head
+from ..lm.tokens import right_pad
+from ..stats.metrics import ce
+from ..teacher.ask import Prompts
+from .answers import slm_prompts
 
 EXPLANATION_SEPARATOR = ". "  # joins answer and explanation, as lora-train writes its training text
 LOGIT_ROWS = 256  # positions per vocabulary projection: bounds memory with a large vocabulary
@@ -49,10 +51,8 @@ class HeldOutText:
 
 def held_out_text(frame: pd.DataFrame, scenario: Scenario, max_states: int | None = None) -> HeldOutText:
     """The teacher's text for the first `max_states` states of a split frame (ok rows only)."""
-    if "ok" in frame:
-        frame = frame[frame["ok"].fillna(False).astype(bool)]
-    frame = frame.head(max_states).reset_index(drop=True)
-    P = teacher_distribution(frame, [o.id for o in scenario.options])
+    frame = usable_rows(frame).head(max_states).reset_index(drop=True)
+    P = teacher_probs(frame, [o.id for o in scenario.options])
     answers = [scenario.options[k].text for k in P.argmax(axis=1)]
     notes = frame["explanation"] if "explanation" in frame else [None] * len(frame)
     explanations = [EXPLANATION_SEPARATOR + n.strip() if isinstance(n, str) and n.strip() else "" for n in notes]

@@ -5,7 +5,8 @@ probabilities ``Q``, both arrays of shape ``[N, K]``: one row per state, one
 column per answer option in the schema's order, each row summing to 1. ``K`` is
 any number of options >= 2; the first option is "the action". Lower is better
 for mse, mae, kl, ce, brier and ece; higher is better for pearson, spearman and
-agreement.
+agreement. `jsd` compares two distributions (any leading axes), e.g. a cell's mean
+decisions in the games report.
 """
 
 from __future__ import annotations
@@ -188,3 +189,20 @@ def gap_closed(P: np.ndarray, Q_base: np.ndarray, Q_tuned: np.ndarray, gap_min: 
         "gap_min": gap_min,
         "divergence": 1.0 - kl(P, Q_tuned) / kl_base if kl_base > 0 else None,
     }
+
+
+def jsd(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence in bits between the rows of P and Q (last axis: options), in
+    [0, 1]: scipy.spatial.distance.jensenshannon(p, q, base=2) ** 2 up to ~4e-16. Not scipy's
+    own: scipy takes the square root of a sum of KL terms that rounding can leave a hair below
+    zero, and so returns NaN for many nearly equal rows (measured: 1 to 48 % of random rows
+    that differ by up to 1e-9), where this clips each KL term at 0."""
+    P, Q = np.asarray(P, float), np.asarray(Q, float)
+    M = (P + Q) / 2
+    return (_kl_bits(P, M) + _kl_bits(Q, M)) / 2
+
+
+def _kl_bits(P: np.ndarray, M: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(P > 0, P * np.log2(P / M), 0.0)
+    return np.clip(terms.sum(axis=-1), 0.0, 1.0)

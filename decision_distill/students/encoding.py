@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import UserError
-from .schema import Feature, Schema
+from ..core.errors import UserError
+from ..data.schema import Feature, Schema
 
 PAD = 0
 
@@ -28,13 +28,6 @@ def densify(ids: torch.Tensor, values: torch.Tensor, vocab_size: int) -> torch.T
     standardised value for numbers). Padding carries value 0, so column PAD stays 0."""
     dense = torch.zeros(ids.shape[0], vocab_size, dtype=values.dtype, device=values.device)
     return dense.scatter_add_(1, ids, values)
-
-
-def _number_scale(feature: Feature) -> tuple[float, float]:
-    """(centre, half-width) mapping [low, high] onto [-1, 1]; identity when no range is known."""
-    if feature.low is None or feature.high is None or feature.high == feature.low:
-        return (feature.low or 0.0), 1.0
-    return (feature.low + feature.high) / 2, (feature.high - feature.low) / 2
 
 
 class FeatureEncoder:
@@ -110,7 +103,7 @@ class FeatureEncoder:
         if not np.isfinite(numbers).all():
             bad = column[~np.isfinite(numbers)].iloc[0]
             raise UserError(f"feature '{feature.name}': value {bad!r} is not a finite number")
-        centre, half_width = _number_scale(feature)
+        centre, half_width = feature.scale()
         ids = np.full((len(column), 1), self._number_ids[feature.name], dtype=np.int64)
         return ids, ((numbers - centre) / half_width).astype(np.float32)[:, None]
 

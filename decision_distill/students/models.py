@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import write_json
-from .encoding import PAD, FeatureEncoder, densify
-from .errors import UserError
+from ..core.atomic import write_json
+from ..core.errors import UserError
+from .encoding import FeatureEncoder, PAD, densify
 
 ARCHES = ("logreg", "mlp", "encoder", "decoder")
 WEIGHTS_FILE = "model.safetensors"

@@ -15,48 +15,23 @@ from typing import NamedTuple
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from dvclive import Live
 from tqdm import tqdm
 
-from .atomic import atomic_dir
+from ..core.atomic import atomic_dir
+from ..core.errors import UserError
+from ..core.params import Params, Train as TrainConfig
+from ..data.schema import Schema
+from ..data.split import read_split
 from .encoding import FeatureEncoder
-from .errors import UserError
-from .params import Params, Train as TrainConfig
-from .schema import Schema
-from .students import ARCHES, build_student, save_student
+from .losses import LOSSES, kl_divergence
+from .models import ARCHES, build_student, save_student
 
 EVAL_BATCH = 8192
 # Students are tiny: each op is too small to split across threads, and on a shared
 # machine extra threads spin against other processes (a transformer step measured 10x
 # slower with 2 threads than with 1 on a busy 2-core machine).
 TRAIN_THREADS = 1
-
-
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
-
-
-def probability_mse(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(F.softmax(logits, dim=-1), target)
-
-
-def kl_divergence(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean KL(teacher || student) in nats; 0 log 0 counts as 0."""
-    return (torch.special.xlogy(target, target).sum(dim=-1)).mean() + soft_cross_entropy(logits, target)
-
-
-LOSSES = {"soft_ce": soft_cross_entropy, "mse": probability_mse}
-
-
-def load_decisions(path: Path) -> pd.DataFrame:
-    """A split's rows whose teacher answer could be read."""
-    if not path.exists():
-        raise UserError(f"{path}: not found; run the split stage first")
-    frame = pd.read_parquet(path)
-    if "ok" in frame.columns:
-        frame = frame[frame["ok"].fillna(False).astype(bool)]
-    return frame
 
 
 @contextlib.contextmanager
@@ -87,7 +62,7 @@ def _train_student(arch: str, params: Params, splits_dir: Path, out_dir, live_di
     if arch not in ARCHES:
         raise UserError(f"unknown student architecture '{arch}'; choose one of {', '.join(ARCHES)}")
     encoder = FeatureEncoder(Schema.load(splits_dir / "features.json"))
-    train, val = (load_decisions(splits_dir / f"{name}.parquet") for name in ("train", "val"))
+    train, val = (read_split(splits_dir / f"{name}.parquet") for name in ("train", "val"))
     if train.empty:
         raise UserError(f"{splits_dir / 'train.parquet'}: no usable rows (all missing or ok=False)")
 

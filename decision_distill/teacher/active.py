@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .encoding import FeatureEncoder
-from .errors import UserError
-from .params import Active
-from .scenario import Scenario, State, state_key
-from .students import MLP
+from ..core.errors import UserError
+from ..core.params import Active
+from ..data.scenario import Scenario, State, state_key
+from ..students.encoding import FeatureEncoder
+from ..students.models import MLP
 
 Ask = Callable[[list[State]], list[dict]]  # states -> cache records (ok, probs, ...), through the cache
 POOL_SEED_OFFSET = 1_000_003  # candidate pools come from a stream apart from the main one
@@ -104,7 +104,7 @@ def candidate_pool(scenario: Scenario, n: int, seed: int, round_: int, exclude: 
     rng = np.random.default_rng([seed, POOL_SEED_OFFSET, round_])
     seen, out, misses = set(exclude), [], 0
     while len(out) < n and misses < 2000:
-        s = scenario._sample_one(rng)
+        s = scenario.sample_one(rng)
         key = state_key(s)
         if key in seen:
             misses += 1
@@ -160,7 +160,7 @@ def cached_ask(answer_fn: Callable[[State], list[float]], cache, name: str) -> A
     """An Ask for a teacher given as a function state -> probabilities (a synthetic teacher
     with known effects, for tests and bench/active_vs_random.py), through the answer cache
     like a real one: each state is answered once per `name`, whatever run asks it."""
-    from .answer_cache import answer_key
+    from ..lm.answer_cache import answer_key
 
     def ask(states: list[State]) -> list[dict]:
         keys = [answer_key(model=name, state=state_key(s)) for s in states]

@@ -1,31 +1,74 @@
-"""The generate stage: ask the teacher about every sampled state, through the cache.
+"""How a language model is asked about scenario states, through the answer cache.
 
-Resumable by construction: answers are committed to the answer cache chunk by
-chunk (BATCHES_PER_COMMIT batches), and the dataset is written (atomically)
-only from the cache at the end. A killed run loses at most one chunk; the rerun
-asks only what is missing, and the dataset can hold no lost or duplicated row.
+`Readout` is how one model is asked and read: the teacher with params' teacher section
+(`Readout.teacher`), the small LM student with its own precision and batch size
+(`Readout.slm`), a stability run with another readout (`.with_(readout=...)`). From it come
+the prompts (`build_prompts`), the option texts the token readout reads, and the answer
+cache's key of every prompt (`answer_keys`): everything that changes an answer's numbers,
+so no answer is ever served for another model, precision or library.
+
+Asking is resumable: answers are committed to the cache chunk by chunk
+(BATCHES_PER_COMMIT batches), so a killed run loses at most one chunk and the rerun
+asks only what is missing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
-from .answer_cache import AnswerCache, answer_key
-from .atomic import write_json, write_parquet
-from .errors import UserError
-from .params import Params
-from .model_source import read_teacher_json
-from .scenario import Scenario, State
-from .runtime import pick_device, resolve_dtype, software_versions
-from .teacher import load_causal_lm
-from .verbalized import GENERATION_VERSION, VerbalizedReader
+from ..core.errors import UserError
+from ..core.params import Params
+from ..data.scenario import Scenario, State
+from ..lm.answer_cache import AnswerCache, answer_key
+from ..lm.load import load_causal_lm
+from ..lm.runtime import resolve_dtype, software_versions
+from ..lm.source import read_model_json
+from ..lm.verbalized import GENERATION_VERSION, VerbalizedReader
 
-MIN_USEFUL_P_STD = 0.05
+
+@dataclass(frozen=True)
+class Readout:
+    """How one model is asked and read: the settings that shape its prompts and answers
+    (and so its answer-cache keys), and how it is loaded."""
+
+    readout: str  # "tokens" | "verbalized"
+    chat_template: bool
+    batch_size: int
+    dtype: str  # as params give it ("auto" included); keys hold what it resolves to
+    device: str
+    quantize: str  # how the weights are loaded: "none" | "4bit"
+    trust_remote_code: bool
+    max_new_tokens: int  # verbalized only
+    temperature: float  # verbalized only
+    seed: int  # the torch seed of sampled verbalized answers
+
+    @classmethod
+    def teacher(cls, params: Params) -> "Readout":
+        """The teacher as params' teacher section asks it."""
+        t = params.teacher
+        return cls(readout=t.readout, chat_template=t.chat_template, batch_size=t.batch_size, dtype=t.dtype,
+                   device=t.device, quantize="none", trust_remote_code=t.trust_remote_code,
+                   max_new_tokens=t.max_new_tokens, temperature=t.temperature, seed=params.generate.seed)
+
+    @classmethod
+    def slm(cls, params: Params) -> "Readout":
+        """The small LM student: read like a token-readout teacher on the plain prompt, in its
+        own precision and batch size (slm.dtype, .device, .quantize, .batch_size), never the
+        teacher's."""
+        t, s = params.teacher, params.slm
+        return cls(readout="tokens", chat_template=False, batch_size=s.batch_size, dtype=s.dtype, device=s.device,
+                   quantize=s.quantize, trust_remote_code=s.trust_remote_code, max_new_tokens=t.max_new_tokens,
+                   temperature=t.temperature, seed=params.generate.seed)
+
+    def with_(self, **changes) -> "Readout":
+        return dataclasses.replace(self, **changes)
+
+
 BATCHES_PER_COMMIT = 16  # batches per cache commit: a kill loses at most this much work
 
 
@@ -38,12 +81,12 @@ class Prompts:
         return self.prefix + "".join(self.suffixes[i])
 
 
-def build_prompts(scenario: Scenario, states: list[State], params: Params, tokenizer=None) -> Prompts:
+def build_prompts(scenario: Scenario, states: list[State], readout: Readout, tokenizer=None) -> Prompts:
     """Completion-style prompts, or the tokenizer's chat template around them."""
-    verbal = params.teacher.readout == "verbalized"
+    verbal = readout.readout == "verbalized"
     prefix = scenario.verbalized_prefix() if verbal else scenario.token_prefix()
     cases = [scenario.describe_parts(s) for s in states]
-    if not params.teacher.chat_template:
+    if not readout.chat_template:
         return Prompts(prefix, cases)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise UserError("teacher.chat_template: this tokenizer has no chat template; set it to false")
@@ -55,12 +98,12 @@ def build_prompts(scenario: Scenario, states: list[State], params: Params, token
     return Prompts(head, [(h, t + tail) for h, t in cases])
 
 
-def option_texts(scenario: Scenario, params: Params, tokenizer) -> list[str]:
+def option_texts(scenario: Scenario, readout: Readout, tokenizer) -> list[str]:
     """The options' texts as they follow build_prompts' prompt: the scenario's own texts
     (" Yes", completing "...:"), or, after a chat template's generation prompt, where the
     model begins its own reply, the text without its leading space ("Yes")."""
     texts = [o.text for o in scenario.options]
-    if not params.teacher.chat_template:
+    if not readout.chat_template:
         return texts
     for i, text in enumerate(texts):
         n = len(tokenizer(text.lstrip(), add_special_tokens=False).input_ids)
@@ -72,17 +115,17 @@ def option_texts(scenario: Scenario, params: Params, tokenizer) -> list[str]:
     return [t.lstrip() for t in texts]
 
 
-def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: Params,
-                samples: list[dict] | None = None, quantize: str = "none") -> list[str]:
+def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, readout: Readout,
+                samples: list[dict] | None = None) -> list[str]:
     """The answer cache's key for each prompt: everything that changes the numbers, so an
     answer is never served for another model, precision or library. `samples` (one dict per
     prompt, e.g. the repeat index and seed of a sampled answer) tells apart answers to the
-    same prompt; `quantize` is how the model was loaded (load_causal_lm's quantize)."""
-    t = params.teacher
+    same prompt."""
+    t = readout
     # The resolved dtype (never "auto"): answers computed in bfloat16 are not float32 answers.
     settings = {"readout": t.readout, "options": [o.text for o in scenario.options],
                 "dtype": resolve_dtype(t.dtype, t.device),
-                "quantize": quantize, "chat_template": t.chat_template, "software": software_versions()}
+                "quantize": t.quantize, "chat_template": t.chat_template, "software": software_versions()}
     if t.readout == "verbalized":
         settings |= {"max_new_tokens": t.max_new_tokens, "temperature": t.temperature,
                      "key": scenario.verbalized_key, "generation": GENERATION_VERSION}
@@ -93,12 +136,12 @@ def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, params: 
             for i in range(len(prompts.suffixes))]
 
 
-def ask_teacher(teacher, scenario: Scenario, params: Params, prompts: Prompts, todo: list[int], progress):
-    """Yield (indices, answers) chunk by chunk for the states in `todo`; `progress(n)`
-    is called as each batch of n states is done."""
-    t = params.teacher
+def ask_model(model, scenario: Scenario, readout: Readout, prompts: Prompts, todo: list[int], progress):
+    """Yield (indices, answers) chunk by chunk for the states in `todo`, asking `model` (a
+    LoadedModel) as `readout` says; `progress(n)` is called as each batch of n states is done."""
+    t = readout
     if t.readout == "tokens":
-        scorer = teacher.scorer(option_texts(scenario, params, teacher.tokenizer), t.batch_size)
+        scorer = model.scorer(option_texts(scenario, readout, model.tokenizer), t.batch_size)
         # Large chunks let the scorer share heads and sort by length across many
         # states; each chunk is committed to the cache as a whole.
         chunk = t.batch_size * BATCHES_PER_COMMIT
@@ -111,10 +154,10 @@ def ask_teacher(teacher, scenario: Scenario, params: Params, prompts: Prompts, t
                 for j in range(len(idx))
             ]
     else:
-        reader = VerbalizedReader(teacher, scenario.verbalized_key, t.max_new_tokens, t.temperature, t.batch_size)
+        reader = VerbalizedReader(model, scenario.verbalized_key, t.max_new_tokens, t.temperature, t.batch_size)
         for start in range(0, len(todo), t.batch_size):
             idx = todo[start : start + t.batch_size]
-            parsed = reader.answer(prompts.prefix, [prompts.suffixes[i] for i in idx], seed=params.generate.seed)
+            parsed = reader.answer(prompts.prefix, [prompts.suffixes[i] for i in idx], seed=t.seed)
             progress(len(idx))
             yield idx, [verbalized_answer(p) for p in parsed]
 
@@ -125,11 +168,11 @@ def missing(cache: AnswerCache, keys: list[str]) -> list[int]:
     return [i for i, k in enumerate(keys) if k not in known]
 
 
-def ask_into_cache(teacher, scenario: Scenario, params: Params, prompts: Prompts, keys: list[str],
+def ask_into_cache(model, scenario: Scenario, readout: Readout, prompts: Prompts, keys: list[str],
                    todo: list[int], cache: AnswerCache, desc: str = "teacher") -> None:
-    """Ask the teacher about the prompts in `todo`, committing each chunk to the cache."""
+    """Ask `model` about the prompts in `todo`, committing each chunk to the cache."""
     with tqdm(total=len(todo), desc=desc, unit="state") as bar:
-        for idx, answers in ask_teacher(teacher, scenario, params, prompts, todo, bar.update):
+        for idx, answers in ask_model(model, scenario, readout, prompts, todo, bar.update):
             cache.put_many({keys[i]: a for i, a in zip(idx, answers)})
 
 
@@ -146,91 +189,25 @@ def teacher_answers(teacher_dir: str | Path, scenario: Scenario, states: list[St
     `cache`: the teacher is loaded (by `load`, load_causal_lm's signature) only when some state
     is not answered yet. A caller that asks again and again (a simulation, tick by tick)
     passes a `load` that keeps the model, and report=False to skip the per-call summary."""
-    t = params.teacher
+    t = Readout.teacher(params)
     if t.readout == "verbalized" and t.temperature > 0:
         # One dataset row per state, keyed without a seed: a sampled answer would depend on
         # which states happened to share a batch, so a resumed run would not be the same run.
         raise UserError(f"teacher.temperature: {t.temperature:g} would sample each state's verbalized answer "
                         "unseeded (a resumed run would differ); set it to 0, the stability stage measures "
                         "sampling with its own seeded repeats")
-    fingerprint = read_teacher_json(teacher_dir)["fingerprint"]
+    fingerprint = read_model_json(teacher_dir)["fingerprint"]
     teacher = None
     if t.chat_template:  # the prompt text itself depends on the tokenizer
         teacher = load(teacher_dir, t.dtype, t.device, t.trust_remote_code)
-    prompts = build_prompts(scenario, states, params, teacher.tokenizer if teacher else None)
-    keys = answer_keys(fingerprint, prompts, scenario, params)
+    prompts = build_prompts(scenario, states, t, teacher.tokenizer if teacher else None)
+    keys = answer_keys(fingerprint, prompts, scenario, t)
     todo = missing(cache, keys)
     if report:
         print(f"{scenario.name}: {len(states)} states, {len(states) - len(todo)} answered before "
               f"(cache {cache.path}), {len(todo)} to ask", flush=True)
     if todo:
         teacher = teacher or load(teacher_dir, t.dtype, t.device, t.trust_remote_code)
-        ask_into_cache(teacher, scenario, params, prompts, keys, todo, cache, desc=desc)
+        ask_into_cache(teacher, scenario, t, prompts, keys, todo, cache, desc=desc)
     answers = cache.get_many(keys)
     return [answers[k] for k in keys]
-
-
-def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_dataset: str | Path,
-             out_schema: str | Path, out_metrics: str | Path) -> dict:
-    t = params.teacher
-    if t.readout == "verbalized" and len(scenario.options) != 2:
-        raise UserError("teacher.readout: verbalized needs a two-option scenario; use tokens")
-    g = params.generate
-    cache = AnswerCache(g.cache)
-    reserved = None
-    try:
-        if g.strategy == "active":  # imported here: the default random run needs none of it
-            from .active import active_states
-            states, answers, reserved = active_states(
-                scenario, g.states, g.seed, g.active,
-                lambda some: teacher_answers(teacher_dir, scenario, some, params, cache))
-        else:
-            states = scenario.sample_states(g.states, g.seed)
-            answers = teacher_answers(teacher_dir, scenario, states, params, cache)
-    finally:
-        cache.close()
-    questions = [scenario.describe(s) for s in states]
-    frame = decisions_frame(scenario, states, questions, answers, t.readout)
-    if reserved is not None:  # the split stage puts exactly these random states in test
-        frame["reserved_test"] = reserved
-    # the runtime the answers were computed in (teacher.dtype and .device as resolved on this machine)
-    metrics = teacher_metrics(frame, scenario, t.readout) | {"dtype": resolve_dtype(t.dtype, t.device),
-                                                             "device": pick_device(t.device).type}
-    write_parquet(frame, out_dataset)
-    scenario.schema().save(out_schema)
-    write_json(metrics, out_metrics)
-    if metrics["p_std"] is not None and metrics["p_std"] < MIN_USEFUL_P_STD:
-        print(f"warning: the teacher's P(action) barely varies across states (p_std={metrics['p_std']:.3f}); "
-              "every student will look perfect. Improve the prompt or use a stronger teacher.", flush=True)
-    return metrics
-
-
-def decisions_frame(scenario: Scenario, states: list[State], questions: list[str], answers: list[dict],
-                    readout: str) -> pd.DataFrame:
-    """The dataset contract of decision_distill.schema, one row per state."""
-    rows = []
-    for state_id, (state, question, a) in enumerate(zip(states, questions, answers)):
-        row = {"state_id": state_id, **state}
-        probs = a["probs"] or [None] * len(scenario.options)
-        row.update({f"p_{o.id}": p for o, p in zip(scenario.options, probs)})
-        row.update(ok=a["ok"], option_mass=a["option_mass"], logodds=a["logodds"], question=question)
-        if readout == "verbalized":
-            row.update(explanation=a["explanation"], raw=a["raw"], error=a["error"])
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    for col in [f"p_{o.id}" for o in scenario.options] + ["option_mass", "logodds"]:
-        frame[col] = frame[col].astype("float64")
-    return frame
-
-
-def teacher_metrics(frame: pd.DataFrame, scenario: Scenario, readout: str) -> dict:
-    ok = frame[frame["ok"]]
-    p_action = ok[f"p_{scenario.options[0].id}"]
-    return {
-        "states": int(len(frame)),
-        "readout": readout,
-        "p_std": float(p_action.std(ddof=0)) if len(ok) else None,
-        "p_mean": float(p_action.mean()) if len(ok) else None,
-        "option_mass_mean": float(ok["option_mass"].mean()) if readout == "tokens" and len(ok) else None,
-        "parse_failures": int((~frame["ok"]).sum()),
-    }

@@ -53,7 +53,7 @@ def time_dtype(args, params, scenario, dtype: str, frozen: str = "float32") -> d
     module = lora.AnswerReadout(lora.with_lora(slm.model, params.lora, "lora.target_modules"), scorer.option_ids)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=params.lora.lr)
     module, optimizer = accelerator.prepare(module, optimizer)
-    run = lora._Run(params, accelerator, module, optimizer, scorer.pad_id, train, val, "bench")
+    run = lora.TrainingRun(params, accelerator, module, optimizer, scorer.pad_id, train, val, "bench")
 
     run.step(1)  # warm-up: first-call allocations
     started = time.perf_counter()

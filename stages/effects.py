@@ -8,7 +8,7 @@ On the test split (a random sample the students never trained on) it writes
                              teacher, each student, and diff:<student> (student minus teacher)
   effects/importance.csv     permutation importance per student and feature group
   effects/effects.png        forest plot: effect per value, teacher vs students, with intervals
-See decision_distill/effects.py for the estimators.
+See decision_distill/evaluation/effects.py for the estimators.
 """
 
 import argparse

@@ -22,7 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "Predict the test split and each non-empty split.holdouts split with every student "
             f"({', '.join(ARCHITECTURES)}) and, unless slm.enabled is false, the base and merged small LM "
             "(slm_base, slm_tuned; answers kept in generate.cache), and compare with the teacher: mse, mae, "
-            "pearson, spearman, kl, ce, brier, ece, agreement (defined in decision_distill/metrics.py); "
+            "pearson, spearman, kl, ce, brier, ece, agreement (defined in decision_distill/stats/metrics.py); "
             "slm_tuned also gets gap_closed, the share of slm_base's distance to the teacher it removed."
         )
     )

@@ -5,7 +5,7 @@ split of the evaluate stage is broken down cell by cell: each model's mean decis
 Jensen-Shannon divergence to the teacher, with bootstrap intervals, and slm_tuned's guarded
 gap-closed share. The scenario's `zero_shot` files (the public-goods game), never trained on,
 are answered by the teacher and both small LMs and reported the same way. A scenario without
-cells (the ice-cream default) gets a one-line "skipped" record. See decision_distill/games.py.
+cells (the ice-cream default) gets a one-line "skipped" record. See decision_distill/evaluation/games.py.
 """
 
 from __future__ import annotations

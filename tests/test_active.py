@@ -135,11 +135,11 @@ ACTIVE_RAW = {"strategy": "active", "states": 60,
 
 
 def test_generate_stage_with_the_tiny_teacher_is_killed_and_resumes_to_the_same_dataset(tmp_path, tiny_teacher):
-    from test_generate import _cached, _kill_when, _run_stage
+    from generate_runs import cached_answers, kill_when, run_generate_stage
 
     raw = {"teacher": {"batch_size": 1, "device": "cpu"},
            "generate": {**ACTIVE_RAW, "cache": str(tmp_path / "clean.sqlite")}}
-    assert _run_stage(tmp_path, raw, tmp_path / "clean", tiny_teacher).wait(timeout=300) == 0
+    assert run_generate_stage(tmp_path, raw, tmp_path / "clean", tiny_teacher).wait(timeout=300) == 0
     clean = pd.read_parquet(tmp_path / "clean/d.parquet")
     assert len(clean) == 60 and clean["reserved_test"].sum() == 20 and clean["reserved_test"].iloc[:20].all()
 
@@ -148,9 +148,9 @@ def test_generate_stage_with_the_tiny_teacher_is_killed_and_resumes_to_the_same_
     out = tmp_path / "killed"
     kills = 0
     for answers in (16, 30):  # in the reserve, then once the seed states are in (round 0 begins)
-        kills += _kill_when(_run_stage(tmp_path, killed, out, tiny_teacher), cache, answers, 0.0)
+        kills += kill_when(run_generate_stage(tmp_path, killed, out, tiny_teacher), cache, answers, 0.0)
     assert kills >= 1 and not (out / "d.parquet").exists()
-    assert 0 < _cached(cache) < 60
-    assert _run_stage(tmp_path, killed, out, tiny_teacher).wait(timeout=300) == 0
+    assert 0 < cached_answers(cache) < 60
+    assert run_generate_stage(tmp_path, killed, out, tiny_teacher).wait(timeout=300) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(out / "d.parquet"), clean)
-    assert _cached(cache) == 60  # every state asked once: the replay found the rest cached
+    assert cached_answers(cache) == 60  # every state asked once: the replay found the rest cached

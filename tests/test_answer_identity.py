@@ -18,7 +18,9 @@ import yaml
 from decision_distill.core.errors import UserError
 from decision_distill.core.params import parse_params
 from decision_distill.data.scenario_file import load_scenario
-from decision_distill.lm import load as teacher_module, runtime as runtime_module
+from decision_distill.lm import load as load_module
+from decision_distill.lm import runtime as runtime_module
+from decision_distill.lm import scorer as scorer_module
 from decision_distill.lm.answer_cache import AnswerCache
 from decision_distill.lm.source import download, fingerprint_dir
 from decision_distill.personas.cache_keys import persona_key
@@ -34,8 +36,8 @@ STATES = SCENARIO.sample_states(6, seed=0)
 def asked(monkeypatch) -> list[int]:
     """States the token scorer actually ran (not served from the cache)."""
     counts: list[int] = []
-    real = teacher_module.TokenScorer._score_batch
-    monkeypatch.setattr(teacher_module.TokenScorer, "_score_batch",
+    real = scorer_module.TokenScorer._score_batch
+    monkeypatch.setattr(scorer_module.TokenScorer, "_score_batch",
                         lambda self, rows, *rest: counts.append(len(rows)) or real(self, rows, *rest))
     return counts
 
@@ -91,7 +93,7 @@ def test_auto_dtype_is_float32_whatever_the_processor(tmp_path, tiny_teacher, as
 
 
 def test_auto_loads_float32(tiny_teacher):
-    loaded = teacher_module.load_causal_lm(tiny_teacher, "auto", "cpu")
+    loaded = load_module.load_causal_lm(tiny_teacher, "auto", "cpu")
     assert loaded.dtype == "float32"
     assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
 

@@ -1,22 +1,13 @@
-import contextlib
-import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from decision_distill.core.params import parse_params
 from decision_distill.data.scenario_file import load_scenario
-from decision_distill.lm import load as teacher_module
+from decision_distill.lm import scorer as scorer_module
 from decision_distill.lm.verbalized import VerbalizedReader, parse_verbalized
 from decision_distill.teacher.generate import generate
+from generate_runs import cached_answers, kill_when, run_generate_stage
 
 SCENARIO = "scenarios/ice_cream.yaml"
 
@@ -33,8 +24,8 @@ def run_generate(params, teacher_dir, out):
 
 def test_more_states_later_asks_only_the_new_ones(tmp_path, tiny_teacher, monkeypatch):
     asked = []
-    real = teacher_module.TokenScorer._score_batch
-    monkeypatch.setattr(teacher_module.TokenScorer, "_score_batch",
+    real = scorer_module.TokenScorer._score_batch
+    monkeypatch.setattr(scorer_module.TokenScorer, "_score_batch",
                         lambda self, rows, *rest: asked.append(len(rows)) or real(self, rows, *rest))
     _, small = params_for(tmp_path, states=20)
     _, large = params_for(tmp_path, states=40)
@@ -62,65 +53,15 @@ def test_dataset_follows_the_contract(tmp_path, tiny_teacher):
     assert isinstance(frame.traits.iloc[0].tolist(), list)
 
 
-def _run_stage(tmp_path, params_raw, out_dir, teacher_dir):
-    params_file = out_dir / "params.yaml"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    params_file.write_text(yaml.safe_dump(params_raw))
-    with (out_dir / "stderr.log").open("a") as log:  # a file, not a pipe: a pipe nobody reads can block
-        return subprocess.Popen(
-            [sys.executable, "stages/generate.py", "--params", str(params_file), "--teacher", str(teacher_dir),
-             "--dataset", str(out_dir / "d.parquet"), "--schema", str(out_dir / "f.json"),
-             "--metrics", str(out_dir / "m.json")],
-            stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def _cached(path) -> int:
-    """Answers in the cache; also proves the file is a sound SQLite database of JSON values."""
-    if not path.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'answers'").fetchone():
-            return 0  # killed before the table was created
-        values = [json.loads(v) for (v,) in db.execute("SELECT value FROM answers")]
-    assert all(v["ok"] and len(v["probs"]) == 2 for v in values)
-    return len(values)
-
-
-def _count(path) -> int:
-    if not path.exists():  # connecting would create it
-        return 0
-    try:
-        with contextlib.closing(sqlite3.connect(path)) as db:
-            return db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-    except sqlite3.OperationalError:  # no table yet
-        return 0
-
-
 KILLS = 20
 STATES = 1200
-
-
-def _kill_when(proc, cache, answers: int, delay: float, limit: float = 60.0) -> bool:
-    """SIGKILL `proc` `delay` seconds after the cache holds `answers` answers; False if it finished first."""
-    deadline = time.monotonic() + limit
-    while proc.poll() is None and _count(cache) < answers and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        code = proc.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return True
-    assert code == 0, "generate failed on its own"
-    return False
 
 
 @pytest.mark.slow
 def test_generate_killed_at_20_random_moments_resumes_to_the_identical_dataset(tmp_path, tiny_teacher):
     raw, _ = params_for(tmp_path, states=STATES)
     raw["teacher"]["batch_size"] = 1  # a cache commit every 16 states: many moments in between
-    assert _run_stage(tmp_path, raw, tmp_path / "clean", tiny_teacher).wait(timeout=300) == 0
+    assert run_generate_stage(tmp_path, raw, tmp_path / "clean", tiny_teacher).wait(timeout=300) == 0
     clean = pd.read_parquet(tmp_path / "clean/d.parquet")
 
     # A moment is "once the cache holds n answers, plus a random delay": n = 0 lands in
@@ -133,19 +74,19 @@ def test_generate_killed_at_20_random_moments_resumes_to_the_identical_dataset(t
     out = tmp_path / "killed"
     kills, progress = 0, []
     for n, delay in zip(answers, delays):
-        kills += _kill_when(_run_stage(tmp_path, killed_raw, out, tiny_teacher), cache, n, delay)
-        progress.append(_cached(cache))
+        kills += kill_when(run_generate_stage(tmp_path, killed_raw, out, tiny_teacher), cache, n, delay)
+        progress.append(cached_answers(cache))
         if (out / "d.parquet").exists():  # only ever a complete dataset, never a half-written one
             pd.testing.assert_frame_equal(pd.read_parquet(out / "d.parquet"), clean)
     print(f"{kills} of {KILLS} runs killed; answers cached after each: {progress}")
     assert kills >= KILLS - 4
     assert sum(0 < n < STATES for n in progress) >= KILLS // 2  # most kills interrupted the teacher's work
 
-    assert _run_stage(tmp_path, killed_raw, out, tiny_teacher).wait(timeout=300) == 0
+    assert run_generate_stage(tmp_path, killed_raw, out, tiny_teacher).wait(timeout=300) == 0
     resumed = pd.read_parquet(out / "d.parquet")
     pd.testing.assert_frame_equal(resumed, clean)
     assert resumed.state_id.is_unique and len(resumed) == STATES
-    assert _cached(cache) == STATES
+    assert cached_answers(cache) == STATES
 
 
 def test_verbalized_readout_keeps_parsed_numbers_and_counts_failures(tmp_path, tiny_teacher, monkeypatch):

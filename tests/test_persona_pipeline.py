@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from test_pipeline import PROJECT_FILES, REPO, run, sh
+from test_pipeline import PROJECT_FILES, REPO, project_env, run, sh
 
 TWO = ["Margaret_Okafor", "Walter_Henning"]
 
@@ -99,5 +99,5 @@ def _ran(log: str) -> set[str]:
 def _review(root: Path, persona: str, script: str, redo: bool = False) -> None:
     """The review CLI with scripted answers (one decision a line; input ending quits and keeps what was decided)."""
     result = subprocess.run([sys.executable, "stages/review.py", "--persona", persona, *(["--redo"] if redo else [])],
-                            cwd=root, input=script, capture_output=True, text=True)
+                            cwd=root, input=script, capture_output=True, text=True, env=project_env(root))
     assert result.returncode == 0, result.stderr

@@ -19,10 +19,18 @@ STAGES = ["check", "runtime", "download@teacher", "download@slm", "generate", "s
           "lora-train", "merge", "perplexity", "stability", "evaluate", "effects", "games", "plot", "simulate"]
 
 
+def project_env(root: Path, **extra: str) -> dict[str, str]:
+    """The environment a command runs in inside a project copy: the copy's own decision_distill
+    first on the import path (the stages import the package, and the copy is what DVC hashes),
+    ahead of whichever checkout the installed package points at."""
+    path = os.pathsep.join(p for p in (str(Path(root).resolve()), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def run(*cmd, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
+    env = project_env(cwd, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                      GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+                      GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
 
 

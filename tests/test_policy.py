@@ -83,11 +83,11 @@ def test_teacher_policy_asks_each_distinct_state_once(tiny_teacher, tmp_path):
 
 
 def test_teacher_policy_loads_its_model_once(tiny_teacher, tmp_path, monkeypatch):
-    from decision_distill.lm import load as teacher_module
+    from decision_distill.lm import load as load_module
 
     loads = []
-    original = teacher_module.load_causal_lm
-    monkeypatch.setattr(teacher_module, "load_causal_lm", lambda *a, **k: loads.append(a) or original(*a, **k))
+    original = load_module.load_causal_lm
+    monkeypatch.setattr(load_module, "load_causal_lm", lambda *a, **k: loads.append(a) or original(*a, **k))
     scenario = load_scenario(ICE)
     params = parse_params({"generate": {"cache": str(tmp_path / "cache.sqlite")}})
     cache = AnswerCache(params.generate.cache)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from test_pipeline import PROJECT_FILES, REPO, ran, sh
+from test_pipeline import PROJECT_FILES, REPO, project_env, ran, sh
 
 DATASET = ("data/decisions.parquet", "data/features.json", "data/splits")
 BUCKET = "datasets"
@@ -25,8 +25,8 @@ FAKE_AWS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_D
 
 def dvc_fails(*args, cwd) -> str:
     """Run dvc expecting failure; return its output."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1"}
+    env = project_env(cwd, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                      DVC_NO_ANALYTICS="1")
     result = subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode != 0, f"dvc {' '.join(args)} succeeded:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr

@@ -19,6 +19,7 @@ import yaml
 
 from decision_distill.core.atomic import write_parquet
 from decision_distill.data.scenario_file import load_scenario
+from test_pipeline import project_env
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["params.yaml", "stages", "decision_distill", "scenarios"]
@@ -54,7 +55,7 @@ def _set_order(hashseed: str) -> str:
 
 
 def _run(root: Path, hashseed: str, *cmd: str) -> None:
-    env = {**os.environ, "PYTHONHASHSEED": hashseed, "OMP_NUM_THREADS": "1"}
+    env = project_env(root, PYTHONHASHSEED=hashseed, OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, *cmd], cwd=root, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 

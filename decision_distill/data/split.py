@@ -77,7 +77,7 @@ def split_decisions(dataset: str | Path, schema_path: str | Path, spec: Split, o
 def _write_reserved(in_dist, usable, masks, keys, rng, spec: Split, schema_path, out_dir, frame) -> dict:
     """generate.strategy active: the dataset is biased towards where students disagreed, so
     evaluating on a random share of it would be biased too. Test is the reserved random
-    sample (decision_distill.active); val, used only to stop training, is drawn from the rest."""
+    sample (decision_distill.teacher.active); val, used only to stop training, is drawn from the rest."""
     reserved = in_dist["reserved_test"].fillna(False).astype(bool).to_numpy()
     if not reserved.any():
         raise UserError("split: the dataset marks no reserved_test states; raise generate.active.reserve above 0")

@@ -8,7 +8,7 @@ cap of 25 per person did not hold: here the cap is applied before anything is ge
 and checked again before anything is written).
 
 Resumable: every P(yes) batch and every generated line goes to the answer cache as soon
-as it is computed (keys: decision_distill.personas.answers), so a killed run's rerun
+as it is computed (keys: decision_distill.personas.cache_keys), so a killed run's rerun
 scores and generates only what is missing and writes the same files.
 """
 

@@ -20,7 +20,7 @@ checkpoint's history, so a step is never logged twice.
 Runs under `accelerate launch` (DDP or FSDP over GPUs); every process takes its
 share of each global batch.
 
-Over 300 lines until its training loop (`_Run`) joins persona-train's in one LoRA trainer
+Over 300 lines until its training loop (`TrainingRun`) joins persona-train's in one LoRA trainer
 (decision_distill.lora), the step of issue 24 that follows the package layout.
 """
 
@@ -223,7 +223,7 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
                            scorer.option_ids)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=params.lora.lr)
     module, optimizer = accelerator.prepare(module, optimizer)
-    run = _Run(params, accelerator, module, optimizer, scorer.pad_id, train, val, fp)
+    run = TrainingRun(params, accelerator, module, optimizer, scorer.pad_id, train, val, fp)
 
     if accelerator.is_main_process:
         clear_stale(checkpoints, fp)
@@ -250,7 +250,7 @@ def _load_splits(splits_dir: Path, group: tuple[str, str] | None) -> dict[str, p
     return frames
 
 
-class _Run:
+class TrainingRun:
     """The training loop over global steps, with the bookkeeping that makes it resumable."""
 
     def __init__(self, params: Params, accelerator, module, optimizer, pad_id: int, train: Examples,

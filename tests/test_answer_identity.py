@@ -22,7 +22,7 @@ from decision_distill.lm import load as load_module
 from decision_distill.lm import runtime as runtime_module
 from decision_distill.lm import scorer as scorer_module
 from decision_distill.lm.answer_cache import AnswerCache
-from decision_distill.lm.source import download, fingerprint_dir
+from decision_distill.lm.source import download, fingerprint_dir, is_model_dir, is_model_marker, read_model_json
 from decision_distill.personas.cache_keys import persona_key
 from decision_distill.slm.answers import slm_answers
 from decision_distill.teacher.ask import teacher_answers
@@ -210,6 +210,25 @@ def test_an_unchanged_dir_is_fingerprinted_again_without_reading_its_files(tmp_p
     (model / "model.safetensors").write_bytes(os.urandom(3 * MIB))
     os.utime(model / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert fingerprint_dir(model) != first
+
+
+def test_model_json_keeps_the_fingerprint_it_had_as_teacher_json(tmp_path):
+    # A local model pointing at a directory the pipeline made (a merged SLM as teacher) holds
+    # its metadata file, same bytes, under the new name: its fingerprint, and so its cached
+    # answers, must not change with the rename.
+    for name, meta in (("old", "teacher.json"), ("new", "model.json")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"weights")
+        (tmp_path / name / meta).write_text('{"source": "merged", "fingerprint": "merged:sha256:x"}')
+    assert fingerprint_dir(tmp_path / "old") == fingerprint_dir(tmp_path / "new")
+
+
+def test_a_model_directory_written_before_model_json_asks_for_its_download_stage(tmp_path):
+    (tmp_path / "teacher.json").write_text('{"source": "hub", "path": ".", "fingerprint": "hub:x@0"}')
+    for check in (read_model_json, is_model_dir, is_model_marker):
+        with pytest.raises(UserError, match=r"teacher\.json.*model\.json; rerun its download stage"):
+            check(tmp_path)
+    assert not is_model_dir(tmp_path / "nothing-here")
 
 
 def test_a_local_model_changed_in_place_is_refused_not_answered_from_the_cache(tmp_path, tiny_teacher, asked):

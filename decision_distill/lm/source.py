@@ -19,7 +19,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -188,24 +188,29 @@ def fingerprint_dir(path: Path) -> str:
     except (OSError, ValueError):
         memo = {}
     digest, changed = hashlib.sha256(), False
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in MODEL_FILES):
+    files = [(_hashed_name(p.relative_to(path)), p) for p in path.rglob("*") if p.is_file() and p.suffix in MODEL_FILES]
+    for name, file in sorted(files):
         st = file.stat()
         stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         entry = memo.get(str(file.resolve()))
         if not (isinstance(entry, dict) and entry.get("stamp") == stamp):
             entry = {"stamp": stamp, "sha256": _file_sha256(file)}
             memo[str(file.resolve())], changed = entry, True
-        name = file.relative_to(path).as_posix()
-        # A pipeline-made directory's model.json is hashed under its old name (same bytes): a
-        # local model fingerprinted before the rename keeps its fingerprint and cached answers.
-        name = LEGACY_MODEL_JSON if name == MODEL_JSON else name
-        digest.update(f"{name}:{entry['sha256']}\n".encode())
+        digest.update(f"{name.as_posix()}:{entry['sha256']}\n".encode())
     if changed:
         try:  # a memo that cannot be written only costs a rehash next time
             write_json(memo, memo_path)
         except OSError:
             pass
     return digest.hexdigest()[:32]
+
+
+def _hashed_name(relative: Path) -> PurePosixPath:
+    """A file's name in the fingerprint. A pipeline-made directory's model.json is hashed (and
+    ordered) under its old name, teacher.json (same bytes): a local model fingerprinted before
+    the rename keeps its fingerprint, and so its cached answers."""
+    name = PurePosixPath(relative.as_posix())
+    return PurePosixPath(LEGACY_MODEL_JSON) if name == PurePosixPath(MODEL_JSON) else name
 
 
 def _file_sha256(file: Path) -> str:

@@ -1,7 +1,7 @@
 """check stage: validate params.yaml and the scenario files before any other stage runs.
 
 Checks every params key (decision_distill.core.params), the scenario file and the
-zero-shot scenarios it names (decision_distill.data.scenario), and the stability
+zero-shot scenarios it names (decision_distill.data.scenario_file), and the stability
 settings that only make sense together or against the scenario.
 
 Every other stage depends on --out, so a rejected value (`dvc exp run -S

@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def slm_students(args: argparse.Namespace, params: Params) -> SLMStudents | None:
-    """The SLM rows (decision_distill.evaluation.evaluate.slm_model_dirs), or None when there are none."""
+    """The SLM rows (decision_distill.slm.answers.slm_model_dirs), or None when there are none."""
     models = slm_model_dirs(params, args.slm_base, args.slm_tuned)
     return SLMStudents(params, models) if models else None
 

@@ -52,8 +52,9 @@ def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path, persona_weig
         sh(*cmd, cwd=root)
     log = sh("dvc", "repro", "personas/dvc.yaml:persona-perplexity", "personas/dvc.yaml:persona-extract",
              "personas/dvc.yaml:persona-votes", cwd=root)
-    expected = {"check", "download@teacher", "download@slm", "persona-split", "persona-perplexity", "persona-extract",
-                "persona-votes", *(f"persona-{s}@{p}" for s in ("train", "merge") for p in TWO)}
+    # runtime: every model-loading persona stage depends on data/runtime.json (dvc.yaml's runtime stage)
+    expected = {"check", "runtime", "download@teacher", "download@slm", "persona-split", "persona-perplexity",
+                "persona-extract", "persona-votes", *(f"persona-{s}@{p}" for s in ("train", "merge") for p in TWO)}
     assert _ran(log) == expected
     votes = json.loads((root / "metrics/personas/votes.json").read_text())
     assert (votes["pooled"]["known"], votes["pooled"]["unknown"]) == (59, 1) and set(votes["pooled"]["models"]) == {"teacher+profile",

@@ -31,7 +31,7 @@ def test_a_pickle_bearing_checkpoint_is_refused(tmp_path, synthetic_splits):
 
 
 def test_no_pickle_and_no_unsafe_torch_load_in_the_code():
-    sources = list((REPO / "decision_distill").glob("*.py")) + list((REPO / "stages").glob("*.py"))
+    sources = list((REPO / "decision_distill").rglob("*.py")) + list((REPO / "stages").glob("*.py"))
     for path in sources:
         text = path.read_text()
         assert not re.search(r"^\s*(import|from)\s+(c?pickle|dill|joblib)\b", text, re.M), path

@@ -17,3 +17,13 @@ def test_benchmark_imports(script):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # ImportError here names the moved or missing name
     assert callable(getattr(module, "main", None)), f"{script.name}: no main()"
+
+
+def test_scripts_import_the_installed_package():
+    """Stages and benchmarks import decision_distill as an installed package (make setup's
+    editable install), never through a sys.path entry of their own (issue 24)."""
+    root = Path(__file__).resolve().parents[1]
+    scripts = sorted((root / "stages").glob("*.py")) + BENCH
+    hacks = [f"{p.relative_to(root)}:{n}" for p in scripts
+             for n, line in enumerate(p.read_text().splitlines(), 1) if "sys.path" in line or "noqa: E402" in line]
+    assert not hacks, "scripts that edit sys.path or import late:\n  " + "\n  ".join(hacks)

@@ -121,13 +121,12 @@ def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, readout:
     answer is never served for another model, precision or library. `samples` (one dict per
     prompt, e.g. the repeat index and seed of a sampled answer) tells apart answers to the
     same prompt."""
-    t = readout
     # The resolved dtype (never "auto"): answers computed in bfloat16 are not float32 answers.
-    settings = {"readout": t.readout, "options": [o.text for o in scenario.options],
-                "dtype": resolve_dtype(t.dtype, t.device),
-                "quantize": t.quantize, "chat_template": t.chat_template, "software": software_versions()}
-    if t.readout == "verbalized":
-        settings |= {"max_new_tokens": t.max_new_tokens, "temperature": t.temperature,
+    settings = {"readout": readout.readout, "options": [o.text for o in scenario.options],
+                "dtype": resolve_dtype(readout.dtype, readout.device),
+                "quantize": readout.quantize, "chat_template": readout.chat_template, "software": software_versions()}
+    if readout.readout == "verbalized":
+        settings |= {"max_new_tokens": readout.max_new_tokens, "temperature": readout.temperature,
                      "key": scenario.verbalized_key, "generation": GENERATION_VERSION}
     extra = [{}] * len(prompts.suffixes) if samples is None else [{"sample": s} for s in samples]
     # The segment boundaries are part of the key: each segment is tokenized on its own.
@@ -139,12 +138,11 @@ def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, readout:
 def ask_model(model, scenario: Scenario, readout: Readout, prompts: Prompts, todo: list[int], progress):
     """Yield (indices, answers) chunk by chunk for the states in `todo`, asking `model` (a
     LoadedModel) as `readout` says; `progress(n)` is called as each batch of n states is done."""
-    t = readout
-    if t.readout == "tokens":
-        scorer = model.scorer(option_texts(scenario, readout, model.tokenizer), t.batch_size)
+    if readout.readout == "tokens":
+        scorer = model.scorer(option_texts(scenario, readout, model.tokenizer), readout.batch_size)
         # Large chunks let the scorer share heads and sort by length across many
         # states; each chunk is committed to the cache as a whole.
-        chunk = t.batch_size * BATCHES_PER_COMMIT
+        chunk = readout.batch_size * BATCHES_PER_COMMIT
         for start in range(0, len(todo), chunk):
             idx = todo[start : start + chunk]
             scores = scorer.score(prompts.prefix, [prompts.suffixes[i] for i in idx], on_batch=progress)
@@ -154,10 +152,11 @@ def ask_model(model, scenario: Scenario, readout: Readout, prompts: Prompts, tod
                 for j in range(len(idx))
             ]
     else:
-        reader = VerbalizedReader(model, scenario.verbalized_key, t.max_new_tokens, t.temperature, t.batch_size)
-        for start in range(0, len(todo), t.batch_size):
-            idx = todo[start : start + t.batch_size]
-            parsed = reader.answer(prompts.prefix, [prompts.suffixes[i] for i in idx], seed=t.seed)
+        reader = VerbalizedReader(model, scenario.verbalized_key, readout.max_new_tokens, readout.temperature,
+                                  readout.batch_size)
+        for start in range(0, len(todo), readout.batch_size):
+            idx = todo[start : start + readout.batch_size]
+            parsed = reader.answer(prompts.prefix, [prompts.suffixes[i] for i in idx], seed=readout.seed)
             progress(len(idx))
             yield idx, [verbalized_answer(p) for p in parsed]
 

@@ -20,14 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from decision_distill.core.params import load_params
+from decision_distill.core.params import WIDTH_KEYS, load_params
 from decision_distill.data.schema import Schema
 from decision_distill.data.split import read_split
 from decision_distill.stats.metrics import kl_per_state
 from decision_distill.students.models import load_student, predict
 from decision_distill.students.train import train_student
-
-WIDTH_KEY = {"mlp": "hidden", "encoder": "d_model", "decoder": "d_model"}
 
 
 def decisions_per_s(model, encoder, frame: pd.DataFrame, repeats: int) -> float:
@@ -60,7 +58,7 @@ def main() -> None:
         for width in ([None] if arch == "logreg" else args.widths):
             student = getattr(params.student, arch)
             if width is not None:
-                student = student.model_copy(update={WIDTH_KEY[arch]: width})
+                student = student.model_copy(update={WIDTH_KEYS[arch]: width})
             run = params.model_copy(update={"student": params.student.model_copy(update={arch: student})})
             with tempfile.TemporaryDirectory() as work:
                 summary = train_student(arch, run, args.splits, Path(work) / "m", Path(work) / "live")

@@ -27,8 +27,12 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out or f"models/{args.role}")
     params = load_params(args.params)
-    unused = {"teacher": params.generate.source == "import" and "generate.source is import",
-              "slm": not params.slm.enabled and "slm.enabled is false"}[args.role]
+    # Only this role's switch is read: download@teacher does not depend on slm.enabled, nor
+    # download@slm on generate.source (tests/test_params_declared.py).
+    if args.role == "teacher":
+        unused = params.generate.source == "import" and "generate.source is import"
+    else:
+        unused = not params.slm.enabled and "slm.enabled is false"
     if unused:
         write_model_marker(out, f"{unused}: no {args.role} model is loaded")
         print(f"{unused}: no {args.role} model needed")

@@ -24,6 +24,14 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers such as tiny_te
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="decision-distill-test-cache-")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
+# Every stage DVC runs in a test records the params keys it reads (tests/params_reads/: a
+# sitecustomize that is inert outside DVC stages), so tests/test_params_declared.py can check
+# them against the stage's `params:` in dvc.yaml.
+os.environ["DECISION_DISTILL_PARAMS_READS"] = tempfile.mkdtemp(prefix="decision-distill-params-reads-")
+atexit.register(shutil.rmtree, os.environ["DECISION_DISTILL_PARAMS_READS"], ignore_errors=True)
+os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent / "params_reads"),
+                                            *filter(None, [os.environ.get("PYTHONPATH")])])
+
 TRAITS = tuple(f"t{i}" for i in range(6))
 CONTEXTS = tuple(f"c{i}" for i in range(5))
 GAMES = ("pd", "stag", "snow")

@@ -92,6 +92,7 @@ def test_games_scenario_runs_through_generate_with_the_real_loading_code(tmp_pat
 def test_whole_pipeline_runs_on_the_games_scenario_with_held_out_contexts_and_doubled_games(tmp_path):
     import json
 
+    from params_declared import assert_params_declared
     from test_pipeline import STAGES, ran, tiny_project
     from tiny_teacher import build_tiny_teacher
 
@@ -102,6 +103,7 @@ def test_whole_pipeline_runs_on_the_games_scenario_with_held_out_contexts_and_do
                        generate={"states": 200}, split={"holdouts": holdouts, "test": 0.5})  # effects needs more test states than effects
     assert ran(log) == set(STAGES)
     root = tmp_path / "project"
+    assert_params_declared(root)  # games and simulate load the small LMs here: slm.quantize among their keys
     metrics = json.loads((root / "metrics/students.json").read_text())
     assert {"logreg", "mlp", "encoder", "decoder", "slm_base", "slm_tuned"} <= set(metrics)
     # held-out contexts and doubled games are scored apart, each as its own split

@@ -64,7 +64,7 @@ def _leaves(model: type[BaseModel], raw: dict, prefix: tuple[str, ...] = ()) -> 
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())
 LEAVES = _leaves(Params, BASE)
 SECTIONS = [(k,) for k, v in BASE.items() if isinstance(v, dict)] + [
-    ("student", arch) for arch in BASE["student"]]
+    ("student", arch) for arch, v in BASE["student"].items() if isinstance(v, dict)]
 
 
 def _is_lower_bounded(leaf: Leaf) -> bool:
@@ -82,6 +82,8 @@ MAPPING = st.dictionaries(st.sampled_from(["a", "b"]), st.integers(), min_size=1
 
 
 def _wrong_type(value: object) -> st.SearchStrategy:
+    if value is None:  # a width left null (student.hidden fills it): a number or null is right, nothing else
+        return st.one_of(NOT_A_NUMBER, MAPPING, st.lists(st.integers(), min_size=1))
     if isinstance(value, bool):
         return st.one_of(NOT_A_NUMBER, MAPPING, st.lists(st.booleans(), min_size=1))
     if isinstance(value, (int, float)):
@@ -120,7 +122,7 @@ def malformed_params(draw) -> tuple[str, dict, str]:
         path = leaf.path
         value = {
             "wrong_type": lambda: draw(_wrong_type(leaf.value)),
-            "negative_size": lambda: draw(st.integers(max_value=-1)) if isinstance(leaf.value, int)
+            "negative_size": lambda: draw(st.integers(max_value=-1)) if isinstance(leaf.value, int) or leaf.value is None
             else draw(st.floats(max_value=-1e-6, allow_nan=False, allow_infinity=False)),
             "empty_list": lambda: [],
             "nan": lambda: draw(st.sampled_from([math.nan, math.inf, -math.inf])),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from params_declared import assert_params_declared
 from test_pipeline import PROJECT_FILES, REPO, project_env, run, sh
 
 TWO = ["Margaret_Okafor", "Walter_Henning"]
@@ -91,6 +92,10 @@ def test_the_persona_pipeline_runs_alone_with_one_command(tmp_path, persona_weig
              if line.endswith(":") and not line[:1].isspace()}  # stage names; their changes are indented
     assert {s.rsplit(":", 1)[-1] for s in stale} == {f"persona-train@{TWO[1]}", f"persona-respond@{TWO[1]}",
                                                   "persona-perplexity", "persona-extract", "persona-votes"}
+    # every stage that ran read only params keys its entry declares, in either params file
+    reads = assert_params_declared(root)
+    assert {s.rsplit(":", 1)[-1].split("@")[0] for s in reads} >= {
+        f"persona-{s}" for s in ("split", "train", "merge", "perplexity", "extract", "votes", "reviewed", "respond", "judge")}
 
 
 def _ran(log: str) -> set[str]:

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from params_declared import assert_params_declared
+
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "decision_distill", "scenarios", "simulations", "examples", ".dvcignore"]
 STAGES = ["check", "runtime", "download@teacher", "download@slm", "generate", "split", "train@logreg", "train@mlp", "train@encoder", "train@decoder",
@@ -73,9 +75,9 @@ def tiny_project(root: Path, weights: str, **overrides) -> str:
     params["lora"].update(max_steps=6, checkpoint_every=3, batch_size=4)
     params["generate"].update(states=160, cache=".cache/teacher.sqlite")
     params["train"].update(epochs=4, patience=2, batch_size=32)
+    params["student"]["hidden"] = 16  # the MLP's hidden size and the transformers' d_model
     for arch in ("encoder", "decoder"):
-        params["student"][arch].update(d_model=16, heads=2, layers=1)
-    params["student"]["mlp"]["hidden"] = 16
+        params["student"][arch].update(heads=2, layers=1)
     params["stability"].update(states=8, repeats=2, batch_sizes=[3])
     params["teacher"]["max_new_tokens"] = 8  # the sampled answers of the stability stage
     params["simulate"].update(population=100, replicates=3)  # tests/test_simulate*.py check the numbers
@@ -246,6 +248,7 @@ def test_import_mode_declares_no_plot_it_does_not_draw(tmp_path, weights):
     root.mkdir()
     log = tiny_project(root, weights, generate={"source": "import"})
     assert ran(log) == set(STAGES)
+    assert_params_declared(root)  # the stages' import-mode branches read only declared params too
     shown = plots_json(root, tmp_path / "shown")
     assert shown.get("errors") is None, shown["errors"]
     assert_clean(root)

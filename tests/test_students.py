@@ -37,7 +37,7 @@ def fast_params(**train) -> object:
 
 
 def hparams(arch: str) -> dict:
-    return getattr(fast_params().student, arch).model_dump()
+    return fast_params().student.hparams(arch)
 
 
 @pytest.fixture(autouse=True)

@@ -43,9 +43,17 @@ def one_line_error(err: ValidationError, source: str, root: type[BaseModel]) -> 
     loc = tuple(str(p) for p in first["loc"])
     key = ".".join(loc) or "(top level)"
     if first["type"] == "extra_forbidden":
-        hint = difflib.get_close_matches(loc[-1], _known_keys(root, loc), n=1)
-        fix = f"did you mean '{hint[0]}'?" if hint else "remove it"
+        known = _known_keys(root, loc)
+        hint = difflib.get_close_matches(loc[-1], known, n=1)
+        if hint:
+            fix = f"did you mean '{hint[0]}'?"
+        elif known:
+            fix = f"valid keys here: {', '.join(known)}"
+        else:
+            fix = "remove it"
         return f"{source}: unknown key '{key}'; {fix}"
+    if first["type"] == "params":  # our own rules' messages (core.params._params_error) name the keys and the value
+        return f"{source}: {first['msg']}"
     got = first.get("input")
     return f"{source}: {key}: {first['msg']} (got {got!r})"
 

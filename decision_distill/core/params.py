@@ -1,8 +1,9 @@
 """params.yaml, validated: a typo or a wrong type is a one-line error naming the key.
 
 Each stage reads only its own sections, and `dvc.yaml` declares exactly those
-keys, so `dvc exp run -S student.mlp.hidden=256` reruns only `train@mlp` and
-what depends on it.
+keys (tests/test_params_declared.py records what each stage reads), so
+`dvc exp run -S student.mlp.hidden=256` reruns only `train@mlp` and what depends
+on it, and `dvc exp run -S student.hidden=256` every student with a width.
 """
 
 from __future__ import annotations
@@ -113,24 +114,57 @@ class LogReg(Section):
 
 class MLP(Section):
     lr: float = Field(0.003, gt=0.0)
-    hidden: int = Field(64, ge=1)
+    hidden: int | None = Field(None, ge=1)  # None: student.hidden
     layers: int = Field(2, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
 class TransformerStudent(Section):
     lr: float = Field(0.001, gt=0.0)
-    d_model: int = Field(64, ge=1)
+    d_model: int | None = Field(None, ge=1)  # None: student.hidden
     heads: int = Field(4, ge=1)
     layers: int = Field(2, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
+# The key that holds each architecture's width; student.hidden fills it where it is null.
+WIDTH_KEYS = {"mlp": "hidden", "encoder": "d_model", "decoder": "d_model"}
+
+
 class Student(Section):
+    hidden: int = Field(64, ge=1)  # the width of every student that has one, unless its own key sets it
     logreg: LogReg = LogReg()
     mlp: MLP = MLP()
     encoder: TransformerStudent = TransformerStudent()
     decoder: TransformerStudent = TransformerStudent()
+
+    def width_key(self, arch: str) -> str | None:
+        """The params key `arch`'s width comes from: student.ARCH.KEY when set, else student.hidden;
+        None for an architecture with no width (logreg)."""
+        key = WIDTH_KEYS.get(arch)
+        if key is None:
+            return None
+        return f"student.{arch}.{key}" if getattr(getattr(self, arch), key) is not None else "student.hidden"
+
+    def hparams(self, arch: str) -> dict:
+        """Student `arch`'s hyperparameters, its width resolved (student.hidden unless
+        student.ARCH.hidden / .d_model sets it): what training builds and config.json records."""
+        hparams = getattr(self, arch).model_dump()
+        key = WIDTH_KEYS.get(arch)
+        if key is not None and hparams[key] is None:
+            hparams[key] = self.hidden
+        return hparams
+
+    @model_validator(mode="after")
+    def _width_divisible_by_heads(self):
+        for arch in ("encoder", "decoder"):
+            d_model, heads = self.hparams(arch)["d_model"], getattr(self, arch).heads
+            if d_model % heads:
+                source = self.width_key(arch)
+                alone = f", or student.{arch}.d_model for {arch} alone" if source == "student.hidden" else ""
+                raise _params_error(f"student.{arch}: d_model {d_model} (from {source}) is not a multiple of "
+                                    f"student.{arch}.heads {heads}; set {source} to a multiple of {heads}{alone}")
+        return self
 
 
 class Evaluate(Section):
@@ -238,7 +272,7 @@ class Params(Section):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 
 
-ARCHITECTURES = tuple(Student.model_fields)
+ARCHITECTURES = tuple(name for name in Student.model_fields if name != "hidden")  # its sections, in order
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:

@@ -132,7 +132,8 @@ class DecoderTransformer(nn.Module):
 
 
 def build_student(arch: str, hparams: dict, encoder: FeatureEncoder) -> nn.Module:
-    """A fresh student. `hparams` is the params section student.<arch>; lr is ignored here."""
+    """A fresh student. `hparams` is Student.hparams(arch) (student.<arch>, its width resolved);
+    lr is ignored here."""
     vocab, k = encoder.vocab_size, len(encoder.options)
     if arch == "logreg":
         return LogisticRegression(vocab, k)
@@ -141,7 +142,8 @@ def build_student(arch: str, hparams: dict, encoder: FeatureEncoder) -> nn.Modul
     if arch in ("encoder", "decoder"):
         if hparams["d_model"] % hparams["heads"]:
             raise UserError(
-                f"student.{arch}: d_model ({hparams['d_model']}) must be divisible by heads ({hparams['heads']})"
+                f"student.{arch}: d_model ({hparams['d_model']}, from student.hidden unless student.{arch}.d_model "
+                f"sets it) must be divisible by student.{arch}.heads ({hparams['heads']})"
             )
         shape = (hparams["d_model"], hparams["heads"], hparams["layers"], hparams["dropout"])
         if arch == "encoder":

@@ -68,7 +68,7 @@ def _train_student(arch: str, params: Params, splits_dir: Path, out_dir, live_di
 
     train_rows, val_rows = _rows(encoder, train), _rows(encoder, val)  # bad data fails before any output
 
-    hparams = getattr(params.student, arch).model_dump()
+    hparams = params.student.hparams(arch)  # the width resolved: config.json records the number trained
     torch.manual_seed(params.train.seed)  # weight init and dropout
     model = build_student(arch, hparams, encoder)
     # The curves are a declared output too: staged and moved into place whole, like the model.

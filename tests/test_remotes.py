@@ -196,8 +196,9 @@ def test_repro_pull_on_a_fresh_clone_reruns_nothing_the_remote_holds(project, tm
     push_to(project, "for_repro", str(tmp_path / "remote"))
     clone = fresh_clone(project, tmp_path / "clone")
     log = sh("dvc", "repro", "--pull", "split", cwd=clone)
-    # Only the teacher download runs again: its output is never pushed (push: false).
-    assert ran(log) == {"download@teacher"}
+    # Only the teacher download runs again: its output is never pushed (push: false); and the
+    # runtime stage, which re-resolves the machine's runtime on every repro (same bytes here).
+    assert ran(log) == {"download@teacher", "runtime"}
     assert "Pulling data for stage: 'generate'" in log and "Pulling data for stage: 'split'" in log
     assert dataset_bytes(clone) == dataset_bytes(project)
     assert "up to date" in sh("dvc", "status", "split", cwd=clone)

@@ -83,7 +83,8 @@ def test_wheel_holds_every_module(installed):
                     for n in zf.namelist() if n.startswith(f"{PACKAGE}/") and n.endswith(".py")}
     missing = sorted(repo_modules() - in_wheel)
     assert not missing, f"modules not in the wheel: {missing}"
-    assert {f"{PACKAGE}.personas", f"{PACKAGE}.simulation"} <= in_wheel
+    parts = ("core", "stats", "data", "lm", "students", "lora", "teacher", "slm", "evaluation", "simulation", "personas")
+    assert {f"{PACKAGE}.{part}" for part in parts} <= in_wheel
 
 
 def test_every_module_imports_from_the_installed_wheel(installed, tmp_path):
@@ -177,7 +178,7 @@ import importlib.util, json, sys
 banned = {banned!r}
 reachable = [m for m in banned if importlib.util.find_spec(m) is not None]
 assert not reachable, f"the restricted environment reaches {{reachable}}"
-from {PACKAGE}.policy import Policy
+from {PACKAGE}.simulation.policy import Policy
 states = json.loads({json.dumps(json.dumps(states))})
 probs = {{arch: Policy.load({str(tmp_path / "students")!r} + "/" + arch).probs(states).tolist()
          for arch in {list(ARCHES)!r}}}

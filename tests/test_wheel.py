@@ -165,7 +165,7 @@ def test_policy_load_from_the_wheel_needs_only_the_student_runtime(installed, tm
     expected = {}
     for i, arch in enumerate(ARCHES):
         torch.manual_seed(i)
-        hparams = getattr(parse_params({}).student, arch).model_dump()
+        hparams = parse_params({}).student.hparams(arch)  # the width resolved from student.hidden
         model = build_student(arch, hparams, encoder)
         save_student(tmp_path / "students" / arch, arch, hparams, model, encoder)
         expected[arch] = predict(model, encoder, pd.DataFrame(states))

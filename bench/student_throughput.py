@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run without installing the package
+sys.path.insert(0, str(ROOT / "tests" / "support"))  # the synthetic dataset the tests train on
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -42,7 +43,7 @@ from decision_distill.params import parse_params  # noqa: E402
 from decision_distill.schema import Schema  # noqa: E402
 from decision_distill.students import MLP, load_student, predict  # noqa: E402
 from decision_distill.train import train_student  # noqa: E402
-from tests.conftest import write_synthetic_splits  # noqa: E402
+from synthetic import write_synthetic_splits  # noqa: E402
 
 
 def random_states(schema: Schema, n: int, seed: int = 0) -> pd.DataFrame:

@@ -19,16 +19,21 @@ import yaml
 
 # Tests never read or write the user's real cache directory (the default answer cache,
 # the memo of model-file hashes): it is a fresh one per test session.
-os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="decision-distill-test-cache-")
-atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+# Set once per process: this file executed a second time (imported under another module
+# name) must not move the session to a fresh, empty cache halfway through.
+SESSION = "DECISION_DISTILL_TEST_SESSION"
+if os.environ.get(SESSION) != str(os.getpid()):
+    os.environ[SESSION] = str(os.getpid())
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="decision-distill-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
-# Every stage DVC runs in a test records the params keys it reads (tests/params_reads/: a
-# sitecustomize that is inert outside DVC stages), so the params_declared checks can hold
-# them against the stage's `params:` in dvc.yaml.
-os.environ["DECISION_DISTILL_PARAMS_READS"] = tempfile.mkdtemp(prefix="decision-distill-params-reads-")
-atexit.register(shutil.rmtree, os.environ["DECISION_DISTILL_PARAMS_READS"], ignore_errors=True)
-os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent / "params_reads"),
-                                            *filter(None, [os.environ.get("PYTHONPATH")])])
+    # Every stage DVC runs in a test records the params keys it reads (tests/params_reads/: a
+    # sitecustomize that is inert outside DVC stages), so the params_declared checks can hold
+    # them against the stage's `params:` in dvc.yaml.
+    os.environ["DECISION_DISTILL_PARAMS_READS"] = tempfile.mkdtemp(prefix="decision-distill-params-reads-")
+    atexit.register(shutil.rmtree, os.environ["DECISION_DISTILL_PARAMS_READS"], ignore_errors=True)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent / "params_reads"),
+                                                *filter(None, [os.environ.get("PYTHONPATH")])])
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/support, for this file only
 from support import generate_runs as killable_generate  # noqa: E402

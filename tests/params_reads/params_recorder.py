@@ -107,9 +107,20 @@ def _patch_section(section_class) -> None:
         setattr(section_class, name, function)
 
 
+def _project_root() -> Path:
+    """The checkout the stage runs in: DVC_ROOT, except under `dvc exp run --temp/--queue`,
+    where DVC_ROOT names the user's checkout and the stage runs in a copy of it under
+    .dvc/tmp/exps/ (the nearest folder above the working directory holding a .dvc folder)."""
+    cwd = Path(os.getcwd()).resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / ".dvc").is_dir():
+            return folder
+    return Path(os.environ["DVC_ROOT"]).resolve()
+
+
 def _relative_file(source: str) -> str:
     path = Path(os.getcwd(), source).resolve()
-    root = Path(os.environ["DVC_ROOT"]).resolve()
+    root = _project_root()
     try:
         return path.relative_to(root).as_posix()
     except ValueError:

@@ -28,11 +28,11 @@ test-quick: setup
 
 # Needs `make repro` first (models/teacher, models/students). Results: docs/results.md.
 bench: setup
-	python bench/teacher_throughput.py
-	python bench/student_throughput.py --student models/students/mlp
-	python bench/cost_ratio.py
+	python -m bench.teacher_throughput
+	python -m bench.student_throughput --student models/students/mlp
+	python -m bench.cost_ratio
 
 # After `make repro`: the run's metrics against the committed baseline, number by number, each
 # held to a stated tolerance (bench/reproduce.py; docs/development.md#checking-a-run-against-the-baseline).
 reproduce: setup
-	python bench/reproduce.py
+	python -m bench.reproduce

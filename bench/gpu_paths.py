@@ -20,8 +20,8 @@ The last lines are a table: check, exit status, seconds, and the check's last ou
 Every check's whole output is in WORK/logs/.
 
 examples:
-  python bench/gpu_paths.py --model /models/gemma-3-270m
-  python bench/gpu_paths.py --random-like models/teacher --only scorer fidelity
+  python -m bench.gpu_paths --model /models/gemma-3-270m
+  python -m bench.gpu_paths --random-like models/teacher --only scorer fidelity
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from decision_distill.lora_checkpoints import CHECKPOINT_PREFIX  # noqa: E402
+from decision_distill.lora.checkpoints import CHECKPOINT_PREFIX
 CHECKS = ["download", "scorer", "fidelity", "lora-bf16", "lora-resume", "qlora", "fsdp-fp32", "fsdp-bf16"]
 
 
@@ -184,7 +183,7 @@ def main() -> None:
     if "scorer" in wanted:
         for batch in args.batches:
             params = write_params(work / f"params_b{batch}.yaml", base, teacher__batch_size=batch)
-            runner.run(f"scorer-b{batch}", [sys.executable, "bench/teacher_throughput.py", "--teacher", str(teacher),
+            runner.run(f"scorer-b{batch}", [sys.executable, "-m", "bench.teacher_throughput", "--teacher", str(teacher),
                                             "--params", str(params), "--states", str(max(args.states, 2 * batch)),
                                             "--naive-states", "64"])
     if "qlora" in wanted:
@@ -199,7 +198,7 @@ def main() -> None:
         check_resume(runner, base, slm)
     if "fidelity" in wanted:
         params = write_params(work / "params_fid.yaml", base, teacher__batch_size=256)
-        runner.run("fidelity", [sys.executable, "bench/dtype_fidelity.py", "--teacher", str(teacher), "--params",
+        runner.run("fidelity", [sys.executable, "-m", "bench.dtype_fidelity", "--teacher", str(teacher), "--params",
                                 str(params), "--device", args.device, "--states", "2048", "--chunk", "512"])
     runner.table()
 

@@ -17,21 +17,17 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run without installing the package
+import pandas as pd
+import torch
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from decision_distill import lora  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.scenario import load_scenario  # noqa: E402
-from decision_distill.runtime import cpu_has_fast_bf16  # noqa: E402
-from decision_distill.teacher import TokenScorer, load_causal_lm  # noqa: E402
+from decision_distill.core.params import load_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.lm.runtime import cpu_has_fast_bf16
+from decision_distill.lm.scorer import TokenScorer
+from decision_distill.slm import lora
 
 
 def sampled_frame(scenario, n: int) -> pd.DataFrame:
@@ -57,7 +53,7 @@ def time_dtype(args, params, scenario, dtype: str, frozen: str = "float32") -> d
     module = lora.AnswerReadout(lora.with_lora(slm.model, params.lora, "lora.target_modules"), scorer.option_ids)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=params.lora.lr)
     module, optimizer = accelerator.prepare(module, optimizer)
-    run = lora._Run(params, accelerator, module, optimizer, scorer.pad_id, train, val, "bench")
+    run = lora.TrainingRun(params, accelerator, module, optimizer, scorer.pad_id, train, val, "bench")
 
     run.step(1)  # warm-up: first-call allocations
     started = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Run it in a project directory (e.g. a fresh clone, after `pip install -e .`):
 
-    python bench/repro_profile.py /path/to/clone [--force] [--target dvc.yaml]
+    python -m bench.repro_profile /path/to/clone [--force] [--target dvc.yaml]
 
 The pipeline order is DVC's own (`dvc repro --dry --force` lists every stage in the order
 it would run them); each stage is then run with `dvc repro --single-item <stage>` and its

@@ -1,6 +1,6 @@
 """Check a run's metrics against the committed baseline, number by number.
 
-    python bench/reproduce.py [--baseline REV] [--run DIR] [--failures]
+    python -m bench.reproduce [--baseline REV] [--run DIR] [--failures]
 
 Reads every metrics file that dvc.yaml declares (the stages' `metrics:`, foreach expanded),
 the baseline's with `git show REV:path` (REV defaults to HEAD) and the run's from DIR (the

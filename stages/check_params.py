@@ -1,7 +1,7 @@
 """check stage: validate params.yaml and the scenario files before any other stage runs.
 
-Checks every params key (decision_distill.params), the scenario file and the
-zero-shot scenarios it names (decision_distill.scenario), and the stability
+Checks every params key (decision_distill.core.params), the scenario file and the
+zero-shot scenarios it names (decision_distill.data.scenario_file), and the stability
 settings that only make sense together or against the scenario.
 
 Every other stage depends on --out, so a rejected value (`dvc exp run -S
@@ -12,16 +12,12 @@ only the stages whose own params changed.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.scenario import load_scenario  # noqa: E402
-from decision_distill.stability import check_settings  # noqa: E402
+from decision_distill.core.atomic import write_json
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import load_params
+from decision_distill.data.scenario_file import check_stability_settings, load_scenario
 
 CHECKED = {"checked": "params.yaml and the scenario files it names are valid"}  # constant: see the docstring
 
@@ -37,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     scenario = load_scenario(params.scenario)
     for path in scenario.zero_shot:  # the games stage answers these too
         load_scenario(path)
-    check_settings(params.stability, scenario)
+    check_stability_settings(params.stability, scenario)
     write_json(CHECKED, args.out)
     print(f"{args.params} and scenario {scenario.name} are valid")
 

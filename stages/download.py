@@ -10,14 +10,11 @@ generate.source: import, the SLM under slm.enabled: false.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.model_source import download, write_model_marker  # noqa: E402
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import load_params
+from decision_distill.lm.source import download, write_model_marker
 
 
 @stage_main

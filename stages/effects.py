@@ -8,27 +8,25 @@ On the test split (a random sample the students never trained on) it writes
                              teacher, each student, and diff:<student> (student minus teacher)
   effects/importance.csv     permutation importance per student and feature group
   effects/effects.png        forest plot: effect per value, teacher vs students, with intervals
-See decision_distill/effects.py for the estimators.
+See decision_distill/evaluation/effects.py for the estimators.
 """
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from decision_distill.atomic import atomic_dir, write_json  # noqa: E402
-from decision_distill.effects import (ablate_group, effects_table, paired_kl_rise,  # noqa: E402
-                                      permutation_importance, plot_effects)
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.params import ARCHITECTURES, load_params  # noqa: E402
-from decision_distill.schema import Schema  # noqa: E402
-from decision_distill.students import load_student, predict  # noqa: E402
-from decision_distill.train import TRAIN_THREADS, load_decisions, torch_threads  # noqa: E402
+from decision_distill.core.atomic import atomic_dir, write_json
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import ARCHITECTURES, load_params
+from decision_distill.data.schema import Schema
+from decision_distill.data.split import read_split
+from decision_distill.evaluation.effects import (ablate_group, effects_table, paired_kl_rise, permutation_importance,
+                                                 plot_effects)
+from decision_distill.students.models import load_student, predict
+from decision_distill.students.train import TRAIN_THREADS, torch_threads
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,7 +46,7 @@ def main(argv=None) -> None:
     params = load_params(args.params)
     e = params.effects
     schema = Schema.load(args.splits / "features.json")
-    test = load_decisions(args.splits / "test.parquet").reset_index(drop=True)
+    test = read_split(args.splits / "test.parquet").reset_index(drop=True)
     teacher = test[schema.prob_columns].to_numpy(dtype=float)
     students = {arch: load_student(args.students / arch) for arch in ARCHITECTURES}
     importance, metrics = [], {}

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from decision_distill.atomic import write_json, write_parquet  # noqa: E402
-from decision_distill.errors import UserError, stage_main  # noqa: E402
-from decision_distill.evaluate import (  # noqa: E402
-    FloorIntervals, SLMStudents, add_noise_floor_ratios, evaluate_students, slm_model_dirs)
-from decision_distill.params import ARCHITECTURES, Params, load_params  # noqa: E402
-from decision_distill.schema import Schema  # noqa: E402
+from decision_distill.core.atomic import write_json, write_parquet
+from decision_distill.core.errors import UserError, stage_main
+from decision_distill.core.params import ARCHITECTURES, Params, load_params
+from decision_distill.data.schema import Schema
+from decision_distill.evaluation.evaluate import FloorIntervals, SLMStudents, add_noise_floor_ratios, evaluate_students
+from decision_distill.slm.answers import slm_model_dirs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,7 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "Predict the test split and each non-empty split.holdouts split with every student "
             f"({', '.join(ARCHITECTURES)}) and, unless slm.enabled is false, the base and merged small LM "
             "(slm_base, slm_tuned; answers kept in generate.cache), and compare with the teacher: mse, mae, "
-            "pearson, spearman, kl, ce, brier, ece, agreement (defined in decision_distill/metrics.py); "
+            "pearson, spearman, kl, ce, brier, ece, agreement (defined in decision_distill/stats/metrics.py); "
             "slm_tuned also gets gap_closed, the share of slm_base's distance to the teacher it removed."
         )
     )
@@ -55,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def slm_students(args: argparse.Namespace, params: Params) -> SLMStudents | None:
-    """The SLM rows (decision_distill.evaluate.slm_model_dirs), or None when there are none."""
+    """The SLM rows (decision_distill.slm.answers.slm_model_dirs), or None when there are none."""
     models = slm_model_dirs(params, args.slm_base, args.slm_tuned)
     return SLMStudents(params, models) if models else None
 

@@ -5,23 +5,20 @@ split of the evaluate stage is broken down cell by cell: each model's mean decis
 Jensen-Shannon divergence to the teacher, with bootstrap intervals, and slm_tuned's guarded
 gap-closed share. The scenario's `zero_shot` files (the public-goods game), never trained on,
 are answered by the teacher and both small LMs and reported the same way. A scenario without
-cells (the ice-cream default) gets a one-line "skipped" record. See decision_distill/games.py.
+cells (the ice-cream default) gets a one-line "skipped" record. See decision_distill/evaluation/games.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import UserError, stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.scenario import load_scenario  # noqa: E402
+from decision_distill.core.atomic import write_json
+from decision_distill.core.errors import UserError, stage_main
+from decision_distill.core.params import load_params
+from decision_distill.data.scenario_file import load_scenario
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,9 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     for path, stage in ((args.predictions, "evaluate"), (args.splits / "train.parquet", "split")):
         if not path.exists():
             raise UserError(f"{path}: not found; run the {stage} stage first")
-    from decision_distill.answer_cache import AnswerCache
-    from decision_distill.evaluate import slm_model_dirs
-    from decision_distill.games import games_report
+    from decision_distill.evaluation.games import games_report
+    from decision_distill.lm.answer_cache import AnswerCache
+    from decision_distill.slm.answers import slm_model_dirs
 
     slm_models = slm_model_dirs(params, args.slm_base, args.slm_tuned)
     cache = AnswerCache(params.generate.cache)

@@ -8,16 +8,12 @@ continues where it stopped.
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.generate import generate  # noqa: E402
-from decision_distill.importer import import_decisions  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.scenario import load_scenario  # noqa: E402
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import load_params
+from decision_distill.data.importer import import_decisions
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.teacher.generate import generate
 
 
 @stage_main

@@ -19,13 +19,9 @@ examples:
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
-
-from decision_distill.errors import UserError, stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
+from decision_distill.core.errors import UserError, stage_main
+from decision_distill.core.params import load_params
 
 
 def parse_group(text: str | None) -> tuple[str, str] | None:
@@ -59,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     group = parse_group(args.group)
     params = load_params(args.params)
     # Imported here so a bad argument or params.yaml fails before torch loads.
-    from decision_distill.lora import train_lora
+    from decision_distill.slm.lora import train_lora
 
     summary = train_lora(params, args.splits, args.slm, args.out, args.checkpoints, args.live, group)
     if summary.get("skipped"):

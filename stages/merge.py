@@ -1,7 +1,7 @@
 """merge stage: fold the LoRA adapter into the base SLM (peft merge_and_unload).
 
 Reads the base SLM (download@slm) and the adapter (lora-train), writes a
-safetensors model directory with the tokenizer and a teacher.json whose
+safetensors model directory with the tokenizer and a model.json whose
 fingerprint hashes the merged weights, so answers cached for it never mix with
 the base model's. Under slm.enabled: false, or when lora-train wrote a marker
 instead of an adapter, the output is a marker directory and the stage exits 0.
@@ -13,15 +13,12 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.merge import merge_adapter  # noqa: E402
-from decision_distill.model_source import write_model_marker  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import load_params
+from decision_distill.lm.source import write_model_marker
+from decision_distill.lora.merge import merge_adapter
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

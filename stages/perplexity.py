@@ -16,17 +16,14 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.model_source import is_model_marker  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.perplexity import perplexity_report  # noqa: E402
-from decision_distill.scenario import load_scenario  # noqa: E402
+from decision_distill.core.atomic import write_json
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import load_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm.source import is_model_marker
+from decision_distill.slm.perplexity import perplexity_report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

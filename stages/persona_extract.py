@@ -13,19 +13,16 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.answer_cache import AnswerCache  # noqa: E402
-from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.personas.chunks import load_chunks, load_profiles  # noqa: E402
-from decision_distill.personas.extract import extract  # noqa: E402
-from decision_distill.personas.params import load_persona_params  # noqa: E402
-from decision_distill.teacher import load_causal_lm  # noqa: E402
+from decision_distill.core.atomic import write_json
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import load_params
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.personas.chunks import load_chunks, load_profiles
+from decision_distill.personas.extract import extract
+from decision_distill.personas.params import load_persona_params
 
 
 @stage_main

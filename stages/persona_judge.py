@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import UserError, stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.personas.judge import judge_all  # noqa: E402
-from decision_distill.personas.params import load_persona_params  # noqa: E402
-from decision_distill.teacher import load_causal_lm  # noqa: E402
+from decision_distill.core.atomic import write_json
+from decision_distill.core.errors import UserError, stage_main
+from decision_distill.core.params import load_params
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.lm.source import is_model_dir
+from decision_distill.personas.judge import judge_all
+from decision_distill.personas.params import load_persona_params
 
 
 @stage_main
@@ -41,9 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     params = load_persona_params(args.params)
     t = load_params(args.teacher_params).teacher
     judge_dir = args.judge or Path(params.judge.model)
-    if not (judge_dir / "teacher.json").exists():
+    if not is_model_dir(judge_dir):
         raise UserError(f"{judge_dir}: no model (judge.model); run download@teacher or point judge.model at a "
-                        "model directory with teacher.json")
+                        "model directory with model.json")
     items = []
     for persona in params.corpus.personas:
         path = args.answers / f"{persona}.json"

@@ -11,18 +11,16 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.answer_cache import AnswerCache  # noqa: E402
-from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import UserError, stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.personas.chunks import load_chunks  # noqa: E402
-from decision_distill.personas.params import load_persona_params  # noqa: E402
-from decision_distill.personas.perplexity import BASE, chunk_nll, draw_heatmap, held_out, matrix_report  # noqa: E402
+from decision_distill.core.atomic import write_json
+from decision_distill.core.errors import UserError, stage_main
+from decision_distill.core.params import load_params
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.lm.source import is_model_dir
+from decision_distill.personas.chunks import load_chunks
+from decision_distill.personas.params import load_persona_params
+from decision_distill.personas.perplexity import BASE, chunk_nll, draw_heatmap, held_out, matrix_report
 
 
 @stage_main
@@ -49,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     chunks = held_out(load_chunks(args.chunks, personas))
     models = {BASE: args.base} | {p: args.models / p / "merged" for p in personas}
     for name, directory in models.items():
-        if not (directory / "teacher.json").exists():
+        if not is_model_dir(directory):
             raise UserError(f"{directory}: no model ({name}); run persona-merge (or download@slm) first")
     cache = AnswerCache(root.generate.cache)
     try:

@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from functools import cache
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.answer_cache import AnswerCache  # noqa: E402
-from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import UserError, stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.personas.chunks import load_chunks, load_profiles  # noqa: E402
-from decision_distill.personas.params import load_persona_params  # noqa: E402
-from decision_distill.personas.respond import (BASE_CHUNKS, BASE_PROFILE, TUNED,  # noqa: E402
-                                               respond)
-from decision_distill.runtime import pick_device  # noqa: E402
-from decision_distill.teacher import load_causal_lm  # noqa: E402
+from decision_distill.core.atomic import write_json
+from decision_distill.core.errors import UserError, stage_main
+from decision_distill.core.params import load_params
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.lm.runtime import pick_device
+from decision_distill.lm.source import is_model_dir
+from decision_distill.personas.chunks import load_chunks, load_profiles
+from decision_distill.personas.params import load_persona_params
+from decision_distill.personas.respond import BASE_CHUNKS, BASE_PROFILE, TUNED, respond
 
 
 @stage_main
@@ -53,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     s = root.slm
     models = {TUNED: args.models / args.persona / "merged", BASE_PROFILE: args.base, BASE_CHUNKS: args.base}
     for name, directory in models.items():
-        if not (directory / "teacher.json").exists():
+        if not is_model_dir(directory):
             raise UserError(f"{directory}: no model ({name}); run persona-merge (or download@slm) first")
     load = cache(lambda d: load_causal_lm(d, s.dtype, s.device, s.trust_remote_code))
     store = AnswerCache(root.generate.cache)

@@ -16,14 +16,11 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.personas.reviewed import reviewed_for  # noqa: E402
+from decision_distill.core.atomic import write_json
+from decision_distill.core.errors import stage_main
+from decision_distill.personas.reviewed_questions import reviewed_for
 
 
 @stage_main

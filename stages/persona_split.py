@@ -11,16 +11,13 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.personas.chunks import mean_words, split_corpus, split_summary, write_chunks  # noqa: E402
-from decision_distill.personas.corpus import load_corpus  # noqa: E402
-from decision_distill.personas.params import check_personas_match, load_persona_params  # noqa: E402
+from decision_distill.core.atomic import write_json
+from decision_distill.core.errors import stage_main
+from decision_distill.personas.chunks import mean_words, split_corpus, split_summary, write_chunks
+from decision_distill.personas.corpus import load_corpus
+from decision_distill.personas.params import check_personas_match, load_persona_params
 
 
 @stage_main

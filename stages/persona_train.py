@@ -11,16 +11,13 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.personas.chunks import load_chunks  # noqa: E402
-from decision_distill.personas.params import load_persona_params  # noqa: E402
-from decision_distill.personas.train import train_persona  # noqa: E402
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import load_params
+from decision_distill.personas.chunks import load_chunks
+from decision_distill.personas.params import load_persona_params
+from decision_distill.personas.train import train_persona
 
 
 @stage_main

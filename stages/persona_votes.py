@@ -12,20 +12,18 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from functools import cache
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import UserError, stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.personas.corpus import load_corpus  # noqa: E402
-from decision_distill.personas.params import check_personas_match, load_persona_params  # noqa: E402
-from decision_distill.personas.votes import draw_votes, score_all, vote_table, votes_report  # noqa: E402
-from decision_distill.teacher import load_causal_lm  # noqa: E402
+from decision_distill.core.atomic import write_json
+from decision_distill.core.errors import UserError, stage_main
+from decision_distill.core.params import load_params
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.lm.source import is_model_dir
+from decision_distill.personas.corpus import load_corpus
+from decision_distill.personas.params import check_personas_match, load_persona_params
+from decision_distill.personas.votes import draw_votes, score_all, vote_table, votes_report
 
 TEACHER, BASE, TUNED = "teacher+profile", "base+profile", "tuned"
 
@@ -56,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     table, questions = vote_table(corpus.votes, personas)
     for name, directory in {"teacher": args.teacher, "base": args.base,
                             **{p: args.models / p / "merged" for p in personas}}.items():
-        if not (directory / "teacher.json").exists():
+        if not is_model_dir(directory):
             raise UserError(f"{directory}: no model ({name}); run download@teacher, download@slm or persona-merge first")
     t, s = root.teacher, root.slm
     teacher = cache(lambda: load_causal_lm(args.teacher, t.dtype, t.device, t.trust_remote_code))

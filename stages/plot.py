@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from decision_distill.errors import UserError, stage_main  # noqa: E402
-from decision_distill.plots import make_plots  # noqa: E402
-from decision_distill.schema import Schema  # noqa: E402
+from decision_distill.core.errors import UserError, stage_main
+from decision_distill.data.schema import Schema
+from decision_distill.evaluation.plots import make_plots
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

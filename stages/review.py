@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.errors import UserError, stage_main  # noqa: E402
-from decision_distill.personas.review import review  # noqa: E402
+from decision_distill.core.errors import UserError, stage_main
+from decision_distill.personas.review_cli import review
 
 
 @stage_main

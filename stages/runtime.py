@@ -2,7 +2,7 @@
 
 For the teacher and the small LM: the dtype and the device they load in (`auto` is
 float32, and CUDA where a card is visible, else the CPU), and the versions of the
-libraries that compute the numbers (decision_distill.runtime). DVC runs this stage on
+libraries that compute the numbers (decision_distill.lm.runtime). DVC runs this stage on
 every `dvc repro` (always_changed), and every stage that loads a model depends on
 --out: on a machine that resolves the same runtime the file's bytes are unchanged and
 nothing reruns; on one that would compute differently (a GPU, another torch,
@@ -16,15 +16,12 @@ example:
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.atomic import write_json  # noqa: E402
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.runtime import resolved_runtime  # noqa: E402
+from decision_distill.core.atomic import write_json
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import load_params
+from decision_distill.lm.runtime import resolved_runtime
 
 
 @stage_main

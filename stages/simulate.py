@@ -4,15 +4,12 @@ with the same simulations driven by the teacher (through the answer cache)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.atomic import atomic_dir, write_json  # noqa: E402
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.simulation.report import json_safe, read_students_metrics, simulate_all  # noqa: E402
+from decision_distill.core.atomic import atomic_dir, write_json
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import load_params
+from decision_distill.simulation.report import json_safe, read_students_metrics, simulate_all
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -4,14 +4,10 @@ contains all values of one of that holdout's combinations. Held-out states never
 train/val/test; a state matching two holdouts is in both. Prints the row count per split."""
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.split import split_decisions  # noqa: E402
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import load_params
+from decision_distill.data.split import split_decisions
 
 
 @stage_main

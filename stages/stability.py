@@ -14,16 +14,12 @@ sampled explanations).
 """
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from decision_distill.atomic import write_json, write_parquet  # noqa: E402
-from decision_distill.errors import stage_main  # noqa: E402
-from decision_distill.params import load_params  # noqa: E402
-from decision_distill.scenario import load_scenario  # noqa: E402
-from decision_distill.stability import describe, measure_stability  # noqa: E402
+from decision_distill.core.atomic import write_json, write_parquet
+from decision_distill.core.errors import stage_main
+from decision_distill.core.params import load_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.evaluation.stability import describe, measure_stability
 
 
 @stage_main

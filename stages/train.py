@@ -12,13 +12,9 @@ example:
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing the package
-
-from decision_distill.errors import UserError, stage_main  # noqa: E402
-from decision_distill.params import ARCHITECTURES, load_params  # noqa: E402
+from decision_distill.core.errors import UserError, stage_main
+from decision_distill.core.params import ARCHITECTURES, load_params
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"unknown student architecture '{args.arch}'; choose one of {valid}")
     params = load_params(args.params)
     # Imported here so a typo in ARCH or params.yaml fails before torch loads.
-    from decision_distill.train import train_student
+    from decision_distill.students.train import train_student
 
     summary = train_student(
         args.arch,

@@ -269,7 +269,7 @@ def background(request):
 @pytest.fixture(scope="session")
 def tiny_pipeline_build(tmp_path_factory, tiny_teacher):
     root = tmp_path_factory.mktemp("tiny_pipeline")
-    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
+    weights = yaml.safe_load((tiny_teacher / "model.json").read_text())["path"]
     env = dict(os.environ)
     return lambda: (root, projects.tiny_project(root, weights, env,
                                                 generate={"cache": "~/.cache/decision-distill/answers.sqlite"}))
@@ -298,7 +298,7 @@ def tiny_pipeline_copy(tiny_pipeline, tmp_path) -> tuple[Path, str]:
 @pytest.fixture(scope="session")
 def import_pipeline_build(tmp_path_factory, tiny_teacher):
     root = tmp_path_factory.mktemp("import_pipeline")
-    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
+    weights = yaml.safe_load((tiny_teacher / "model.json").read_text())["path"]
     env = dict(os.environ)
     return lambda: (root, projects.tiny_project(root, weights, env, generate={"source": "import"}))
 

@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decision_distill.active import active_states, cached_ask, disagreement, pick, pick_proportional, plan_budget
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.errors import UserError
-from decision_distill.params import Active, parse_params
-from decision_distill.scenario import load_scenario, state_key
-from decision_distill.split import split_decisions
+from decision_distill.teacher.active import active_states, cached_ask, disagreement, pick, pick_proportional, plan_budget
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.core.errors import UserError
+from decision_distill.core.params import Active, parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.data.scenario import state_key
+from decision_distill.data.split import split_decisions
 
 SCENARIO = load_scenario("scenarios/ice_cream.yaml")
 SMALL = Active(reserve=30, seed_states=20, rounds=3, pool=400, committee=3, hidden=8, epochs=30)

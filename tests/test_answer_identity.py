@@ -15,16 +15,18 @@ import pytest
 import torch
 import yaml
 
-from decision_distill import runtime as runtime_module
-from decision_distill import teacher as teacher_module
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.errors import UserError
-from decision_distill.generate import generate, teacher_answers
-from decision_distill.model_source import download, fingerprint_dir
-from decision_distill.params import parse_params
-from decision_distill.personas.answers import persona_key
-from decision_distill.scenario import load_scenario
-from decision_distill.slm import slm_answers
+from decision_distill.core.errors import UserError
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm import load as load_module
+from decision_distill.lm import runtime as runtime_module
+from decision_distill.lm import scorer as scorer_module
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.lm.source import download, fingerprint_dir, is_model_dir, is_model_marker, read_model_json
+from decision_distill.personas.cache_keys import persona_key
+from decision_distill.slm.answers import slm_answers
+from decision_distill.teacher.ask import teacher_answers
+from decision_distill.teacher.generate import generate
 
 SCENARIO = load_scenario("scenarios/ice_cream.yaml")
 STATES = SCENARIO.sample_states(6, seed=0)
@@ -34,8 +36,8 @@ STATES = SCENARIO.sample_states(6, seed=0)
 def asked(monkeypatch) -> list[int]:
     """States the token scorer actually ran (not served from the cache)."""
     counts: list[int] = []
-    real = teacher_module.TokenScorer._score_batch
-    monkeypatch.setattr(teacher_module.TokenScorer, "_score_batch",
+    real = scorer_module.TokenScorer._score_batch
+    monkeypatch.setattr(scorer_module.TokenScorer, "_score_batch",
                         lambda self, rows, *rest: counts.append(len(rows)) or real(self, rows, *rest))
     return counts
 
@@ -91,7 +93,7 @@ def test_auto_dtype_is_float32_whatever_the_processor(tmp_path, tiny_teacher, as
 
 
 def test_auto_loads_float32(tiny_teacher):
-    loaded = teacher_module.load_causal_lm(tiny_teacher, "auto", "cpu")
+    loaded = load_module.load_causal_lm(tiny_teacher, "auto", "cpu")
     assert loaded.dtype == "float32"
     assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
 
@@ -210,9 +212,28 @@ def test_an_unchanged_dir_is_fingerprinted_again_without_reading_its_files(tmp_p
     assert fingerprint_dir(model) != first
 
 
+def test_model_json_keeps_the_fingerprint_it_had_as_teacher_json(tmp_path):
+    # A local model pointing at a directory the pipeline made (a merged SLM as teacher) holds
+    # its metadata file, same bytes, under the new name: its fingerprint, and so its cached
+    # answers, must not change with the rename.
+    for name, meta in (("old", "teacher.json"), ("new", "model.json")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"weights")
+        (tmp_path / name / meta).write_text('{"source": "merged", "fingerprint": "merged:sha256:x"}')
+    assert fingerprint_dir(tmp_path / "old") == fingerprint_dir(tmp_path / "new")
+
+
+def test_a_model_directory_written_before_model_json_asks_for_its_download_stage(tmp_path):
+    (tmp_path / "teacher.json").write_text('{"source": "hub", "path": ".", "fingerprint": "hub:x@0"}')
+    for check in (read_model_json, is_model_dir, is_model_marker):
+        with pytest.raises(UserError, match=r"teacher\.json.*model\.json; rerun its download stage"):
+            check(tmp_path)
+    assert not is_model_dir(tmp_path / "nothing-here")
+
+
 def test_a_local_model_changed_in_place_is_refused_not_answered_from_the_cache(tmp_path, tiny_teacher, asked):
     weights = tmp_path / "weights"
-    shutil.copytree(yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"], weights)
+    shutil.copytree(yaml.safe_load((tiny_teacher / "model.json").read_text())["path"], weights)
     download(str(weights), "main", tmp_path / "teacher")
     ask(tmp_path / "teacher", params(tmp_path))
     file = weights / "model.safetensors"

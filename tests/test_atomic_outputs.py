@@ -1,4 +1,4 @@
-"""Every stage writes its outputs only through decision_distill.atomic: under a temporary
+"""Every stage writes its outputs only through decision_distill.core.atomic: under a temporary
 name first, then renamed into place.
 
 The test runs each stage with the atomic module's rename turned into a no-op, as if
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import decision_distill.atomic
+import decision_distill.core.atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ SLM_TINY = {"lora": {"max_steps": 2, "batch_size": 4, "checkpoint_every": 1},
 
 
 def weights(teacher_dir: Path) -> str:
-    return yaml.safe_load((teacher_dir / "teacher.json").read_text())["path"]
+    return yaml.safe_load((teacher_dir / "model.json").read_text())["path"]
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def renames_never_happen(monkeypatch):
     no_rename = types.ModuleType("os_without_rename")
     no_rename.__dict__.update(vars(os))
     no_rename.replace = lambda src, dst: lost.append(Path(dst).name)
-    monkeypatch.setattr(decision_distill.atomic, "os", no_rename)
+    monkeypatch.setattr(decision_distill.core.atomic, "os", no_rename)
     return lost
 
 
@@ -61,7 +61,7 @@ def test_no_stage_writes_an_output_except_by_rename(tmp_path, tiny_teacher, monk
                                                     run):
     inputs = tmp_path / "inputs"
     with monkeypatch.context() as undo:  # inputs for the later stages, written the normal way
-        undo.setattr(decision_distill.atomic, "os", os)
+        undo.setattr(decision_distill.core.atomic, "os", os)
         write_synthetic_splits(inputs / "splits", n=200)
         (inputs / "params.yaml").write_text(yaml.safe_dump(TINY))
         for arch in ARCHES:
@@ -130,5 +130,5 @@ def test_no_stage_writes_an_output_except_by_rename(tmp_path, tiny_teacher, monk
     for name, (script, *args) in stages.items():
         before = len(renames_never_happen)
         run(script, *args)
-        assert len(renames_never_happen) > before, f"{name} wrote nothing through decision_distill.atomic"
+        assert len(renames_never_happen) > before, f"{name} wrote nothing through decision_distill.core.atomic"
         assert visible_files(out) == [], f"{name} wrote these without a rename: {visible_files(out)}"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.params import Generate
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.core.params import Generate
 
 
 def _rows(path: Path) -> int:

@@ -7,13 +7,13 @@ import pytest
 import torch
 from ruamel.yaml import YAML
 
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.errors import UserError
-from decision_distill.generate import teacher_answers
-from decision_distill.model_source import download
-from decision_distill.params import parse_params
-from decision_distill.scenario import load_scenario, parse_scenario
-from decision_distill.teacher import load_causal_lm
+from decision_distill.core.errors import UserError
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario, parse_scenario
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.lm.source import download
+from decision_distill.teacher.ask import teacher_answers
 
 SCENARIO = "scenarios/ice_cream.yaml"
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from decision_distill.atomic import write_parquet
-from decision_distill.effects import design, effects_table, permutation_importance, recovered, regress
-from decision_distill.encoding import FeatureEncoder
-from decision_distill.errors import UserError
-from decision_distill.schema import Feature, Schema
-from decision_distill.students import ARCHES, build_student, save_student
+from decision_distill.core.atomic import write_parquet
+from decision_distill.evaluation.effects import design, effects_table, permutation_importance, regress
+from decision_distill.students.encoding import FeatureEncoder
+from decision_distill.core.errors import UserError
+from decision_distill.data.schema import Feature, Schema
+from decision_distill.students.models import ARCHES, build_student, save_student
 
 TRAITS = ("t0", "t1", "t2", "t3", "t4")
 GAMES = ("pd", "stag", "snow")
@@ -53,6 +53,12 @@ def true_probs(frame: pd.DataFrame, bias: dict[str, float] | None = None) -> np.
     z = INTERCEPT + X[list(effects)].to_numpy() @ np.array(list(effects.values()))
     p = 1 / (1 + np.exp(-z))
     return np.stack([p, 1 - p], axis=1)
+
+
+def recovered(table: pd.DataFrame, truth: dict[str, float]) -> dict[str, bool]:
+    """For each value with a known true effect: does the teacher's interval cover it?"""
+    teacher = table[table["source"] == "teacher"].set_index("value")
+    return {v: bool(teacher.loc[v, "low"] <= t <= teacher.loc[v, "high"]) for v, t in truth.items()}
 
 
 def test_teacher_effects_recovered_within_intervals():

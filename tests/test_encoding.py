@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from decision_distill.encoding import PAD, FeatureEncoder
-from decision_distill.errors import UserError
-from decision_distill.schema import Feature, Schema
+from decision_distill.core.errors import UserError
+from decision_distill.data.schema import Feature, Schema
+from decision_distill.students.encoding import FeatureEncoder, PAD
 
 
 

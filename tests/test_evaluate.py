@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decision_distill.atomic import write_parquet
-from decision_distill.errors import UserError
-from decision_distill.evaluate import evaluate_students, metrics_from_predictions, prediction_rows
-from decision_distill.metrics import all_metrics
-from decision_distill.plots import make_plots
-from decision_distill.schema import Feature, Schema
+from decision_distill.core.atomic import write_parquet
+from decision_distill.core.errors import UserError
+from decision_distill.evaluation.evaluate import evaluate_students
+from decision_distill.evaluation.predictions import metrics_from_predictions, prediction_rows
+from decision_distill.stats.metrics import all_metrics
+from decision_distill.evaluation.plots import make_plots
+from decision_distill.data.schema import Feature, Schema
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = ["mse", "mae", "pearson", "spearman", "kl", "ce", "brier", "ece", "agreement"]
@@ -65,12 +66,12 @@ def test_predictions_layout_and_metrics_shape(options, fake_predictions):
 
 @pytest.fixture
 def fake_students(monkeypatch):
-    """Stand-in for decision_distill.students: each 'model' is its architecture's blur amount."""
+    """Stand-in for decision_distill.students.models: each 'model' is its architecture's blur amount."""
     amounts = {"logreg": 0.3, "mlp": 0.1}
-    module = types.ModuleType("decision_distill.students")
+    module = types.ModuleType("decision_distill.students.models")
     module.load_student = lambda directory: (amounts[Path(directory).name], None)
     module.predict = lambda model, encoder, frame: blurred(frame[["p_yes", "p_no"]].to_numpy(), model)
-    monkeypatch.setitem(sys.modules, "decision_distill.students", module)
+    monkeypatch.setitem(sys.modules, "decision_distill.students.models", module)
     return amounts
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from decision_distill.policy import ConstantPolicy
-from decision_distill.scenario import load_scenario
+from decision_distill.data.scenario_file import load_scenario
 from decision_distill.simulation.config import load_simulation
 from decision_distill.simulation.fqe import fitted_q_evaluation, fqe_one_day, monte_carlo_return
 from decision_distill.simulation.market import CONTEXT_BITS
+from decision_distill.simulation.policy import ConstantPolicy
 from decision_distill.simulation.run import run_replicates
 
 

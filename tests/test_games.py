@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from ruamel.yaml import YAML
 
-from decision_distill.errors import UserError
-from decision_distill.scenario import load_scenario, parse_scenario
+from decision_distill.core.errors import UserError
+from decision_distill.data.scenario_file import load_scenario, parse_scenario
 
 GAMES = "scenarios/games.yaml"
 PAYOFFS = ("both_cooperate", "sucker", "temptation", "both_defect")
@@ -67,9 +67,9 @@ def test_malformed_lookups_are_one_line_errors_naming_the_field(change, message)
 
 
 def test_games_scenario_runs_through_generate_with_the_real_loading_code(tmp_path, build_tiny_teacher):
-    from decision_distill.generate import generate
-    from decision_distill.model_source import download
-    from decision_distill.params import parse_params
+    from decision_distill.teacher.generate import generate
+    from decision_distill.lm.source import download
+    from decision_distill.core.params import parse_params
 
     weights = build_tiny_teacher(tmp_path / "weights", scenario_path=GAMES)
     download(str(weights), "main", tmp_path / "teacher")

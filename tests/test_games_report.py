@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from decision_distill.games import (Bootstrap, cell_values, compare_split, interval, jsd, unseen_in_training,
-                                    zero_shot_rows)
-from decision_distill.scenario import load_scenario
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.evaluation.games import (Bootstrap, cell_values, compare_split, interval, unseen_in_training,
+                                               zero_shot_rows)
+from decision_distill.stats.metrics import jsd
 
 GAMES = "scenarios/games.yaml"
 
@@ -129,11 +130,12 @@ def test_the_eleven_option_zero_shot_readout_is_the_option_softmax_with_the_real
 
     import torch
 
-    from decision_distill.answer_cache import AnswerCache
-    from decision_distill.generate import build_prompts, teacher_answers
-    from decision_distill.teacher import TokenScorer, load_causal_lm
-    from decision_distill.model_source import download
-    from decision_distill.params import parse_params
+    from decision_distill.core.params import parse_params
+    from decision_distill.lm.answer_cache import AnswerCache
+    from decision_distill.lm.load import load_causal_lm
+    from decision_distill.lm.scorer import TokenScorer
+    from decision_distill.lm.source import download
+    from decision_distill.teacher.ask import Readout, build_prompts, teacher_answers
 
     public_goods = load_scenario(load_scenario(GAMES).zero_shot[0])
     assert len(public_goods.options) == 11
@@ -152,7 +154,7 @@ def test_the_eleven_option_zero_shot_readout_is_the_option_softmax_with_the_real
     # forward pass of the prompt, computed here by hand for a few states
     teacher = load_causal_lm(tmp_path / "teacher", device="cpu")
     scorer = TokenScorer(teacher, [o.text for o in public_goods.options])
-    prompts = build_prompts(public_goods, states, params)
+    prompts = build_prompts(public_goods, states, Readout.teacher(params))
     for i in (0, 17, 101):
         ids = scorer.encode_prefix(prompts.prefix) + scorer.encode_suffix(prompts.suffixes[i])
         with torch.no_grad():

@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decision_distill import teacher as teacher_module
-from decision_distill.generate import generate
-from decision_distill.params import parse_params
-from decision_distill.scenario import load_scenario
-from decision_distill.verbalized import VerbalizedReader, parse_verbalized
+from decision_distill.lm import scorer as scorer_module
+from decision_distill.teacher.generate import generate
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm.verbalized import VerbalizedReader, parse_verbalized
 
 SCENARIO = "scenarios/ice_cream.yaml"
 
@@ -23,8 +23,8 @@ def run_generate(params, teacher_dir, out):
 
 def test_more_states_later_asks_only_the_new_ones(tmp_path, tiny_teacher, monkeypatch):
     asked = []
-    real = teacher_module.TokenScorer._score_batch
-    monkeypatch.setattr(teacher_module.TokenScorer, "_score_batch",
+    real = scorer_module.TokenScorer._score_batch
+    monkeypatch.setattr(scorer_module.TokenScorer, "_score_batch",
                         lambda self, rows, *rest: asked.append(len(rows)) or real(self, rows, *rest))
     _, small = params_for(tmp_path, states=20)
     _, large = params_for(tmp_path, states=40)

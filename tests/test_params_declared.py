@@ -25,7 +25,7 @@ def test_recorder_follows_reads_through_sections_copies_and_dumps(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     reads = tmp_path / "reads"
     code = """
-from decision_distill.params import load_params
+from decision_distill.core.params import load_params
 p = load_params("params.yaml")
 p.slm.quantize                                     # a leaf
 getattr(p.student, "mlp").layers                   # through getattr
@@ -93,7 +93,7 @@ def test_every_stage_of_the_tiny_pipeline_declares_the_params_it_reads(tiny_pipe
 
 def _widths(root: Path) -> dict[str, int]:
     """Each trained student's width as built: the MLP's hidden layer, the transformers' d_model."""
-    from decision_distill.students import load_student
+    from decision_distill.students.models import load_student
 
     widths = {}
     for arch in ("mlp", "encoder", "decoder"):

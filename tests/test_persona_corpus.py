@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decision_distill.errors import UserError
+from decision_distill.core.errors import UserError
 from decision_distill.personas.chunks import HELD_OUT, TRAIN, cut, load_chunks, load_profiles, split_corpus
 from decision_distill.personas.corpus import load_corpus
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.model_source import download
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.lm.source import download
 from decision_distill.personas.chunks import TRAIN, split_corpus
 from decision_distill.personas.corpus import load_corpus
 from decision_distill.personas.extract import OPTIONS, PREFIX, decision_suffix, extract, p_yes
-from decision_distill.personas.review import kept_questions
-from decision_distill.teacher import load_causal_lm
+from decision_distill.personas.reviewed_questions import load_reviewed
+from decision_distill.lm.load import load_causal_lm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,8 @@ def test_review_edits_reach_the_reviewed_questions_file(tmp_path, review):
     assert [i["status"] for i in saved] == ["accepted", "edited", "dropped"]
     assert saved[1]["question"] == "What did room 114 teach you?" and saved[1]["summary"] == "summary 1"
     assert saved[1]["generated_question"] == "question 1?"
-    kept = kept_questions(tmp_path / "reviewed", "Daniel_Reyes")
+    reviewed = load_reviewed(tmp_path / "reviewed", "Daniel_Reyes")
+    kept = [item for _, item in sorted(reviewed.items()) if item["status"] != "dropped"]
     assert [k["question"] for k in kept] == ["question 0?", "What did room 114 teach you?"]
     # nothing left to review: a second session asks nothing and changes nothing
     before = (tmp_path / "reviewed/Daniel_Reyes.json").read_bytes()

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from decision_distill.model_source import download
-from decision_distill.personas.judge import (PAIR_OPTIONS, PAIR_PREFIX, RATINGS, RUBRICS, pairwise, pairwise_outcome,
-                                             rating_suffix, ratings, summarise)
+from decision_distill.lm.source import download
+from decision_distill.personas.judge import PAIR_OPTIONS, PAIR_PREFIX, RATINGS, RUBRICS, pairwise, pairwise_outcome, rating_suffix, ratings, summarise
 from decision_distill.personas.respond import BASE_PROFILE, TUNED
-from decision_distill.teacher import load_causal_lm
+from decision_distill.lm.load import load_causal_lm
 
 ITEMS = [{"id": f"Ada_Stone/0/{i}/belief", "persona": "Ada_Stone", "profile": "a shop owner who wants lower fees",
           "chunk_text": "Fees keep small shops from opening on Main Street.", "question": question,

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.model_source import download
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.lm.source import download
 from decision_distill.personas.chunks import HELD_OUT, load_chunks, split_corpus
 from decision_distill.personas.corpus import load_corpus
 from decision_distill.personas.params import PersonaLoRA
@@ -48,7 +48,7 @@ def test_a_persona_adapter_lowers_perplexity_on_its_own_held_out_text(tmp_path, 
     person = TWO[0]
     summary = train_persona(chunks, person, PersonaLoRA(**FAST), tiny_slm, tmp_path / "adapter", tmp_path / "ckpt")
     assert summary["steps"] == summary["total_steps"] > 0 and summary["final_loss"] < summary["first_loss"]
-    from decision_distill.merge import merge_adapter
+    from decision_distill.lora.merge import merge_adapter
 
     merge_adapter(tiny_slm, tmp_path / "adapter", tmp_path / "merged")
     held = [c for c in chunks if c.split == HELD_OUT]

@@ -6,6 +6,7 @@ changed review reruns exactly that person's answers."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,5 +75,10 @@ def _ran(log: str) -> set[str]:
 def _review(root: Path, persona: str, script: str, redo: bool = False) -> None:
     """The review CLI with scripted answers (one decision a line; input ending quits and keeps what was decided)."""
     result = subprocess.run([sys.executable, "stages/review.py", "--persona", persona, *(["--redo"] if redo else [])],
-                            cwd=root, input=script, capture_output=True, text=True)
+                            cwd=root, input=script, capture_output=True, text=True, env=_project_env(root))
     assert result.returncode == 0, result.stderr
+
+
+def _project_env(root: Path) -> dict[str, str]:
+    """The project copy's own package first on the import path (as the fixtures' commands run)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}

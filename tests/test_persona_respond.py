@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.errors import UserError
-from decision_distill.model_source import download
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.core.errors import UserError
+from decision_distill.lm.source import download
 from decision_distill.personas.chunks import TRAIN, Chunk
 from decision_distill.personas.respond import BASE_CHUNKS, BASE_PROFILE, TUNED, prompts_for, respond
-from decision_distill.personas.reviewed import reviewed_for
-from decision_distill.teacher import load_causal_lm
+from decision_distill.personas.reviewed_questions import reviewed_for
+from decision_distill.lm.load import load_causal_lm
 
 CHUNKS = [Chunk("Ada_Stone", 0, i, TRAIN, 8, text) for i, text in enumerate([
     "Fees keep small shops from opening on Main Street.", "I ran a hardware store for thirty years.",

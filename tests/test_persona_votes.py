@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from decision_distill.personas.corpus import Vote
-from decision_distill.personas.votes import (OPTIONS, balanced_accuracy, baselines, macro_f1, mcnemar, p_aye,
-                                             vote_report, vote_table)
-from decision_distill.teacher import load_causal_lm
+from decision_distill.personas.votes import OPTIONS, balanced_accuracy, baselines, macro_f1, mcnemar, p_aye, vote_report, vote_table
+from decision_distill.lm.load import load_causal_lm
 
 # Three members, four questions; C has no recorded vote on q3. 8 of the 11 known votes are Aye.
 TRUTH = {"A": [1, 1, 1, 0], "B": [1, 1, 0, 1], "C": [1, 0, 1, None]}
@@ -85,7 +84,7 @@ def test_mcnemar_is_the_exact_binomial_test_on_the_discordant_pairs():
 
 @pytest.fixture(scope="module")
 def aye_model(tmp_path_factory, always_prefer, build_tiny_persona_model):
-    from decision_distill.model_source import download
+    from decision_distill.lm.source import download
     from decision_distill.personas.votes import PREFIX
 
     root = tmp_path_factory.mktemp("votes_models")

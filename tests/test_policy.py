@@ -1,4 +1,4 @@
-"""decision_distill.policy: one interface over students, the teacher and constants."""
+"""decision_distill.simulation.policy: one interface over students, the teacher and constants."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.errors import UserError
-from decision_distill.evaluate import evaluate_students
-from decision_distill.params import parse_params
-from decision_distill.policy import ConstantPolicy, Policy, TeacherPolicy
-from decision_distill.scenario import load_scenario
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.core.errors import UserError
+from decision_distill.evaluation.evaluate import evaluate_students
+from decision_distill.core.params import parse_params
+from decision_distill.simulation.policy import ConstantPolicy, Policy, TeacherPolicy
+from decision_distill.data.scenario_file import load_scenario
 
 ICE = "scenarios/ice_cream.yaml"
 
@@ -82,11 +82,11 @@ def test_teacher_policy_asks_each_distinct_state_once(tiny_teacher, tmp_path):
 
 
 def test_teacher_policy_loads_its_model_once(tiny_teacher, tmp_path, monkeypatch):
-    from decision_distill import teacher as teacher_module
+    from decision_distill.lm import load as load_module
 
     loads = []
-    original = teacher_module.load_causal_lm
-    monkeypatch.setattr(teacher_module, "load_causal_lm", lambda *a, **k: loads.append(a) or original(*a, **k))
+    original = load_module.load_causal_lm
+    monkeypatch.setattr(load_module, "load_causal_lm", lambda *a, **k: loads.append(a) or original(*a, **k))
     scenario = load_scenario(ICE)
     params = parse_params({"generate": {"cache": str(tmp_path / "cache.sqlite")}})
     cache = AnswerCache(params.generate.cache)

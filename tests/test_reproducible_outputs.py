@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from decision_distill.atomic import write_parquet
-from decision_distill.scenario import load_scenario
+from decision_distill.core.atomic import write_parquet
+from decision_distill.data.scenario_file import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["params.yaml", "stages", "decision_distill", "scenarios"]
@@ -42,7 +42,7 @@ def _checkout(root: Path, weights: Path, splits: Path) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(splits, root / "data/splits")
     shutil.copytree(weights, root / "models/slm")
-    (root / "models/slm/teacher.json").write_text(json.dumps(
+    (root / "models/slm/model.json").write_text(json.dumps(
         {"source": "hub", "path": ".", "repo_id": "tiny", "revision": "0", "fingerprint": "hub:tiny@0"}))
     return root
 
@@ -54,7 +54,9 @@ def _set_order(hashseed: str) -> str:
 
 
 def _run(root: Path, hashseed: str, *cmd: str) -> None:
-    env = {**os.environ, "PYTHONHASHSEED": hashseed, "OMP_NUM_THREADS": "1"}
+    # the checkout's own package first on the import path: the stages import it from there
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONHASHSEED": hashseed, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, *cmd], cwd=root, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -67,7 +69,7 @@ def _contents(root: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_lora_train_and_merge_outputs_do_not_depend_on_the_checkout_path_or_hash_seed(tmp_path, tiny_teacher):
-    weights = Path(yaml.safe_load((tiny_teacher / "teacher.json").read_text())["path"])
+    weights = Path(yaml.safe_load((tiny_teacher / "model.json").read_text())["path"])
     seeds = ["0", next(s for s in map(str, range(1, 50)) if _set_order(s) != _set_order("0"))]
     states = load_scenario(REPO / "scenarios/ice_cream.yaml").sample_states(48, seed=3)
     frame = pd.DataFrame([{"state_id": i, **s, "p_yes": 0.2 + 0.6 * (i % 2), "p_no": 0.8 - 0.6 * (i % 2), "ok": True}

@@ -10,12 +10,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from decision_distill.errors import UserError
-from decision_distill.model_source import download, read_teacher_json
-from decision_distill.teacher import load_causal_lm
-from decision_distill.params import parse_params
-from decision_distill.students import WEIGHTS_FILE, load_student
-from decision_distill.train import train_student
+from decision_distill.core.errors import UserError
+from decision_distill.lm.source import download, read_model_json
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.core.params import parse_params
+from decision_distill.students.models import WEIGHTS_FILE, load_student
+from decision_distill.students.train import train_student
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def test_a_pickle_bearing_checkpoint_is_refused(tmp_path, synthetic_splits):
 
 
 def test_no_pickle_and_no_unsafe_torch_load_in_the_code():
-    sources = list((REPO / "decision_distill").glob("*.py")) + list((REPO / "stages").glob("*.py"))
+    sources = list((REPO / "decision_distill").rglob("*.py")) + list((REPO / "stages").glob("*.py"))
     for path in sources:
         text = path.read_text()
         assert not re.search(r"^\s*(import|from)\s+(c?pickle|dill|joblib)\b", text, re.M), path
@@ -49,14 +49,14 @@ def _pickled_copy(weights: Path, where: Path) -> Path:
 
 
 def test_a_pickle_checkpoint_model_directory_is_refused(tmp_path, tiny_teacher, call_stage):
-    weights = Path(read_teacher_json(tiny_teacher)["path"])
+    weights = Path(read_model_json(tiny_teacher)["path"])
     pickled = _pickled_copy(weights, tmp_path / "pickled")
     with pytest.raises(UserError, match=r"pickle weights \(pytorch_model\.bin\).*only safetensors load"):
         download(str(pickled), "main", tmp_path / "teacher")
     # A model that was safe when downloaded but whose weights were swapped later
     swapped = tmp_path / "swapped"
     shutil.copytree(tiny_teacher, swapped)
-    (swapped / "teacher.json").write_text(json.dumps({**read_teacher_json(tiny_teacher), "path": str(pickled)}))
+    (swapped / "model.json").write_text(json.dumps({**read_model_json(tiny_teacher), "path": str(pickled)}))
     with pytest.raises(UserError, match=r"pickle weights \(pytorch_model\.bin\)"):
         load_causal_lm(swapped, device="cpu")
     # the download stage says so in one line, exit 2

@@ -1,8 +1,8 @@
 
 import pytest
 
-from decision_distill.errors import UserError
-from decision_distill.scenario import load_scenario, parse_scenario
+from decision_distill.core.errors import UserError
+from decision_distill.data.scenario_file import load_scenario, parse_scenario
 
 ICE_CREAM = "scenarios/ice_cream.yaml"
 

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from decision_distill.errors import UserError
-from decision_distill.scenario import load_scenario
-from decision_distill.teacher import TokenScorer, load_causal_lm
+from decision_distill.core.errors import UserError
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm.scorer import TokenScorer
+from decision_distill.lm.load import load_causal_lm
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The simulations: Mesa models driven by a decision_distill.policy decider."""
+"""The simulations: Mesa models driven by a decision_distill.simulation.policy decider."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decision_distill.errors import UserError
-from decision_distill.policy import ConstantPolicy, Policy
-from decision_distill.scenario import load_scenario
+from decision_distill.core.errors import UserError
+from decision_distill.data.scenario_file import load_scenario
 from decision_distill.simulation.config import check_against_scenario, load_simulation
 from decision_distill.simulation.market import MarketModel
+from decision_distill.simulation.policy import ConstantPolicy, Policy
 from decision_distill.simulation.run import run_replicates
 
 MARKET, DILEMMA = "simulations/christmas_market.yaml", "simulations/repeated_dilemma.yaml"

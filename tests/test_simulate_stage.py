@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from decision_distill.atomic import write_json
-from decision_distill.evaluate import evaluate_students
+from decision_distill.core.atomic import write_json
+from decision_distill.evaluation.evaluate import evaluate_students
 from decision_distill.simulation.fidelity import compare
 
 
@@ -111,7 +111,7 @@ def test_stage_bad_params_is_one_line_and_writes_nothing(project, tmp_path, simu
 def test_stage_runs_the_dilemma_on_the_games_scenario(tmp_path, build_tiny_teacher, train_students, write_splits, simulate_stage):
     """Not hard-wired to ice cream: with scenario games the dilemma runs and the market is skipped."""
 
-    from decision_distill.model_source import download
+    from decision_distill.lm.source import download
 
     games = "scenarios/games.yaml"
     download(str(build_tiny_teacher(tmp_path / "weights", scenario_path=games)), "main", tmp_path / "teacher")

@@ -12,18 +12,19 @@ import pytest
 import yaml
 from ruamel.yaml import YAML
 
-from decision_distill import stability as stability_module
-from decision_distill.answer_cache import AnswerCache
-from decision_distill.errors import UserError
-from decision_distill.evaluate import add_noise_floor_ratios
-from decision_distill.generate import generate
-from decision_distill.params import parse_params
-from decision_distill.plots import plot_stability_icc, plot_stability_spread, stability_spread
-from decision_distill.reliability import NONE_MEASURED, mard, summarize
-from decision_distill.scenario import load_scenario, parse_scenario
-from decision_distill.split import split_decisions
-from decision_distill.stability import check_settings, describe, explanation_cosine, measure_stability, numerics_metrics
-from decision_distill.verbalized import VerbalizedReader
+from decision_distill.core.errors import UserError
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import check_stability_settings, load_scenario, parse_scenario
+from decision_distill.data.split import split_decisions
+from decision_distill.evaluation import stability as stability_module
+from decision_distill.evaluation.evaluate import add_noise_floor_ratios
+from decision_distill.evaluation.icc import NONE_MEASURED, mard, summarize
+from decision_distill.evaluation.plots_teacher import plot_stability_icc, plot_stability_spread, stability_spread
+from decision_distill.evaluation.stability import describe, measure_stability
+from decision_distill.evaluation.stability_stats import explanation_cosine, numerics_metrics
+from decision_distill.lm.answer_cache import AnswerCache
+from decision_distill.lm.verbalized import VerbalizedReader
+from decision_distill.teacher.generate import generate
 
 SCENARIO = "scenarios/ice_cream.yaml"
 
@@ -214,7 +215,7 @@ def test_interrupted_sampling_resumes_to_the_same_answers(tmp_path, tiny_teacher
 def test_bad_settings_name_the_param(tmp_path, setting, message):
     params = tiny_params(tmp_path, **setting)
     with pytest.raises(UserError, match="^" + message.replace("(", r"\(")):
-        check_settings(params.stability, load_scenario(SCENARIO))
+        check_stability_settings(params.stability, load_scenario(SCENARIO))
 
 
 def test_stage_refuses_greedy_repeats_with_one_line(tmp_path, tiny_teacher):

@@ -14,12 +14,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from decision_distill.encoding import PAD, FeatureEncoder
-from decision_distill.errors import UserError
-from decision_distill.params import ARCHITECTURES, parse_params
-from decision_distill.schema import Feature, Schema
-from decision_distill.students import ARCHES, build_student, load_student, predict, save_student
-from decision_distill.train import soft_cross_entropy, train_student
+from decision_distill.core.errors import UserError
+from decision_distill.core.params import ARCHITECTURES, parse_params
+from decision_distill.data.schema import Feature, Schema
+from decision_distill.students.encoding import FeatureEncoder, PAD
+from decision_distill.students.losses import soft_cross_entropy
+from decision_distill.students.models import ARCHES, build_student, load_student, predict, save_student
+from decision_distill.students.train import train_student
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_TRANSFORMER = {"d_model": 32, "heads": 2, "layers": 1, "lr": 0.003}

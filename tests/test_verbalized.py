@@ -4,10 +4,10 @@ must be what the model writes for each whole prompt on its own."""
 import pytest
 import torch
 
-from decision_distill.errors import UserError
-from decision_distill.scenario import load_scenario
-from decision_distill.teacher import load_causal_lm
-from decision_distill.verbalized import VerbalizedReader
+from decision_distill.core.errors import UserError
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.lm.load import load_causal_lm
+from decision_distill.lm.verbalized import VerbalizedReader
 
 NEW_TOKENS = 16
 
@@ -66,7 +66,7 @@ def test_generation_on_the_shared_prefix_is_each_prompt_generated_alone(tiny_tea
     scenario, prefix, suffixes = prompts
     teacher = load_causal_lm(tiny_teacher, device="cpu")
     reader = VerbalizedReader(teacher, scenario.verbalized_key, NEW_TOKENS, 0.0, batch_size=len(suffixes))
-    assert reader._fits_window(len(reader.encode_prefix(prefix)) + 60 + NEW_TOKENS)  # the shared path
+    assert reader.fits_window(len(reader.encode_prefix(prefix)) + 60 + NEW_TOKENS)  # the shared path
     assert_same_generation(teacher, reader, prefix, suffixes)
 
 
@@ -74,7 +74,7 @@ def test_a_cache_past_the_sliding_window_generates_from_whole_prompts(prompts, t
     scenario, prefix, suffixes = prompts
     teacher = tiny_variant("verbalized_window", sliding_window=48)
     reader = VerbalizedReader(teacher, scenario.verbalized_key, NEW_TOKENS, 0.0, batch_size=len(suffixes))
-    assert not reader._fits_window(len(reader.encode_prefix(prefix)) + NEW_TOKENS)  # the premise
+    assert not reader.fits_window(len(reader.encode_prefix(prefix)) + NEW_TOKENS)  # the premise
     assert_same_generation(teacher, reader, prefix, suffixes)
 
 
@@ -103,7 +103,7 @@ def test_the_sampler_draws_from_the_tempered_distribution(size, at):
     vocabulary, at block edges); every other token has probability 0."""
     from scipy.stats import chisquare
 
-    from decision_distill.verbalized import sample_tokens
+    from decision_distill.lm.verbalized import sample_tokens
 
     logits = torch.full((size,), float("-inf"))
     logits[at] = torch.tensor([2.0, 0.5, -1.0, 1.0, 0.0])

@@ -26,10 +26,10 @@ import torch
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from decision_distill.encoding import FeatureEncoder
-from decision_distill.params import parse_params
-from decision_distill.scenario import load_scenario
-from decision_distill.students import ARCHES, build_student, predict, save_student
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.students.encoding import FeatureEncoder
+from decision_distill.students.models import ARCHES, build_student, predict, save_student
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "decision_distill"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_dir, write_json
-from ..errors import UserError
+from ..core.atomic import atomic_dir, write_json
+from ..core.errors import UserError
 from .corpus import Corpus
 
 TRAIN, HELD_OUT = "train", "held_out"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML, YAMLError
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 VOTES = ("Aye", "Nay")
 _BLANK_LINES = re.compile(r"\n\s*\n")

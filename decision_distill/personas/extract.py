@@ -8,7 +8,7 @@ cap of 25 per person did not hold: here the cap is applied before anything is ge
 and checked again before anything is written).
 
 Resumable: every P(yes) batch and every generated line goes to the answer cache as soon
-as it is computed (keys: decision_distill.personas.answers), so a killed run's rerun
+as it is computed (keys: decision_distill.personas.cache_keys), so a killed run's rerun
 scores and generates only what is missing and writes the same files.
 """
 
@@ -19,11 +19,12 @@ import math
 import numpy as np
 import torch
 
-from ..answer_cache import AnswerCache
-from ..errors import UserError
-from ..teacher import LoadedModel, TokenScorer
-from .answers import persona_key
-from .chunks import TRAIN, Chunk
+from ..core.errors import UserError
+from ..lm.answer_cache import AnswerCache
+from ..lm.load import LoadedModel
+from ..lm.scorer import TokenScorer
+from .cache_keys import persona_key
+from .chunks import Chunk, TRAIN
 
 OPTIONS = [" Yes", " No"]
 PREFIX = ("You read passages from transcripts of school board meetings and say whether a passage "

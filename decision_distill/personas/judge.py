@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..teacher import LoadedModel, TokenScorer
+from ..lm.load import LoadedModel
+from ..lm.scorer import TokenScorer
 from .respond import TUNED
 
 RATINGS = ["1", "2", "3", "4", "5"]

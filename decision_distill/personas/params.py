@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
 
-from ..errors import UserError
-from ..params import Section, one_line_error, read_yaml, reject_nan
+from ..core.config import Section, one_line_error, read_yaml, reject_nan
+from ..core.errors import UserError
 
 DEFAULT = Path("personas/params.yaml")
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..answer_cache import AnswerCache
-from ..model_source import read_teacher_json
-from ..teacher import load_causal_lm
-from .answers import persona_key
-from .chunks import HELD_OUT, Chunk
+from ..lm.answer_cache import AnswerCache
+from ..lm.load import load_causal_lm
+from ..lm.source import read_model_json
+from .cache_keys import persona_key
+from .chunks import Chunk, HELD_OUT
 from .text import encode_chunk, sequence_nll
 
 BASE = "base"
@@ -34,7 +34,7 @@ def chunk_nll(model_dir: str | Path, chunks: list[Chunk], dtype: str, device: st
               trust_remote_code: bool, cache: AnswerCache) -> np.ndarray:
     """[N, 2]: summed negative log-likelihood and predicted-token count of each chunk, through
     `cache`; the model is loaded only when some chunk is missing there."""
-    fingerprint = read_teacher_json(model_dir)["fingerprint"]
+    fingerprint = read_model_json(model_dir)["fingerprint"]
     keys = [persona_key("persona-perplexity nll", fingerprint, dtype, device, c.text, tokens="BOS + text, all tokens")
             for c in chunks]
     known = cache.get_many(keys)
@@ -102,7 +102,7 @@ def draw_heatmap(report: dict, out: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..atomic import atomic_path
+    from ..core.atomic import atomic_path
 
     models, texts = report["models"], report["texts"]
     grid = np.array([[report["matrix"][t][m]["perplexity"] for t in texts] for m in models])

@@ -20,11 +20,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..answer_cache import AnswerCache, answer_key
-from ..model_source import read_teacher_json
-from ..teacher import LoadedModel
-from .answers import persona_key
-from .chunks import TRAIN, Chunk
+from ..lm.answer_cache import AnswerCache, answer_key
+from ..lm.load import LoadedModel
+from ..lm.source import read_model_json
+from .cache_keys import persona_key
+from .chunks import Chunk, TRAIN
 
 TUNED, BASE_PROFILE, BASE_CHUNKS = "tuned", "base+profile", "base+chunks"
 INTRO = "Transcript of a public meeting.\n"
@@ -79,7 +79,7 @@ def respond(reviewed: dict, profile: str | None, chunks: list[Chunk], models: di
     for name, directory in models.items():
         batch = [p[name] for p in prompts]
         seed = batch_seed(settings.seed, name, batch)
-        fingerprint = read_teacher_json(directory)["fingerprint"]
+        fingerprint = read_model_json(directory)["fingerprint"]
         keys = [persona_key("persona-respond", fingerprint, dtype, device, prompt, batch=batch, seed=seed,
                             decoding=decoding) for prompt in batch]
         found = cache.get_many(keys)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..scorer import final_logits
+from ..lm.scorer import final_logits
 
 LOGIT_ROWS = 128  # positions per vocabulary projection: a 262k vocabulary would otherwise dominate memory
 

@@ -18,14 +18,13 @@ from typing import Callable
 
 import torch
 
-from ..atomic import atomic_dir, write_json
-from ..errors import UserError
-from ..lora_checkpoints import (CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, SEED_STRIDE, clear_stale, make_path_independent,
-                               usable_checkpoints)
-from ..lora_model import with_lora
-from ..runtime import resolve_dtype
-from ..teacher import load_causal_lm
-from .chunks import TRAIN, Chunk
+from ..core.atomic import atomic_dir, write_json
+from ..core.errors import UserError
+from ..lm.load import load_causal_lm
+from ..lm.runtime import resolve_dtype
+from ..lora.adapter import make_path_independent, with_lora
+from ..lora.checkpoints import CHECKPOINT_PREFIX, KEEP_CHECKPOINTS, SEED_STRIDE, clear_stale, usable_checkpoints
+from .chunks import Chunk, TRAIN
 from .params import PersonaLoRA
 from .text import encode_chunk, sequence_nll
 

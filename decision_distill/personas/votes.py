@@ -22,7 +22,8 @@ from typing import Callable
 import numpy as np
 from scipy.stats import binomtest
 
-from ..teacher import LoadedModel, TokenScorer
+from ..lm.load import LoadedModel
+from ..lm.scorer import TokenScorer
 
 AYE, NAY = "Aye", "Nay"
 OPTIONS = [" Aye", " Nay"]
@@ -193,7 +194,7 @@ def draw_votes(report: dict, out) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..atomic import atomic_path
+    from ..core.atomic import atomic_path
 
     pooled = report["pooled"]
     models = list(pooled["models"])

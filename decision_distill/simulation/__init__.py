@@ -1,1 +1,1 @@
-"""Simulations in which a decider (decision_distill.policy) makes every decision."""
+"""Simulations in which a decider (decision_distill.simulation.policy) makes every decision."""

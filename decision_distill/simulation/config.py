@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML, YAMLError
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 
 class _Strict(BaseModel):

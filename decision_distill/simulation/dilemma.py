@@ -1,7 +1,8 @@
 """An iterated social dilemma (Mesa) on the games scenario: the same simulation layer as the
 market on another scenario, to show nothing in it is specific to ice cream.
 
-Players are paired for the whole run (population // 2 pairs). Each round every player
+Players are paired for the whole run (population // 2 pairs); like the market's visitors they
+are rows of numpy arrays (player 2k and 2k+1 are partners), not Mesa agents. Each round every player
 decides whether to cooperate, all in one batched call to the decider; `history` is what
 the partner did the round before (first_game in round one). The DataCollector records the
 cooperation rate per round and the share of pairs cooperating mutually.
@@ -13,16 +14,10 @@ import mesa
 import numpy as np
 import pandas as pd
 
-from ..scenario import Scenario
+from ..data.scenario import Scenario
 from .config import DilemmaConfig
 
 HISTORY = ("first_game", "they_cooperated", "they_defected")
-
-
-class Player(mesa.Agent):
-    def __init__(self, model: "DilemmaModel", row: int):
-        super().__init__(model)
-        self.row = row
 
 
 class DilemmaModel(mesa.Model):
@@ -43,7 +38,6 @@ class DilemmaModel(mesa.Model):
         self.cooperation = self.mutual = 0.0
         self.decisions = 0
         self.log = [] if log_decisions else None
-        Player.create_agents(self, self.n, row=list(range(self.n)))
         self.datacollector = mesa.DataCollector(model_reporters={
             "cooperation": "cooperation", "mutual": "mutual", "decisions": "decisions"})
 

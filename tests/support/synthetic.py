@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from decision_distill.atomic import write_parquet
-from decision_distill.schema import Feature, Schema
+from decision_distill.core.atomic import write_parquet
+from decision_distill.data.schema import Feature, Schema
 
 TRAITS = tuple(f"t{i}" for i in range(6))
 CONTEXTS = tuple(f"c{i}" for i in range(5))

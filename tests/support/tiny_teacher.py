@@ -11,7 +11,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import CohereConfig, CohereForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
 
-from decision_distill.scenario import Scenario, load_scenario
+from decision_distill.data.scenario import Scenario
+from decision_distill.data.scenario_file import load_scenario
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 CHAT_SPECIALS = ["<start_of_turn>", "<end_of_turn>"]
@@ -88,9 +89,9 @@ def build_tiny_teacher(directory: Path, scenario_path: str = "scenarios/ice_crea
 
 
 def tiny_model_dir(root: Path, **kwargs) -> Path:
-    """A model directory as the download stage makes it (teacher.json) for a tiny model
+    """A model directory as the download stage makes it (model.json) for a tiny model
     built with `kwargs` (build_tiny_teacher's options)."""
-    from decision_distill.model_source import download
+    from decision_distill.lm.source import download
 
     download(str(build_tiny_teacher(root / "weights", **kwargs)), "main", root / "model")
     return root / "model"
@@ -99,6 +100,6 @@ def tiny_model_dir(root: Path, **kwargs) -> Path:
 def tiny_variant(root: Path, **kwargs):
     """A tiny model built with `kwargs` (build_tiny_teacher's options), downloaded into `root`
     and loaded as the pipeline loads a teacher."""
-    from decision_distill.teacher import load_causal_lm
+    from decision_distill.lm.load import load_causal_lm
 
     return load_causal_lm(tiny_model_dir(root, **kwargs), device="cpu")

@@ -1,0 +1,2 @@
+"""The dataset contract and where states come from: the schema, scenarios and their
+states, splits, imported decisions."""

@@ -1,0 +1,182 @@
+"""What drives the decision: per-value effects on the log-odds of the action, the
+teacher's beside each student's, and how much each student leans on each feature group.
+
+Effects. The log-odds of P(action) is regressed (OLS, intercept) on one column per
+feature value: presence (0/1) for a set value, a dummy against the first listed value
+for a choice, the encoder's [-1, 1] scale for a number. The coefficient is the value's
+effect in log-odds units, other values held fixed; its interval uses HC3 standard errors
+because the log-odds residuals are not homoscedastic (near 0 or 1 they spread out).
+The teacher's effects come from its answers, a student's from its predictions on the
+same states. `diff` regresses student minus teacher log-odds on the same design: a
+paired estimate of the student's bias per value with its own interval.
+
+Permutation importance. A feature group's column is shuffled across the states and the
+rise in KL(teacher || student) is measured, `repeats` times; the interval is the
+percentile range of those repeats (the shuffle's spread, not a sampling interval).
+
+States are the test split: a random sample (also under active sampling, see
+decision_distill/teacher/active.py) the students never trained on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+
+from ..core.errors import UserError
+from ..data.schema import Schema
+from ..stats.metrics import kl
+
+CLIP = 1e-6  # keeps a saturated P(action) from making an infinite log-odds
+
+
+def design(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """One column per feature value ("feature=value"), see the module docstring."""
+    cols: dict[str, np.ndarray] = {}
+    for f in schema.features:
+        if f.name not in frame.columns:
+            raise UserError(f"effects: the states have no column '{f.name}'; rerun the split stage")
+        column = frame[f.name]
+        if f.kind == "set":
+            for v in f.values:
+                cols[f"{f.name}={v}"] = np.array([v in list(row) for row in column], dtype=float)
+        elif f.kind == "choice":
+            for v in f.values[1:]:  # the first value is the reference
+                cols[f"{f.name}={v}"] = (column == v).to_numpy(dtype=float)
+        else:
+            centre, half = f.scale()
+            cols[f.name] = ((pd.to_numeric(column) - centre) / half).to_numpy(dtype=float)
+    return pd.DataFrame(cols, index=frame.index)
+
+
+def log_odds(p_action: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p_action, dtype=float), CLIP, 1 - CLIP)
+    return np.log(p / (1 - p))
+
+
+def regress(X: pd.DataFrame, y: np.ndarray, confidence: float) -> pd.DataFrame:
+    """Per column of X: effect, low, high (HC3). Columns constant on these states (a value
+    never drawn, or always present) cannot be estimated: NaN, never a made-up 0."""
+    varying = [c for c in X.columns if X[c].std() > 0]
+    if len(X) <= len(varying) + 1:
+        raise UserError(f"effects: {len(X)} states cannot estimate {len(varying)} effects; "
+                        "generate more states or raise split.test")
+    fit = sm.OLS(np.asarray(y, dtype=float), sm.add_constant(X[varying], has_constant="add")).fit(cov_type="HC3")
+    ci = fit.conf_int(alpha=1 - confidence)
+    out = pd.DataFrame({"effect": np.nan, "low": np.nan, "high": np.nan}, index=X.columns)
+    out.loc[varying, "effect"] = fit.params[varying]
+    out.loc[varying, "low"] = ci.loc[varying, 0]
+    out.loc[varying, "high"] = ci.loc[varying, 1]
+    return out
+
+
+def effects_table(frame: pd.DataFrame, schema: Schema, student_probs: dict[str, np.ndarray],
+                  confidence: float) -> pd.DataFrame:
+    """Long table: value, group, source (teacher | student | diff:student), effect, low, high."""
+    X = design(frame, schema)
+    teacher_y = log_odds(frame[schema.prob_columns[0]].to_numpy())
+    groups = {c: c.split("=")[0] for c in X.columns}
+    parts = [_long(regress(X, teacher_y, confidence), "teacher", groups)]
+    for name, probs in student_probs.items():
+        student_y = log_odds(probs[:, 0])
+        parts.append(_long(regress(X, student_y, confidence), name, groups))
+        parts.append(_long(regress(X, student_y - teacher_y, confidence), f"diff:{name}", groups))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _long(table: pd.DataFrame, source: str, groups: dict[str, str]) -> pd.DataFrame:
+    out = table.rename_axis("value").reset_index()
+    out.insert(1, "group", out["value"].map(groups))
+    out.insert(2, "source", source)
+    return out
+
+
+def permutation_importance(predict_fn, frame: pd.DataFrame, schema: Schema, repeats: int, seed: int,
+                           confidence: float) -> pd.DataFrame:
+    """Rise in KL(teacher || student) when one feature group is shuffled across states.
+    `predict_fn(frame) -> probs[N, K]`. Columns: group, importance, low, high, base_kl."""
+    teacher = frame[schema.prob_columns].to_numpy(dtype=float)
+    base = kl(teacher, predict_fn(frame))
+    rng = np.random.default_rng(seed)
+    rows = []
+    for f in schema.features:
+        rises = []
+        for _ in range(repeats):
+            shuffled = frame.copy()
+            shuffled[f.name] = frame[f.name].to_numpy()[rng.permutation(len(frame))]
+            rises.append(kl(teacher, predict_fn(shuffled)) - base)
+        tail = (1 - confidence) / 2 * 100
+        rows.append({"group": f.name, "importance": float(np.mean(rises)),
+                     "low": float(np.percentile(rises, tail)), "high": float(np.percentile(rises, 100 - tail)),
+                     "base_kl": base})
+    return pd.DataFrame(rows)
+
+
+def ablate_group(arch: str, params, splits_dir, group: str, work_dir) -> np.ndarray:
+    """Retrain student `arch` (same params and seed as train@arch) with feature group `group`
+    removed from its schema, so the encoder never sees it; return its test predictions."""
+    import shutil
+    from pathlib import Path
+
+    from ..data.split import read_split
+    from ..students.models import load_student, predict
+    from ..students.train import train_student
+
+    splits_dir, work = Path(splits_dir), Path(work_dir) / f"{arch}-without-{group}"
+    schema = Schema.load(splits_dir / "features.json")
+    if group not in schema.feature_names:
+        raise UserError(f"effects.ablate_groups: unknown group '{group}'; use one of {', '.join(schema.feature_names)}")
+    reduced = Schema(features=tuple(f for f in schema.features if f.name != group),
+                     options=schema.options, action=schema.action)
+    if not reduced.features:
+        raise UserError(f"effects.ablate_groups: '{group}' is the only feature group; nothing left to train on")
+    (work / "splits").mkdir(parents=True, exist_ok=True)
+    for name in ("train", "val", "test"):
+        shutil.copyfile(splits_dir / f"{name}.parquet", work / "splits" / f"{name}.parquet")
+    reduced.save(work / "splits" / "features.json")
+    train_student(arch, params, work / "splits", work / "model", work / "live")
+    model, encoder = load_student(work / "model")
+    return predict(model, encoder, read_split(splits_dir / "test.parquet"))
+
+
+def paired_kl_rise(teacher: np.ndarray, full: np.ndarray, ablated: np.ndarray, bootstrap: int, seed: int,
+                   confidence: float) -> dict:
+    """Mean over test states of KL(teacher||ablated) - KL(teacher||full), with a percentile
+    bootstrap interval over states (paired: the same resample for both students)."""
+    from ..stats.metrics import kl_per_state
+
+    rise = kl_per_state(teacher, ablated) - kl_per_state(teacher, full)
+    rng = np.random.default_rng(seed)
+    means = np.array([rise[rng.integers(0, len(rise), len(rise))].mean() for _ in range(bootstrap)])
+    tail = (1 - confidence) / 2 * 100
+    return {"kl_rise": float(rise.mean()), "low": float(np.percentile(means, tail)),
+            "high": float(np.percentile(means, 100 - tail))}
+
+
+def plot_effects(table: pd.DataFrame, out_png, title: str = "Effect on log-odds of the action") -> None:
+    """Forest plot: one row per feature value, teacher and each student side by side with intervals."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = table[~table["source"].str.startswith("diff:")].dropna(subset=["effect"])
+    values = list(dict.fromkeys(shown["value"]))
+    sources = list(dict.fromkeys(shown["source"]))
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(values) * max(1, len(sources)) / 2 + 1.5))
+    step = 0.8 / max(1, len(sources))
+    for j, source in enumerate(sources):
+        rows = shown[shown["source"] == source].set_index("value").reindex(values)
+        y = np.arange(len(values)) + (j - (len(sources) - 1) / 2) * step
+        ax.errorbar(rows["effect"], y, xerr=[rows["effect"] - rows["low"], rows["high"] - rows["effect"]],
+                    fmt="o" if source == "teacher" else ".", ms=5 if source == "teacher" else 4,
+                    color="black" if source == "teacher" else None, capsize=2, lw=1, label=source)
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.set_yticks(np.arange(len(values)), values, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("effect on log-odds of P(action), with interval (HC3)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=150)
+    plt.close(fig)

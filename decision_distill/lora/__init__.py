@@ -1,0 +1,2 @@
+"""LoRA machinery shared by the decision and persona adapters: the adapter and its
+files, checkpoints, merging."""

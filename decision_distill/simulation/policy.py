@@ -1,0 +1,197 @@
+"""One interface for every decider: P(option | state), batched, for use inside a simulation.
+
+    from decision_distill.simulation.policy import Policy
+    policy = Policy.load("models/students/mlp")
+    p_buy = policy.prob([{"traits": ["likes_sweets"], "contexts": ["hungry", "truck_nearby"]}])
+
+A student needs only its two files (model.safetensors, config.json) and torch, safetensors,
+numpy and pandas at run time: no DVC, no params.yaml. The teacher (TeacherPolicy) and the
+tuned small LM (SLMPolicy) read states through prompts and the answer cache, so a simulation
+swaps deciders by one argument. Every policy answers
+
+    prob(states)   -> float64[N]     P(first option), the scenario's action
+    probs(states)  -> float64[N, K]  P(every option)
+
+`states` is a list of state dicts or a DataFrame with the scenario's feature ids as columns.
+A missing feature or an unknown value is a one-line UserError naming it; a value the student
+never saw in training is counted in `fallbacks` (the games report's "fallback"): its answer
+there is a default of the untrained weights, not something learnt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import UserError
+from ..data.schema import Schema
+
+States = list | pd.DataFrame
+
+
+class Policy:
+    """Base class; `Policy.load(student_dir)` builds a StudentPolicy."""
+
+    name = "policy"
+    schema: Schema
+    fallbacks = 0  # decisions that involved a value never seen in training (students only)
+
+    @staticmethod
+    def load(directory: str | Path, trained_on: str | Path | pd.DataFrame | None = None,
+             threads: int = 1) -> "StudentPolicy":
+        return StudentPolicy(directory, trained_on, threads)
+
+    def probs(self, states: States) -> np.ndarray:
+        raise NotImplementedError
+
+    def prob(self, states: States) -> np.ndarray:
+        return self.probs(states)[:, 0]
+
+    def frame(self, states: States) -> pd.DataFrame:
+        """`states` as a DataFrame with every feature column, checked: a missing feature is an error."""
+        frame = states if isinstance(states, pd.DataFrame) else pd.DataFrame(list(states))
+        names = self.schema.feature_names
+        if len(frame) and not set(names) <= set(frame.columns):
+            missing = next(n for n in names if n not in frame.columns)
+            raise UserError(f"{self.name}: states have no feature '{missing}'; every state needs "
+                            f"{', '.join(names)}")
+        # A missing value (None, NaN) is left to the encoder / scenario check, which name the feature.
+        return frame
+
+
+class StudentPolicy(Policy):
+    """A trained student from `models/students/<arch>`; `trained_on` (its train split) lets it
+    count decisions on values it never saw."""
+
+    def __init__(self, directory: str | Path, trained_on: str | Path | pd.DataFrame | None = None,
+                 threads: int = 1):
+        import torch  # imported here so that constant and teacher policies never need it
+
+        from ..students.models import load_student
+
+        self._torch, self.threads = torch, threads
+        self.model, self.encoder = load_student(directory)
+        self.schema = self.encoder.schema
+        self.name = Path(directory).name
+        self.unseen = _unseen_values(self.schema, trained_on) if trained_on is not None else {}
+
+    def probs(self, states: States) -> np.ndarray:
+        frame = self.frame(states)
+        if not len(frame):
+            return np.zeros((0, len(self.schema.options)))
+        if self.unseen:
+            self.fallbacks += int(_holds_unseen(frame, self.schema, self.unseen).sum())
+        # One intra-op thread: a simulation's batches are small, and on a shared machine
+        # torch's own threads wait on each other whenever another process holds a core
+        # (measured ~10x slower here; see bench/student_throughput.py).
+        previous = self._torch.get_num_threads()
+        self._torch.set_num_threads(self.threads)
+        try:
+            ids, values = self.encoder.encode(frame)  # unknown values: UserError naming feature and value
+            with self._torch.inference_mode():
+                return self._torch.softmax(self.model(ids, values).double(), dim=-1).numpy()
+        finally:
+            self._torch.set_num_threads(previous)
+
+
+class ConstantPolicy(Policy):
+    """P(action) = p for every state: the null decider simulations are checked against."""
+
+    def __init__(self, p: float, schema: Schema):
+        if not 0.0 <= p <= 1.0 or len(schema.options) != 2:
+            raise UserError(f"ConstantPolicy: p must be in [0, 1] for a two-option scenario (got {p})")
+        self.p, self.schema, self.name = p, schema, f"constant_{p:g}"
+
+    def probs(self, states: States) -> np.ndarray:
+        n = len(self.frame(states))
+        return np.tile([self.p, 1.0 - self.p], (n, 1))
+
+
+class _PromptPolicy(Policy):
+    """A language model that reads each state as a prompt, answered through the answer cache.
+    Distinct states are asked once per process (`asked` counts them); repeated states, the
+    common case in a simulation, are served from memory."""
+
+    def __init__(self, model_dir: str | Path, scenario, params, cache, name: str):
+        self.model_dir, self.scenario, self.params, self.cache = Path(model_dir), scenario, params, cache
+        self.schema, self.name = scenario.schema(), name
+        self._memo: dict[str, np.ndarray] = {}
+        self._loaded: dict = {}  # load arguments -> the model (see _load_once)
+        self.asked = 0  # distinct states this policy looked up (in the cache or from the model)
+        self.computed = 0  # of those, states the model had to answer (not in the cache before)
+
+    def _load_once(self, *args):
+        """load_causal_lm that keeps the model: a simulation asks once per tick, and reloading
+        the model on every cache miss would cost more than the answers."""
+        if args not in self._loaded:
+            from ..lm.load import load_causal_lm
+
+            self._loaded[args] = load_causal_lm(*args)
+        return self._loaded[args]
+
+    def probs(self, states: States) -> np.ndarray:
+        from ..data.scenario import state_key
+        from ..data.states import states_from_frame
+
+        frame = self.frame(states)
+        rows = states_from_frame(frame, self.scenario)
+        keys = [state_key(s) for s in rows]
+        new = {k: s for k, s in zip(keys, rows) if k not in self._memo}
+        if new:
+            before = len(self.cache)
+            answers = self._answer(list(new.values()))
+            self.asked += len(new)
+            self.computed += len(self.cache) - before
+            for key, p in zip(new, answers):
+                self._memo[key] = p
+        return np.array([self._memo[k] for k in keys], dtype=np.float64).reshape(len(keys), -1)
+
+
+class TeacherPolicy(_PromptPolicy):
+    def __init__(self, teacher_dir, scenario, params, cache, name: str = "teacher"):
+        super().__init__(teacher_dir, scenario, params, cache, name)
+
+    def _answer(self, states: list[dict]) -> list[np.ndarray]:
+        from ..teacher.ask import teacher_answers
+
+        answers = teacher_answers(self.model_dir, self.scenario, states, self.params, self.cache,
+                                  desc=self.name, load=self._load_once, report=False)
+        bad = [s for s, a in zip(states, answers) if not a["ok"]]
+        if bad:
+            raise UserError(f"teacher: no readable answer for state {bad[0]}; use teacher.readout: tokens")
+        return [np.asarray(a["probs"], dtype=np.float64) for a in answers]
+
+
+class SLMPolicy(_PromptPolicy):
+    def __init__(self, model_dir, scenario, params, cache, name: str = "slm_tuned"):
+        super().__init__(model_dir, scenario, params, cache, name)
+
+    def _answer(self, states: list[dict]) -> list[np.ndarray]:
+        from ..slm.answers import slm_answers
+
+        return list(slm_answers(self.model_dir, self.scenario, states, self.params, self.cache,
+                                desc=self.name, load=self._load_once))
+
+
+def _unseen_values(schema: Schema, trained_on: str | Path | pd.DataFrame) -> dict[str, set[str]]:
+    """feature -> values of the schema that no training state holds."""
+    train = trained_on if isinstance(trained_on, pd.DataFrame) else pd.read_parquet(trained_on)
+    unseen = {}
+    for f in schema.features:
+        if f.kind in ("set", "choice") and f.name in train:
+            col = train[f.name]
+            seen = {v for row in col for v in row} if f.kind == "set" else set(col.astype(str))
+            if set(f.values) - seen:
+                unseen[f.name] = set(f.values) - seen
+    return unseen
+
+
+def _holds_unseen(frame: pd.DataFrame, schema: Schema, unseen: dict[str, set[str]]) -> np.ndarray:
+    kinds = {f.name: f.kind for f in schema.features}
+    hit = np.zeros(len(frame), dtype=bool)
+    for name, values in unseen.items():
+        col = frame[name].tolist()
+        hit |= np.array([bool(values.intersection(row)) if kinds[name] == "set" else row in values for row in col])
+    return hit

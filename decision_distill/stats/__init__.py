@@ -1,0 +1,1 @@
+"""Array statistics over probability tables: the faithfulness metrics. Imports core only."""

@@ -1,0 +1,1 @@
+"""The small students: input encoding, architectures, losses and the training loop."""

@@ -1,0 +1,89 @@
+"""The generate stage: ask the teacher about every sampled state, through the cache.
+
+Resumable by construction: answers are committed to the answer cache chunk by chunk
+(decision_distill.teacher.ask), and the dataset is written (atomically) only from the
+cache at the end. A killed run loses at most one chunk; the rerun asks only what is
+missing, and the dataset can hold no lost or duplicated row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..core.atomic import write_json, write_parquet
+from ..core.errors import UserError
+from ..core.params import Params
+from ..data.scenario import Scenario, State
+from ..lm.answer_cache import AnswerCache
+from ..lm.runtime import pick_device, resolve_dtype
+from .ask import teacher_answers
+
+MIN_USEFUL_P_STD = 0.05
+
+
+def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_dataset: str | Path,
+             out_schema: str | Path, out_metrics: str | Path) -> dict:
+    t = params.teacher
+    if t.readout == "verbalized" and len(scenario.options) != 2:
+        raise UserError("teacher.readout: verbalized needs a two-option scenario; use tokens")
+    g = params.generate
+    cache = AnswerCache(g.cache)
+    reserved = None
+    try:
+        if g.strategy == "active":  # imported here: the default random run needs none of it
+            from .active import active_states
+            states, answers, reserved = active_states(
+                scenario, g.states, g.seed, g.active,
+                lambda some: teacher_answers(teacher_dir, scenario, some, params, cache))
+        else:
+            states = scenario.sample_states(g.states, g.seed)
+            answers = teacher_answers(teacher_dir, scenario, states, params, cache)
+    finally:
+        cache.close()
+    questions = [scenario.describe(s) for s in states]
+    frame = decisions_frame(scenario, states, questions, answers, t.readout)
+    if reserved is not None:  # the split stage puts exactly these random states in test
+        frame["reserved_test"] = reserved
+    # the runtime the answers were computed in (teacher.dtype and .device as resolved on this machine)
+    metrics = teacher_metrics(frame, scenario, t.readout) | {"dtype": resolve_dtype(t.dtype, t.device),
+                                                             "device": pick_device(t.device).type}
+    write_parquet(frame, out_dataset)
+    scenario.schema().save(out_schema)
+    write_json(metrics, out_metrics)
+    if metrics["p_std"] is not None and metrics["p_std"] < MIN_USEFUL_P_STD:
+        print(f"warning: the teacher's P(action) barely varies across states (p_std={metrics['p_std']:.3f}); "
+              "every student will look perfect. Improve the prompt or use a stronger teacher.", flush=True)
+    return metrics
+
+
+def decisions_frame(scenario: Scenario, states: list[State], questions: list[str], answers: list[dict],
+                    readout: str) -> pd.DataFrame:
+    """The dataset contract of decision_distill.data.schema, one row per state."""
+    rows = []
+    for state_id, (state, question, a) in enumerate(zip(states, questions, answers)):
+        row = {"state_id": state_id, **state}
+        probs = a["probs"] or [None] * len(scenario.options)
+        row.update({f"p_{o.id}": p for o, p in zip(scenario.options, probs)})
+        row.update(ok=a["ok"], option_mass=a["option_mass"], logodds=a["logodds"], question=question)
+        if readout == "verbalized":
+            row.update(explanation=a["explanation"], raw=a["raw"], error=a["error"])
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for col in [f"p_{o.id}" for o in scenario.options] + ["option_mass", "logodds"]:
+        frame[col] = frame[col].astype("float64")
+    return frame
+
+
+def teacher_metrics(frame: pd.DataFrame, scenario: Scenario, readout: str) -> dict:
+    ok = frame[frame["ok"]]
+    p_action = ok[f"p_{scenario.options[0].id}"]
+    return {
+        "states": int(len(frame)),
+        "readout": readout,
+        "p_std": float(p_action.std(ddof=0)) if len(ok) else None,
+        "p_mean": float(p_action.mean()) if len(ok) else None,
+        "option_mass_mean": float(ok["option_mass"].mean()) if readout == "tokens" and len(ok) else None,
+        "parse_failures": int((~frame["ok"]).sum()),
+    }

@@ -23,6 +23,7 @@ import torch
 from decision_distill.core.params import WIDTH_KEYS, load_params
 from decision_distill.data.schema import Schema
 from decision_distill.data.split import read_split
+from decision_distill.stats.bootstrap import bootstrap_interval
 from decision_distill.stats.metrics import kl_per_state
 from decision_distill.students.models import load_student, predict
 from decision_distill.students.train import train_student
@@ -52,7 +53,6 @@ def main() -> None:
     schema = Schema.load(args.splits / "features.json")
     test = read_split(args.splits / "test.parquet").reset_index(drop=True)
     teacher = test[schema.prob_columns].to_numpy(dtype=float)
-    rng = np.random.default_rng(0)
     rows = []
     for arch in args.arches:
         for width in ([None] if arch == "logreg" else args.widths):
@@ -64,10 +64,10 @@ def main() -> None:
                 summary = train_student(arch, run, args.splits, Path(work) / "m", Path(work) / "live")
                 model, encoder = load_student(Path(work) / "m")
             per_state = kl_per_state(teacher, predict(model, encoder, test))
-            means = [per_state[rng.integers(0, len(per_state), len(per_state))].mean() for _ in range(args.bootstrap)]
+            low, high = bootstrap_interval(lambda v: v.mean(axis=-1), per_state, resamples=args.bootstrap,
+                                           confidence=0.95, seed=0, vectorized=True)
             rows.append({"arch": arch, "width": width, "parameters": summary["parameters"],
-                         "test_kl": per_state.mean(), "low": np.percentile(means, 2.5),
-                         "high": np.percentile(means, 97.5),
+                         "test_kl": per_state.mean(), "low": low, "high": high,
                          "decisions_per_s": decisions_per_s(model, encoder, test, args.repeats)})
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)

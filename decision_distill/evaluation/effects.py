@@ -143,15 +143,16 @@ def ablate_group(arch: str, params, splits_dir, group: str, work_dir) -> np.ndar
 def paired_kl_rise(teacher: np.ndarray, full: np.ndarray, ablated: np.ndarray, bootstrap: int, seed: int,
                    confidence: float) -> dict:
     """Mean over test states of KL(teacher||ablated) - KL(teacher||full), with a percentile
-    bootstrap interval over states (paired: the same resample for both students)."""
+    bootstrap interval over states (paired: the same resample for both students); low and high
+    are None with fewer than two states."""
+    from ..stats.bootstrap import bootstrap_interval
     from ..stats.metrics import kl_per_state
 
-    rise = kl_per_state(teacher, ablated) - kl_per_state(teacher, full)
-    rng = np.random.default_rng(seed)
-    means = np.array([rise[rng.integers(0, len(rise), len(rise))].mean() for _ in range(bootstrap)])
-    tail = (1 - confidence) / 2 * 100
-    return {"kl_rise": float(rise.mean()), "low": float(np.percentile(means, tail)),
-            "high": float(np.percentile(means, 100 - tail))}
+    kl_ablated, kl_full = kl_per_state(teacher, ablated), kl_per_state(teacher, full)
+    ci = bootstrap_interval(lambda a, f: a.mean(axis=-1) - f.mean(axis=-1), kl_ablated, kl_full, paired=True,
+                            resamples=bootstrap, confidence=confidence, seed=seed, vectorized=True)
+    low, high = ci if ci is not None else (None, None)
+    return {"kl_rise": float(kl_ablated.mean() - kl_full.mean()), "low": low, "high": high}
 
 
 def plot_effects(table: pd.DataFrame, out_png, title: str = "Effect on log-odds of the action") -> None:

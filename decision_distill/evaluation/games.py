@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import bootstrap
 
 from ..data.scenario import Scenario
 from ..slm.answers import SLM_BASE, SLM_TUNED
+from ..stats.bootstrap import bootstrap_interval, percentile_interval
 from ..stats.metrics import jsd
 from .predictions import student_columns, teacher_columns
 
@@ -70,16 +70,14 @@ def cell_values(Q: np.ndarray, options: list[str]) -> np.ndarray:
 
 
 def interval(statistic, n: int, boot: Bootstrap, stream: tuple[int, ...]) -> tuple[list[float] | None, np.ndarray | None]:
-    """Percentile bootstrap interval of `statistic(idx)` over resampled state indices, and the
-    bootstrap distribution; None with fewer than 2 states. `stream` seeds this statistic's
-    own generator, so a cell's interval does not depend on what else was computed."""
-    if n < 2:
-        return None, None
-    result = bootstrap((np.arange(n),), lambda idx, axis: statistic(idx.astype(int)), vectorized=True,
-                       n_resamples=boot.resamples, confidence_level=boot.confidence, method="percentile",
-                       rng=np.random.default_rng([boot.seed, *stream]))
-    low, high = result.confidence_interval
-    return [float(low), float(high)], result.bootstrap_distribution
+    """Percentile bootstrap interval of `statistic(idx)` over resampled state indices (vectorized:
+    idx may carry a leading resample axis), and the bootstrap distribution; None with fewer than
+    2 states. `stream` seeds this statistic's own generator, so a cell's interval does not
+    depend on what else was computed."""
+    ci, distribution = bootstrap_interval(statistic, np.arange(n), resamples=boot.resamples,
+                                          confidence=boot.confidence, seed=[boot.seed, *stream], vectorized=True,
+                                          distribution=True)
+    return (list(ci) if ci is not None else None), distribution
 
 
 def compare_cell(T: np.ndarray, models: dict[str, np.ndarray], options: list[str], boot: Bootstrap,
@@ -177,20 +175,19 @@ def compare_split(rows: pd.DataFrame, cells: list[str], options: list[str], boot
 def _reduction_summary(table: list[dict], reductions: list[np.ndarray], boot: Bootstrap) -> dict:
     """The mean over cells of JSD_base - JSD_tuned, its interval stratified by cell (each
     resample pools one paired resample of every cell)."""
-    pooled, alpha = np.mean(reductions, axis=0), (1 - boot.confidence) / 2
+    pooled = np.mean(reductions, axis=0)
     return {"jsd_reduction": float(np.mean([r["gap_closed"]["jsd_reduction"] for r in table])),
-            "jsd_reduction_ci": [float(np.quantile(pooled, alpha)), float(np.quantile(pooled, 1 - alpha))]}
+            "jsd_reduction_ci": list(percentile_interval(pooled, boot.confidence))}
 
 
 def _summary(rows, models, options, table, dists, jsds, boot: Bootstrap) -> dict:
     first = rows[rows["student"] == models[0]]
     summary = {TEACHER: {"value": float(cell_values(first[teacher_columns(options)].to_numpy(float), options).mean())}}
-    alpha = (1 - boot.confidence) / 2
     for m in models:
         Q = rows.loc[rows["student"] == m, student_columns(options)].to_numpy(float)
         pooled = np.mean(dists[m], axis=0)  # one resample of every cell at a time: stratified by cell
         block = {"value": float(cell_values(Q, options).mean()), "jsd_mean": float(np.mean(jsds[m])),
-                 "jsd_mean_ci": [float(np.quantile(pooled, alpha)), float(np.quantile(pooled, 1 - alpha))]}
+                 "jsd_mean_ci": list(percentile_interval(pooled, boot.confidence))}
         if m not in SMALL_LMS:
             block["fallback_cells"] = sum(1 for r in table if r[m]["fallback"])
         summary[m] = block

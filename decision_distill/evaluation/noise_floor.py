@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import bootstrap
 
 from ..core.errors import UserError
 from ..data.scenario import Scenario, State
 from ..data.split import usable_rows
 from ..data.states import states_from_frame
+from ..stats.bootstrap import bootstrap_interval
 from ..stats.metrics import kl, kl_per_state, mse, mse_per_state
 
 FLOOR_METRICS = {"kl": kl_per_state, "mse": mse_per_state}
@@ -79,13 +79,9 @@ def floor_intervals(per_run: pd.DataFrame, seed: int, resamples: int = 1000) -> 
     by_state = floor_by_state(per_run)
     out = {}
     for m in FLOOR_METRICS:
-        values = by_state[m].to_numpy(float)
-        if len(values) < 2:
-            out[f"{m}_ci95"] = None
-            continue
-        ci = bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=0.95, method="percentile",
-                       rng=np.random.default_rng([seed, len(out)])).confidence_interval
-        out[f"{m}_ci95"] = [float(ci.low), float(ci.high)]
+        ci = bootstrap_interval(lambda v: v.mean(axis=-1), by_state[m].to_numpy(float), resamples=resamples,
+                                confidence=0.95, seed=[seed, len(out)], vectorized=True)
+        out[f"{m}_ci95"] = list(ci) if ci is not None else None
     return out
 
 
@@ -104,8 +100,6 @@ def ratio_interval(student: np.ndarray, floor: np.ndarray, resamples: int, confi
     student, floor = np.asarray(student, float), np.asarray(floor, float)
     if len(student) < 2 or len(floor) < 2 or not floor.mean() > 0:
         return None
-    result = bootstrap((student, floor), lambda s, f, axis: s.mean(axis=axis) / f.mean(axis=axis),
-                       vectorized=True, paired=False, n_resamples=resamples, confidence_level=confidence,
-                       method="percentile", rng=np.random.default_rng(seed))
-    low, high = result.confidence_interval
-    return [float(low), float(high)]
+    ci = bootstrap_interval(lambda s, f: s.mean(axis=-1) / f.mean(axis=-1), student, floor, paired=False,
+                            resamples=resamples, confidence=confidence, seed=seed, vectorized=True)
+    return list(ci) if ci is not None else None

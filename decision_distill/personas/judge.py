@@ -19,6 +19,7 @@ import numpy as np
 
 from ..lm.load import LoadedModel
 from ..lm.scorer import TokenScorer
+from ..stats.bootstrap import bootstrap_interval
 from .respond import TUNED
 
 RATINGS = ["1", "2", "3", "4", "5"]
@@ -94,15 +95,14 @@ def pairwise(judge: LoadedModel, items: list[dict], other: str, min_mass: float,
 
 
 def _mean_ci(values: np.ndarray, resamples: int, confidence: float, seed: int) -> dict:
-    """Mean with a percentile bootstrap interval over questions (one value per question)."""
+    """Mean with a percentile bootstrap interval over questions (one value per question; NaN:
+    not rated, left out); no interval ([None, None]) with fewer than two questions."""
     values = values[~np.isnan(values)]
     if not len(values):
         return {"mean": None, "ci": [None, None], "n": 0}
-    rng = np.random.default_rng(seed)
-    draws = values[rng.integers(0, len(values), (resamples, len(values)))].mean(1)
-    alpha = (1 - confidence) / 2
-    return {"mean": float(values.mean()), "ci": [float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha))],
-            "n": int(len(values))}
+    ci = bootstrap_interval(lambda v: v.mean(axis=-1), values, resamples=resamples, confidence=confidence, seed=seed,
+                            vectorized=True)
+    return {"mean": float(values.mean()), "ci": list(ci) if ci is not None else [None, None], "n": int(len(values))}
 
 
 def summarise(rated: dict[str, dict], pairs: dict[str, dict], models: list[str], resamples: int,

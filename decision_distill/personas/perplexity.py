@@ -22,6 +22,7 @@ import torch
 from ..lm.answer_cache import AnswerCache
 from ..lm.load import load_causal_lm
 from ..lm.source import read_model_json
+from ..stats.bootstrap import bootstrap_interval
 from .cache_keys import persona_key
 from .chunks import Chunk, HELD_OUT
 from .text import encode_chunk, sequence_nll
@@ -49,47 +50,54 @@ def chunk_nll(model_dir: str | Path, chunks: list[Chunk], dtype: str, device: st
     return np.array([(known[k]["nll"], known[k]["tokens"]) for k in keys], dtype=np.float64)
 
 
-def _ppl(nll: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """exp(total nll / total tokens), per row of `weights` (resample counts) when given."""
-    if weights is None:
-        return np.exp(nll[:, 0].sum() / nll[:, 1].sum())
-    return np.exp(weights @ nll[:, 0] / (weights @ nll[:, 1]))
+def _ppl(table: np.ndarray) -> np.ndarray:
+    """exp(total nll / total tokens) of a [..., chunks, 2] table of (nll, tokens) rows."""
+    return np.exp(table[..., 0].sum(axis=-1) / table[..., 1].sum(axis=-1))
 
 
 def matrix_report(nll: dict[str, np.ndarray], chunks: list[Chunk], personas: list[str], bootstrap: int,
                   confidence: float, seed: int) -> dict:
-    """`nll`: model name (BASE or a persona) -> chunk_nll over `chunks` (the held-out chunks, in order)."""
-    alpha = (1 - confidence) / 2
-    matrix, own = {}, {}
+    """`nll`: model name (BASE or a persona) -> chunk_nll over `chunks` (the held-out chunks, in order).
+    A text with fewer than two held-out chunks gets no intervals ([None, None])."""
+    models, matrix, own = list(nll), {}, {}
     for p, text_of in enumerate(personas):
         rows = np.array([c.persona == text_of for c in chunks])
-        n = int(rows.sum())
-        # The same resampled chunks for every model: paired comparisons.
-        rng = np.random.default_rng([seed, p])
-        weights = rng.multinomial(n, np.full(n, 1 / n), size=bootstrap).astype(np.float64)
-        draws = {m: _ppl(v[rows], weights) for m, v in nll.items()}
-        matrix[text_of] = {m: {"perplexity": float(_ppl(v[rows])),
-                               "ci": [float(np.quantile(draws[m], alpha)), float(np.quantile(draws[m], 1 - alpha))]}
-                           for m, v in nll.items()}
-        if text_of not in nll:
+        tables = [v[rows] for v in nll.values()]
+        mine = models.index(text_of) if text_of in nll else None
+
+        def statistic(*resampled, mine=mine):
+            """Every model's perplexity, then (own text) the own model's ratio to the base model."""
+            ppl = np.stack([_ppl(t) for t in resampled])
+            return ppl if mine is None else np.concatenate([ppl, ppl[[mine]] / ppl[[models.index(BASE)]]])
+
+        # One resample of the chunks for every model at once: paired comparisons.
+        ci, draws = bootstrap_interval(statistic, *tables, paired=True, resamples=bootstrap, confidence=confidence,
+                                       seed=[seed, p], vectorized=True, distribution=True)
+        low, high = ci if ci is not None else ([None] * (len(models) + 1),) * 2
+        matrix[text_of] = {m: {"perplexity": float(_ppl(t)), "ci": _pair(low[k], high[k])}
+                           for k, (m, t) in enumerate(zip(models, tables))}
+        if mine is None:
             continue
-        ratio = draws[text_of] / draws[BASE]
-        others = [m for m in nll if m != BASE]
-        lowest = np.stack([draws[m] for m in others]).argmin(axis=0) == others.index(text_of)
-        point = {m: matrix[text_of][m]["perplexity"] for m in others}
+        others = [k for k, m in enumerate(models) if m != BASE]
+        point = {m: matrix[text_of][m]["perplexity"] for m in models if m != BASE}
         own[text_of] = {
-            "held_out_chunks": n,
+            "held_out_chunks": int(rows.sum()),
             "base": matrix[text_of][BASE], "tuned": matrix[text_of][text_of],
             "ratio_tuned_to_base": float(point[text_of] / matrix[text_of][BASE]["perplexity"]),
-            "ratio_ci": [float(np.quantile(ratio, alpha)), float(np.quantile(ratio, 1 - alpha))],
-            "helped": bool(np.quantile(ratio, 1 - alpha) < 1),
+            "ratio_ci": _pair(low[-1], high[-1]),
+            "helped": bool(ci is not None and high[-1] < 1),
             "own_model_lowest": min(point, key=point.get) == text_of,
-            "own_model_lowest_share": float(lowest.mean()),
+            "own_model_lowest_share": float(np.mean(np.argmin(draws[others], axis=0) == others.index(mine)))
+            if draws is not None else None,
         }
-    return {"models": list(nll), "texts": personas, "confidence": confidence, "bootstrap": bootstrap,
+    return {"models": models, "texts": personas, "confidence": confidence, "bootstrap": bootstrap,
             "matrix": matrix, "own_text": own,
             "diagonal_lowest": sum(o["own_model_lowest"] for o in own.values()),
             "helped": sum(o["helped"] for o in own.values()), "personas": len(own)}
+
+
+def _pair(low, high) -> list[float | None]:
+    return [None if low is None else float(low), None if high is None else float(high)]
 
 
 def held_out(chunks: list[Chunk]) -> list[Chunk]:
@@ -115,7 +123,8 @@ def draw_heatmap(report: dict, out: str | Path) -> None:
     for i, m in enumerate(models):
         for j, t in enumerate(texts):
             lo, hi = report["matrix"][t][m]["ci"]
-            ax.text(j, i, f"{grid[i, j]:.1f}\n[{lo:.1f}, {hi:.1f}]", ha="center", va="center", fontsize=7,
+            spread = f"[{lo:.1f}, {hi:.1f}]" if lo is not None else "no interval"
+            ax.text(j, i, f"{grid[i, j]:.1f}\n{spread}", ha="center", va="center", fontsize=7,
                     color="white", fontweight="bold" if m == t else "normal")
     fig.colorbar(image, ax=ax, label="perplexity")
     ax.set_title(f"Perplexity on held-out chunks ({report['confidence']:.0%} bootstrap intervals)")

@@ -15,7 +15,6 @@ A (person, question) pair with no recorded vote is scored but left out of every 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,6 +23,7 @@ from scipy.stats import binomtest
 
 from ..lm.load import LoadedModel
 from ..lm.scorer import TokenScorer
+from ..stats.bootstrap import bootstrap_interval
 
 AYE, NAY = "Aye", "Nay"
 OPTIONS = [" Aye", " Nay"]
@@ -123,35 +123,19 @@ def mcnemar(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:
     return {"only_model_right": only_a, "only_baseline_right": only_b, "p_value": float(p)}
 
 
-def bootstrap_ci(stat: Callable[[np.ndarray], float], questions: np.ndarray, resamples: int, confidence: float,
-                 rng: np.random.Generator) -> list[float]:
-    """Percentile interval of stat(rows) over resamples of whole questions (all of a question's rows
-    go together: the members' votes on one question are not independent)."""
-    ids = np.unique(questions)
-    rows_of = {q: np.flatnonzero(questions == q) for q in ids}
-    draws = []
-    for _ in range(resamples):
-        rows = np.concatenate([rows_of[q] for q in rng.choice(ids, len(ids))])
-        value = stat(rows)
-        if not math.isnan(value):
-            draws.append(value)
-    alpha = (1 - confidence) / 2
-    return [float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha))] if draws else [None, None]
-
-
 def _block(y, questions, pred=None, p=None, *, resamples, confidence, seed) -> dict:
+    """Each metric with a percentile interval over resamples of whole questions (all of a question's
+    rows go together: the members' votes on one question are not independent)."""
     out = {}
-    for name, fn in HARD.items():
-        if pred is not None:
-            # The same seed for every model and baseline: their intervals use the same resampled questions.
-            rng = np.random.default_rng(seed)
-            out[name] = fn(y, pred)
-            out[f"{name}_ci"] = bootstrap_ci(lambda r: fn(y[r], pred[r]), questions, resamples, confidence, rng)
-    for name, fn in SOFT.items():
-        if p is not None:
-            rng = np.random.default_rng(seed)
-            out[name] = fn(y, p)
-            out[f"{name}_ci"] = bootstrap_ci(lambda r: fn(y[r], p[r]), questions, resamples, confidence, rng)
+    scored = [(name, fn, pred) for name, fn in HARD.items()] + [(name, fn, p) for name, fn in SOFT.items()]
+    for name, fn, x in scored:
+        if x is None:
+            continue
+        out[name] = fn(y, x)
+        # The same seed for every model and baseline: their intervals use the same resampled questions.
+        ci = bootstrap_interval(fn, y, x, groups=questions, paired=True, resamples=resamples, confidence=confidence,
+                                seed=seed)
+        out[f"{name}_ci"] = list(ci) if ci is not None else [None, None]
     return out
 
 

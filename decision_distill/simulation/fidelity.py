@@ -17,15 +17,17 @@ RNG seed; only the decisions differ). Per decider against the teacher run:
                     and their difference with an interval
 
 Intervals resample replicates (paired: a resample takes the same replicates from both runs)
-with scipy.stats.bootstrap, percentile method.
+by stats.bootstrap (scipy.stats.bootstrap, percentile method).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.distance import jensenshannon
-from scipy.stats import bootstrap, wasserstein_distance
+from scipy.stats import wasserstein_distance
+
+from ..stats.bootstrap import bootstrap_interval
+from ..stats.metrics import jsd
 
 
 def _matrix(rows: pd.DataFrame, column: str) -> np.ndarray:
@@ -35,21 +37,11 @@ def _matrix(rows: pd.DataFrame, column: str) -> np.ndarray:
 
 def replicate_interval(statistic, replicates: int, resamples: int, confidence: float, seed: int):
     """(value on all replicates, [low, high]) of statistic(replicate indices); no interval with
-    fewer than 2 replicates."""
+    fewer than 2 replicates. Resamples where the statistic is undefined (NaN: a spread ratio on
+    a resample that repeats one day) are left out of the percentiles."""
     idx = np.arange(replicates)
-    value = float(statistic(idx))
-    if replicates < 2:
-        return value, None
-    res = bootstrap((idx,), lambda i: statistic(i.astype(int)), vectorized=False, n_resamples=resamples,
-                    confidence_level=confidence, method="percentile", random_state=seed)
-    # Percentiles of the resamples where the statistic is defined (a spread ratio is not where a
-    # resample repeats one day only); scipy's own interval would be NaN then.
-    dist = res.bootstrap_distribution
-    if not np.isfinite(dist).any():
-        return value, None
-    alpha = (1 - confidence) / 2
-    low, high = np.nanquantile(dist, [alpha, 1 - alpha])
-    return value, [float(low), float(high)]
+    ci = bootstrap_interval(statistic, idx, resamples=resamples, confidence=confidence, seed=seed)
+    return float(statistic(idx)), (list(ci) if ci is not None else None)
 
 
 def _profile(m: np.ndarray) -> np.ndarray:
@@ -70,7 +62,7 @@ def compare(teacher: pd.DataFrame, decider: pd.DataFrame, series: str, resamples
     ci = lambda f: replicate_interval(f, r, resamples, confidence, seed)  # noqa: E731
     diff, diff_ci = ci(lambda i: (D[i].sum(axis=1) - T[i].sum(axis=1)).mean())
     w, w_ci = ci(lambda i: wasserstein_distance(D[i].ravel(), T[i].ravel()))
-    j, j_ci = ci(lambda i: jensenshannon(_profile(D[i]), _profile(T[i]), base=2) ** 2)
+    j, j_ci = ci(lambda i: jsd(_profile(D[i]), _profile(T[i])))
     total, total_ci = ci(lambda i: D[i].sum(axis=1).mean())
     t_std, d_std = (M.sum(axis=1).std(ddof=1) if r > 1 else 0.0 for M in (T, D))
     ratio, ratio_ci = (ci(lambda i: _std_ratio(D[i], T[i])) if t_std > 0 else (None, None))

@@ -1,1 +1,2 @@
-"""Array statistics over probability tables: the faithfulness metrics. Imports core only."""
+"""Array statistics: the faithfulness metrics over probability tables (metrics) and the one
+bootstrap interval every report uses (bootstrap). Imports core only."""

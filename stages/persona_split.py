@@ -16,7 +16,7 @@ from pathlib import Path
 from decision_distill.core.atomic import write_json
 from decision_distill.core.errors import stage_main
 from decision_distill.personas.chunks import mean_words, split_corpus, split_summary, write_chunks
-from decision_distill.personas.corpus import load_corpus
+from decision_distill.personas.corpus import NO_VOTES, load_corpus
 from decision_distill.personas.params import check_personas_match, load_persona_params
 
 
@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     chunks = split_corpus(corpus, params.chunks.words, params.chunks.held_out, params.chunks.seed, params.corpus.path)
     summary = {"personas": split_summary(chunks), "mean_chunk_words": mean_words(chunks),
                "votes": len(corpus.votes), "vote_questions": len({v.question for v in corpus.votes}),
-               "aye_share": (sum(v.vote == "Aye" for v in corpus.votes) / len(corpus.votes)) if corpus.votes else None}
+               "aye_share": (sum(v.vote == "Aye" for v in corpus.votes) / len(corpus.votes)) if corpus.votes else None,
+               # rows of votes.csv recording no vote: left out of every vote metric, counted here
+               "no_votes": {r.lower(): sum(v.vote == r for v in corpus.no_votes) for r in NO_VOTES}}
     write_chunks(chunks, corpus.profiles, params.corpus.path, args.out)
     write_json(summary, args.metrics)
     print(f"persona-split: {len(chunks)} chunks of {len(corpus.personas)} personas in {args.out}")

@@ -48,10 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     corpus = load_corpus(params.corpus.path)
     check_personas_match(params, corpus.personas, str(args.params))
     if not corpus.votes:
-        raise UserError(f"{params.corpus.path}/votes.csv: missing or empty; add question,persona,vote rows "
+        raise UserError(f"{params.corpus.path}/votes.csv: missing, or no row records an Aye or Nay; "
+                        "add question,persona,vote rows "
                         "or run the persona pipeline without the votes stage (dvc repro personas/dvc.yaml:persona-judge)")
     personas = params.corpus.personas
-    table, questions = vote_table(corpus.votes, personas)
+    table, questions = vote_table(corpus.votes, personas, corpus.no_votes)
     for name, directory in {"teacher": args.teacher, "base": args.base,
                             **{p: args.models / p / "merged" for p in personas}}.items():
         if not is_model_dir(directory):
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     report["scoring_seconds"] = seconds
     rows = [{"persona": str(table.persona[i]), "question": questions[table.question[i]],
              "vote": {1: "Aye", 0: "Nay", -1: None}[int(table.truth[i])],
+             "recorded": str(table.recorded[i]),  # Aye, Nay, Abstain, Absent, blank or no_row
              **{f"p_aye[{m}]": float(p_by[m][i]) for m in p_by},
              **{f"option_mass[{m}]": float(mass_by[m][i]) for m in p_by}} for i in range(len(table.truth))]
     draw_votes(report, args.plot)
@@ -77,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     write_json(report, args.metrics)
     pooled = report["pooled"]
     best = pooled["best_baseline"]
-    print(f"persona-votes: {pooled['known']} known votes ({pooled['unknown']} unknown) in {seconds:.0f} s; "
+    reasons = ", ".join(f"{n} {r}" for r, n in pooled["unknown_by_reason"].items() if n)
+    print(f"persona-votes: {pooled['known']} known votes ({pooled['unknown']} unknown{': ' + reasons if reasons else ''}) "
+          f"in {seconds:.0f} s; "
           f"accuracy " + ", ".join(f"{m} {b['accuracy']:.2f}" for m, b in pooled["models"].items())
           + f"; best baseline {best} {pooled['baselines'][best]['accuracy']:.2f}")
 

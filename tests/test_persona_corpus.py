@@ -3,6 +3,7 @@ errors naming the file, and the split never puts one monologue on both sides."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -45,8 +46,13 @@ def _copy(tmp_path: Path) -> Path:
     (lambda d: (d / "Walter_Henning.txt").write_bytes("caf\xe9".encode("latin-1")), "Walter_Henning.txt: not UTF-8"),
     (lambda d: (d / "votes.csv").write_text("question,persona,vote\nQ?,Nobody,Aye\n"),
      "votes.csv: line 2: persona 'Nobody' has no text"),
-    (lambda d: (d / "votes.csv").write_text("question,persona,vote\nQ?,Walter_Henning,Yes\n"),
-     "votes.csv: line 2: vote 'Yes' is neither Aye nor Nay"),
+    (lambda d: (d / "votes.csv").write_text("question,persona,vote\nQ?,Walter_Henning,yes\nQ?,Lucia_Brandt,Maybe\n"),
+     "votes.csv: line 3: vote 'Maybe' is not an accepted spelling; write Aye, Yes or For; Nay, No or Against; "
+     "Abstain, Absent or blank"),
+    (lambda d: (d / "Walter_Henning.txt").rename(d / "Walter Henning.txt"),
+     "Walter Henning.txt: persona name 'Walter Henning' may hold only letters, digits, _ and -"),
+    (lambda d: (d / "Walter_Henning.txt").rename(d / "W.Henning.txt"),
+     "W.Henning.txt: persona name 'W.Henning' may hold only letters, digits, _ and -"),
     (lambda d: (d / "profiles.yaml").write_text("Walter_Henning: farmer\nNobody: ghost\n"),
      "profiles.yaml: Nobody has no text in the corpus"),
     (lambda d: shutil.copy(d / "Walter_Henning.txt", d / "walter_henning.txt"),
@@ -65,6 +71,54 @@ def test_a_bad_corpus_is_a_one_line_error_naming_the_file_and_writes_nothing(tmp
                         "--metrics", str(tmp_path / "out/split.json"))
     assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_jsonl_persona_name_with_a_space_is_refused_naming_the_line(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c/talk.jsonl").write_text('{"persona": "Ann", "text": "a"}\n{"persona": "Bo Li", "text": "b"}\n')
+    with pytest.raises(UserError, match=r"talk.jsonl: line 2: persona name 'Bo Li' may hold only letters, digits, "
+                                        r"_ and -, starting with a letter or digit.*\(e.g. Bo_Li\)"):
+        load_corpus(tmp_path / "c")
+
+
+VOTES = """question,persona,vote
+Q1?,Walter_Henning, aye
+Q1?,Lucia_Brandt,YES
+Q1?,Daniel_Reyes,For
+Q1?,Margaret_Okafor,nay
+Q1?,Priya_Natarajan,No
+Q2?,Walter_Henning,AGAINST
+Q2?,Lucia_Brandt,Abstain
+Q2?,Daniel_Reyes,absent
+Q2?,Margaret_Okafor,
+"""
+
+
+def test_votes_accept_the_common_spellings_and_count_the_rows_with_no_vote(tmp_path, call_stage):
+    corpus_dir = _copy(tmp_path)
+    (corpus_dir / "votes.csv").write_text(VOTES)
+    corpus = load_corpus(corpus_dir)
+    assert [(v.question, v.persona, v.vote) for v in corpus.votes] == [
+        ("Q1?", "Walter_Henning", "Aye"), ("Q1?", "Lucia_Brandt", "Aye"), ("Q1?", "Daniel_Reyes", "Aye"),
+        ("Q1?", "Margaret_Okafor", "Nay"), ("Q1?", "Priya_Natarajan", "Nay"), ("Q2?", "Walter_Henning", "Nay")]
+    assert [(v.persona, v.vote) for v in corpus.no_votes] == [
+        ("Lucia_Brandt", "Abstain"), ("Daniel_Reyes", "Absent"), ("Margaret_Okafor", "blank")]
+    params = yaml.safe_load((REPO / "personas/params.yaml").read_text())
+    params["corpus"]["path"] = str(corpus_dir)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = call_stage("stages/persona_split.py", "--params", str(tmp_path / "params.yaml"),
+                        "--out", str(tmp_path / "chunks"), "--metrics", str(tmp_path / "split.json"))
+    assert result.code == 0, result.stderr
+    metrics = json.loads((tmp_path / "split.json").read_text())
+    assert (metrics["votes"], metrics["vote_questions"], metrics["aye_share"]) == (6, 2, 0.5)
+    assert metrics["no_votes"] == {"abstain": 1, "absent": 1, "blank": 1}
+
+
+def test_an_abstention_still_counts_as_the_persons_row_on_the_question(tmp_path):
+    corpus_dir = _copy(tmp_path)
+    (corpus_dir / "votes.csv").write_text("question,persona,vote\nQ?,Walter_Henning,Abstain\nQ?,Walter_Henning,Aye\n")
+    with pytest.raises(UserError, match="line 3: Walter_Henning already has a row on this question"):
+        load_corpus(corpus_dir)
 
 
 def test_duplicate_personas_in_a_jsonl_corpus_differing_in_case_are_refused(tmp_path):

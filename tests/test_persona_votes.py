@@ -56,6 +56,21 @@ def test_metrics_and_baselines_equal_hand_computations_and_always_aye_wins():
         assert lo <= m[name] <= hi and lo < hi
 
 
+def test_rows_recording_no_vote_are_scored_left_out_and_counted_by_reason():
+    votes = [Vote("q0", "A", "Aye"), Vote("q0", "B", "Nay"), Vote("q1", "A", "Nay"), Vote("q1", "B", "Aye")]
+    no_votes = [Vote("q0", "C", "Abstain"), Vote("q1", "C", "blank"), Vote("q2", "A", "Absent")]
+    table, questions = vote_table(votes, ["A", "B", "C"], no_votes)
+    assert questions == ["q0", "q1", "q2"]  # q2 has no recorded vote at all: scored, never counted
+    p = np.full(len(table.truth), 0.7)
+    report = vote_report(table, {"m": p}, {"m": np.ones_like(p)}, resamples=100, confidence=0.9, seed=0)
+    assert (report["rows"], report["known"], report["unknown"]) == (9, 4, 5)
+    assert report["unknown_by_reason"] == {"abstain": 1, "absent": 1, "blank": 1, "no_row": 2}  # B and C on q2
+    assert report["models"]["m"]["accuracy"] == pytest.approx(0.5)  # Aye on all four known votes, two right
+    only_c = vote_report(table, {"m": p}, {"m": np.ones_like(p)}, resamples=100, confidence=0.9, seed=0,
+                         rows=np.flatnonzero(table.persona == "C"))
+    assert only_c["known"] == 0 and only_c["unknown_by_reason"] == {"abstain": 1, "absent": 0, "blank": 1, "no_row": 1}
+
+
 def test_baselines_row_by_row():
     table, _, _ = small_table()
     base = baselines(table)

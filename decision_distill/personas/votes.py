@@ -5,6 +5,9 @@ probabilities of " Aye" and " Nay" (TokenScorer, one forward pass, no text parse
   teacher+profile   the teacher given the person's hand-written profile
   base+profile      the base SLM given the same profile
   tuned             the person's merged LoRA model, given only their name
+  base+retrieval    the base SLM given the k passages of the person's own text most similar
+                    to the question, no profile (decision_distill.personas.retrieval)
+  tuned+retrieval   the person's merged model given the same passages
 and compared with the true votes: accuracy beside three baselines (the overall majority
 class; the person's own majority on the other questions; the other members' majority on
 the same question), balanced accuracy, macro F1, Brier score and log loss, each with a
@@ -43,6 +46,14 @@ def vote_suffix(persona: str, profile: str | None, question: str) -> tuple[str, 
     name = persona.replace("_", " ")
     head = f"Member: {name}. Description: {profile}\n" if profile else f"Member: {name}.\n"
     return head, f"Question: {question}\nVote:"
+
+
+def vote_suffix_passages(persona: str, profile: str | None, question: str, passages: list[str]) -> tuple[str, str]:
+    """vote_suffix with the person's own words between the member line and the question (one
+    line each); the question and the answer position are vote_suffix's, so is the readout."""
+    head, ask = vote_suffix(persona, profile, question)
+    name = persona.replace("_", " ")
+    return head, "".join(f"{name} said: {p}\n" for p in passages) + ask
 
 
 def p_aye(model: LoadedModel, persona: str, profile: str | None, questions: list[str],

@@ -30,8 +30,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-import pandas as pd
-
 from decision_distill.core.params import load_params
 from decision_distill.data.scenario_file import load_scenario
 from decision_distill.lm.answer_cache import AnswerCache
@@ -42,7 +40,7 @@ from decision_distill.simulation.policy import Policy, TeacherPolicy
 
 def evening(config, scenario, decider, visitors: int, seed: int):
     """(decisions, seconds, the model) of one evening."""
-    model = MarketModel(config, scenario, decider, population=visitors, seed=seed, log_decisions=True)
+    model = MarketModel(config, scenario, decider, population=visitors, rng=seed, log_decisions=True)
     start = time.perf_counter()
     model.run_model()
     seconds = time.perf_counter() - start
@@ -51,7 +49,7 @@ def evening(config, scenario, decider, visitors: int, seed: int):
 
 
 def distinct_states(model: MarketModel) -> list[dict]:
-    log = pd.concat(model.log)
+    log = model.decision_log()
     first = log.drop_duplicates(["traits", "contexts"])
     return [{"traits": model.trait_sets[t], "contexts": model.context_table[c]}
             for t, c in zip(first["traits"], first["contexts"])]

@@ -1,4 +1,5 @@
-"""Simulate stage: students (and the tuned small LM) deciding inside simulations, compared
+"""Simulate stage: students (and the tuned small LM), beside two reference deciders (a constant
+at the training mean, a lookup of the teacher's answers), deciding inside simulations, compared
 with the same simulations driven by the teacher (through the answer cache)."""
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--students", type=Path, default=Path("models/students"), help="default: %(default)s")
     parser.add_argument("--slm-tuned", type=Path, default=Path("models/slm_merged"), help="default: %(default)s")
     parser.add_argument("--splits", type=Path, default=Path("data/splits"),
-                        help="train.parquet there tells which values the students never saw (default: %(default)s)")
+                        help="train.parquet there tells which values the students never saw and gives the "
+                        "`constant` decider its mean P(action) (default: %(default)s)")
+    parser.add_argument("--decisions", type=Path, default=Path("data/decisions.parquet"),
+                        help="the teacher's answers the `lookup` decider looks states up in (default: %(default)s)")
     parser.add_argument("--students-metrics", type=Path, default=Path("metrics/students.json"),
                         help="evaluate stage metrics, for kl_per_decision (default: %(default)s)")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/simulate.json"), help="default: %(default)s")
@@ -39,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     students_metrics = read_students_metrics(args.students_metrics)
     with atomic_dir(args.out) as out:  # a failed run leaves the previous plots, not half of new ones
-        report = simulate_all(params, args.teacher, args.students, args.slm_tuned, args.splits, students_metrics, out)
+        report = simulate_all(params, args.teacher, args.students, args.slm_tuned, args.splits, args.decisions,
+                              students_metrics, out)
         write_json(json_safe(report), args.metrics)
     print(f"simulate: {report['seconds']} s", flush=True)
 

@@ -10,7 +10,7 @@ from decision_distill.lm.answer_cache import AnswerCache
 from decision_distill.core.errors import UserError
 from decision_distill.evaluation.evaluate import evaluate_students
 from decision_distill.core.params import parse_params
-from decision_distill.simulation.policy import ConstantPolicy, Policy, TeacherPolicy
+from decision_distill.simulation.policy import ConstantPolicy, LookupPolicy, Policy, TeacherPolicy
 from decision_distill.data.scenario_file import load_scenario
 
 ICE = "scenarios/ice_cream.yaml"
@@ -64,6 +64,47 @@ def test_constant_policy():
     schema = load_scenario(ICE).schema()
     p = ConstantPolicy(0.3, schema).probs([{"traits": ["cheap"], "contexts": ["hungry"]}] * 3)
     assert p.shape == (3, 2) and np.allclose(p[:, 0], 0.3)
+
+
+def test_constant_policy_at_the_training_mean(tmp_path):
+    schema = load_scenario(ICE).schema()
+    train = pd.DataFrame({"traits": [["cheap"]] * 3, "contexts": [["hungry"]] * 3, "p_yes": [0.2, 0.4, 0.9],
+                          "p_no": [0.8, 0.6, 0.1], "ok": [True, True, False]})  # an unreadable answer is no data
+    train.to_parquet(tmp_path / "train.parquet")
+    constant = ConstantPolicy.training_mean(tmp_path / "train.parquet", schema)
+    assert constant.name == "constant" and constant.p == pytest.approx(0.3)
+    np.testing.assert_allclose(constant.prob([{"traits": ["spender"], "contexts": ["discount"]}] * 2), [0.3, 0.3])
+    with pytest.raises(UserError, match="nothing.parquet: not found; run the split stage first"):
+        ConstantPolicy.training_mean(tmp_path / "nothing.parquet", schema)
+
+
+def _answers(rows):
+    return pd.DataFrame([{"traits": t, "contexts": c, "p_yes": p, "p_no": 1 - p, "ok": True} for t, c, p in rows])
+
+
+def test_lookup_answers_seen_states_exactly_and_new_ones_by_the_nearest(trained):
+    splits, _ = trained
+    schema = load_scenario(ICE).schema()
+    table = pd.concat([pd.read_parquet(splits / f"{n}.parquet") for n in ("train", "val", "test")])
+    lookup = LookupPolicy(table, schema)
+    np.testing.assert_array_equal(lookup.prob(table.iloc[::-1]), table["p_yes"].to_numpy()[::-1])
+    assert lookup.fallbacks == 0
+    cheap_hungry, cheap_hungry_discount, spender_hungry = (["cheap"], ["hungry"]), (["cheap"], ["hungry", "discount"]), \
+        (["spender"], ["hungry"])
+    small = _answers([(*cheap_hungry, 0.1), (*cheap_hungry_discount, 0.5), (*spender_hungry, 0.8),
+                      (*cheap_hungry, 0.3)])  # a state listed twice answers the mean
+    lookup = LookupPolicy(small, schema)
+    asked = [{"traits": ["cheap"], "contexts": ["hungry"]},                         # seen: exact
+             {"traits": ["cheap"], "contexts": ["discount"]},                       # 1 away from the second
+             {"traits": ["spender"], "contexts": ["hungry", "discount"]},           # 1 from the third, 2 from the second
+             {"traits": ["cheap"], "contexts": ["hungry", "truck_nearby"]},         # 1 from the first
+             {"traits": ["likes_sweets"], "contexts": ["hungry"]}]                  # 2 from first and third: a tie
+    np.testing.assert_allclose(lookup.prob(asked), [0.2, 0.5, 0.8, 0.2, 0.2])
+    assert lookup.fallbacks == 4
+    reordered = LookupPolicy(small.iloc[[2, 0, 1, 3]], schema)  # ties go to the state first in the table
+    assert reordered.prob(asked[-1:])[0] == pytest.approx(0.8)
+    with pytest.raises(UserError, match="unknown value 'rich'"):
+        lookup.prob([{"traits": ["rich"], "contexts": ["hungry"]}])
 
 
 def test_teacher_policy_asks_each_distinct_state_once(tiny_teacher, tmp_path):

@@ -90,3 +90,16 @@ def test_malformed_scenarios(change, message):
 def test_unknown_scenario_file_names_the_param(tmp_path):
     with pytest.raises(UserError, match="scenario: .*nope.yaml not found.*ice_cream.yaml"):
         load_scenario("scenarios/nope.yaml")
+
+
+def test_state_problem_names_what_the_scenario_cannot_produce():
+    scenario = load_scenario(ICE_CREAM)
+    assert [s for s in scenario.sample_states(500, seed=2) if scenario.state_problem(s)] == []
+    assert "contexts" in scenario.state_problem({"traits": ["cheap"], "contexts": []})  # min 1
+    assert "contexts" in scenario.state_problem({"traits": ["cheap"], "contexts": ["hungry", "hungry"]})
+    assert "unknown value 'rich'" in scenario.state_problem({"traits": ["rich"], "contexts": ["hungry"]})
+    assert scenario.state_problem({"traits": ["cheap"], "contexts": ["hungry", "after_lunch"]}) == "values in conflict"
+    assert scenario.state_problem({"traits": ["cheap"]}) == "no 'contexts'"
+    toy = small_scenario()
+    assert "price" in toy.state_problem({"colour": ["red"], "mood": "happy", "price": 3.5})
+    assert toy.state_problem({"colour": ["red"], "mood": "happy", "price": 3.0}) is None

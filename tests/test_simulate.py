@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from decision_distill.core.errors import UserError
-from decision_distill.data.scenario_file import load_scenario
+from decision_distill.data.scenario_file import load_scenario, parse_scenario
 from decision_distill.simulation.config import check_against_scenario, load_simulation
 from decision_distill.simulation.market import MarketModel
 from decision_distill.simulation.policy import ConstantPolicy, Policy
@@ -62,7 +63,7 @@ class Recorder(Policy):
 def test_market_situations_follow_the_clock(market):
     config, scenario = market
     recorder = Recorder(scenario.schema(), lambda s: 0.0)  # nobody buys: meals alone drive hunger
-    model = MarketModel(config, scenario, recorder, population=400, seed=3)
+    model = MarketModel(config, scenario, recorder, population=400, rng=3)
     model.run_model()
     assert len(recorder.seen) == config.clock.ticks  # one batched call per tick
     seen = pd.concat([f.assign(tick=t) for t, f in enumerate(recorder.seen)])
@@ -72,13 +73,13 @@ def test_market_situations_follow_the_clock(market):
     assert has("discount").eq((hour >= 18) & (hour < 19)).all()
     assert not (has("hungry") & has("after_lunch")).any()  # a scenario conflict, never produced
     assert has("truck_nearby").mean() == pytest.approx(1 / len(config.stalls), abs=0.05)
-    assert has("after_work")[hour < 17].sum() == 0 and has("after_work").any()
+    assert has("after_work")[hour < config.visitors.workers_from].sum() == 0 and has("after_work").any()
     assert has("hungry").any() and has("after_lunch").any()
     # without the food stall's meals (and nobody buying), "after_lunch" ends 2 h after the
     # last lunch (13:30) and everyone is hungry 4 h after their own lunch
     fasting = config.model_copy(update={"meals": config.meals.model_copy(update={"eat_probability": 0.0})})
     recorder.seen = []
-    MarketModel(fasting, scenario, recorder, population=400, seed=3).run_model()
+    MarketModel(fasting, scenario, recorder, population=400, rng=3).run_model()
     seen = pd.concat([f.assign(tick=t) for t, f in enumerate(recorder.seen)])
     hour = config.clock.open + seen["tick"] * config.clock.tick_minutes / 60
     ctx = seen["contexts"].map(set)
@@ -88,17 +89,81 @@ def test_market_situations_follow_the_clock(market):
         assert traits and not any(scenario.in_conflict(a, b) for a in traits for b in traits)
 
 
+def _with(config, **visitors):
+    return config.model_copy(update={"visitors": config.visitors.model_copy(update=visitors)})
+
+
 def test_a_purchase_counts_as_eating(market):
     config, scenario = market
     recorder = Recorder(scenario.schema(), lambda s: 1.0)  # everyone buys at every chance
-    model = MarketModel(config, scenario, recorder, population=300, seed=1, log_decisions=True)
+    model = MarketModel(_with(config, decide="every_tick"), scenario, recorder, population=300, rng=1,
+                        log_decisions=True)
     model.run_model()
-    log = pd.concat(model.log)
+    log = model.decision_log()
     hungry = (log["contexts"] & 1).astype(bool)  # bit 0 of the context code
     first = ~log["row"].duplicated()
     assert hungry[first].any()  # some arrive hungry ...
     assert not hungry[~first].any()  # ... but having bought every tick, nobody is hungry again
     assert log["buy"].all()
+
+
+def test_until_bought_ends_a_visitors_decisions_at_the_purchase(market):
+    config, scenario = market
+    assert config.visitors.decide == "until_bought"  # what the file says it does
+    logs = {}
+    for decide in ("until_bought", "every_tick"):
+        model = MarketModel(_with(config, decide=decide), scenario, ConstantPolicy(0.3, scenario.schema()),
+                            population=300, rng=2, log_decisions=True)
+        model.run_model()
+        logs[decide] = model.decision_log().sort_values(["row", "tick"])
+    log = logs["until_bought"]
+    bought_before = log.groupby("row")["buy"].transform(lambda b: b.cumsum().shift(fill_value=0)) > 0
+    assert not bought_before.any() and log.groupby("row")["buy"].sum().max() == 1
+    again = logs["every_tick"]
+    assert (again.groupby("row")["buy"].sum() > 1).any()  # the setting is what stops them
+
+
+def test_workers_arrive_from_the_hour_the_file_gives(market):
+    config, scenario = market
+    first = {}
+    for hour in (17.0, 19.5):
+        recorder = Recorder(scenario.schema(), lambda s: 0.0)
+        MarketModel(_with(config, workers_from=hour), scenario, recorder, population=400, rng=4).run_model()
+        after_work = [t for t, f in enumerate(recorder.seen) if f["contexts"].map(lambda c: "after_work" in c).any()]
+        first[hour] = config.clock.open + after_work[0] * config.clock.tick_minutes / 60
+    assert first == {17.0: 17.0, 19.5: 19.5}
+
+
+def test_every_state_the_market_asks_about_is_one_the_scenario_can_produce(market):
+    config, scenario = market
+    # a day without weather: a visitor who is neither hungry nor just fed, not after work, not at
+    # the ice-cream stall and outside the discount hour has no context at all
+    plain = config.model_copy(update={"weather": {"none": 1.0}})
+    recorder = Recorder(scenario.schema(), lambda s: 0.0)  # nobody buys: every present visitor may decide
+    model = MarketModel(plain, scenario, recorder, population=400, rng=5)
+    model.run_model()
+    asked = pd.concat(recorder.seen).to_dict("records")
+    assert [s for s in asked if scenario.state_problem(s) is not None] == []
+    rows = model.datacollector.get_model_vars_dataframe()
+    assert (rows["decisions"] < rows["present"]).any()  # those without a context were not asked
+
+
+def test_datacollector_records_the_opening_and_every_tick(market):
+    config, scenario = market
+    model = MarketModel(config, scenario, ConstantPolicy(0.2, scenario.schema()), population=200, rng=0,
+                        log_decisions=True)
+    opening = model.datacollector.get_model_vars_dataframe()
+    assert len(opening) == 1 and opening.loc[0, ["sales", "decisions", "present"]].tolist() == [0, 0, 0]
+    model.run_model()
+    rows = model.datacollector.get_model_vars_dataframe()
+    assert len(rows) == config.clock.ticks + 1
+    log = model.decision_log()  # the DataCollector's decisions table, one row per decision
+    assert log.groupby("tick").size().reindex(rows.index, fill_value=0).tolist() == rows["decisions"].tolist()
+    assert log.groupby("tick")["buy"].sum().reindex(rows.index, fill_value=0).tolist() == rows["sales"].tolist()
+    # run_replicates keeps every collection, the last tick's included
+    replicate, _ = run_replicates(config, scenario, ConstantPolicy(0.2, scenario.schema()), 200, [0])
+    pd.testing.assert_frame_equal(replicate.drop(columns="seed"), rows.rename_axis("tick").reset_index(),
+                                  check_dtype=False)
 
 
 def test_dilemma_history_is_what_the_partner_did(dilemma):
@@ -107,13 +172,14 @@ def test_dilemma_history_is_what_the_partner_did(dilemma):
     # P=1 everyone keeps cooperating; with "defect after defection" rates fall off
     tit_for_tat = Recorder(scenario.schema(), lambda s: 0.0 if s["history"] == "they_defected" else 1.0)
     rows, _ = run_replicates(config, scenario, tit_for_tat, 200, [0])
+    rows = rows[rows["tick"] > 0]  # tick 0: the DataCollector's row before the first round
     assert rows["cooperation"].eq(1.0).all()
     assert set(tit_for_tat.seen[0]["history"]) == {"first_game"}
     assert set(tit_for_tat.seen[1]["history"]) == {"they_cooperated"}
     alternate = Recorder(scenario.schema(), lambda s: 0.0 if s["history"] == "first_game" else
                          1.0 if s["history"] == "they_defected" else 0.0)
     rows, _ = run_replicates(config, scenario, alternate, 200, [0])
-    assert rows["cooperation"].tolist() == [0.0, 1.0] * (config.rounds // 2) + [0.0] * (config.rounds % 2)
+    assert rows[rows["tick"] > 0]["cooperation"].tolist() == [0.0, 1.0] * (config.rounds // 2) + [0.0] * (config.rounds % 2)
 
 
 def test_simulation_file_errors_name_the_key(tmp_path, market):
@@ -121,9 +187,18 @@ def test_simulation_file_errors_name_the_key(tmp_path, market):
     bad.write_text(open(MARKET).read().replace("tick_minutes: 15", "tick_minutes: -1"))
     with pytest.raises(UserError, match="clock.tick_minutes"):
         load_simulation(bad)
+    bad.write_text(open(MARKET).read().replace("workers_from: 17.0", "workers_from: 23.0"))
+    with pytest.raises(UserError, match=r"visitors.workers_from: 23 is outside the opening hours 14-22") as err:
+        load_simulation(bad)
+    assert "\n" not in str(err.value)
     config, _ = market
     with pytest.raises(UserError, match="no feature 'traits'"):
         check_against_scenario(config, load_scenario("scenarios/games.yaml"), MARKET)
+    one_trait = yaml.safe_load(open("scenarios/ice_cream.yaml"))
+    one_trait["features"]["traits"]["max"] = 1  # the file's first persona has two
+    with pytest.raises(UserError, match=r"visitors.personas\[0\]: 2 traits, but scenario 'ice_cream' describes "
+                                        r"a person by 1 to 1"):
+        check_against_scenario(config, parse_scenario(one_trait, "one_trait.yaml"), MARKET)
 
 
 def test_dilemma_runs_a_trained_games_student(dilemma, tmp_path, train_students, write_splits):
@@ -134,6 +209,8 @@ def test_dilemma_runs_a_trained_games_student(dilemma, tmp_path, train_students,
     recorder = Recorder(scenario.schema(), lambda s: 0.5)
     recorder.probs = lambda states, inner=recorder.probs: (inner(states), student.probs(states))[1]
     rows, _ = run_replicates(config, scenario, recorder, 2000, [0])
+    opening, rows = rows.iloc[0], rows[rows["tick"] > 0]
+    assert opening["tick"] == 0 and opening["decisions"] == 0 and np.isnan(opening["cooperation"])
     first = recorder.seen[0]
     assert set(first["game"]) == {config.game} and first["both_cooperate"].eq(5.0).all()  # lookups derived
     expected = student.prob(first).mean()

@@ -10,13 +10,18 @@ import pytest
 import yaml
 
 from decision_distill.core.atomic import write_json
+from decision_distill.core.params import parse_params
+from decision_distill.data.scenario_file import load_scenario
 from decision_distill.evaluation.evaluate import evaluate_students
 from decision_distill.simulation.fidelity import compare
+from decision_distill.simulation.report import build_deciders
 
 
 def _rows(matrix: np.ndarray) -> pd.DataFrame:
+    """A run's rows: its ticks 1..t, after the DataCollector's step-0 row (tick 0, nothing sold)."""
     r, t = matrix.shape
-    return pd.DataFrame({"seed": np.repeat(np.arange(r), t), "tick": np.tile(np.arange(t), r),
+    matrix = np.hstack([np.zeros((r, 1)), matrix])
+    return pd.DataFrame({"seed": np.repeat(np.arange(r), t + 1), "tick": np.tile(np.arange(t + 1), r),
                          "sales": matrix.ravel()})
 
 
@@ -41,10 +46,13 @@ def project(tmp_path_factory, tiny_teacher, train_students, write_splits):
     students = train_students(splits, root / "students", archs=("logreg", "mlp"), epochs=8)
     metrics, _ = evaluate_students(splits, students, ["logreg", "mlp"], ece_bins=10)
     write_json(metrics, root / "students.json")
+    # the generate stage's dataset: every split's states with their answers
+    pd.concat([pd.read_parquet(splits / f"{n}.parquet") for n in ("train", "val", "test")]).to_parquet(
+        root / "decisions.parquet")
     params = {"generate": {"cache": str(root / "cache.sqlite")}, "slm": {"enabled": False},
               "teacher": {"batch_size": 16, "device": "cpu"},
-              "simulate": {"population": 60, "replicates": 3, "deciders": ["logreg", "mlp", "slm_tuned"],
-                           "bootstrap": 200}}
+              "simulate": {"population": 60, "replicates": 3,
+                           "deciders": ["constant", "lookup", "logreg", "mlp", "slm_tuned"], "bootstrap": 200}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root, tiny_teacher
 
@@ -54,7 +62,7 @@ def simulate_stage(call_stage):
     """(root, teacher, *extra args) -> StageResult of stages/simulate.py on the files under root."""
     return lambda root, teacher, *extra: call_stage(
         "stages/simulate.py", "--teacher", str(teacher), "--students", str(root / "students"),
-        "--slm-tuned", str(root / "no_slm"), "--splits", str(root / "splits"),
+        "--slm-tuned", str(root / "no_slm"), "--splits", str(root / "splits"), "--decisions", str(root / "decisions.parquet"),
         "--students-metrics", str(root / "students.json"), "--metrics", str(root / "simulate.json"),
         "--out", str(root / "plots"), "--params", str(root / "params.yaml"), *extra)
 
@@ -70,23 +78,24 @@ def test_stage_end_to_end(project, simulate_stage):
     assert 0 < t["teacher_calls"] == t["distinct_states"] < t["decisions"]  # states repeat
     assert "skipped" in market["deciders"]["slm_tuned"]
     students = json.loads((root / "students.json").read_text())
-    for name in ("logreg", "mlp"):
+    for name in ("constant", "lookup", "logreg", "mlp"):
         block = market["deciders"][name]
-        assert block["kl_per_decision"] == students[name]["kl"]
+        assert block["kl_per_decision"] == (students[name]["kl"] if name in students else None)
         low, high = block["total_diff_ci"]
         assert low <= block["total_diff"] <= high
         assert block["decisions"] > 0 and block["wasserstein"] >= 0 and 0 <= block["jsd"] <= 1
         assert set(block["groups"]) == {"likes_sweets", "dislikes_sweets", "health_conscious",
                                         "lactose_intolerant", "cheap", "spender", "impulsive_buyer"}
     fqe = market["fqe"]
-    assert set(fqe["deciders"]) == {"teacher", "logreg", "mlp"}
+    assert set(fqe["deciders"]) == {"teacher", "constant", "lookup", "logreg", "mlp"}
     for name, block in fqe["deciders"].items():
         assert block["fqe"] > 0 and block["monte_carlo"] > 0
         assert block["abs_error"] == pytest.approx(abs(block["fqe"] - block["monte_carlo"]))
         assert block["monte_carlo_ci"][0] <= block["monte_carlo"] <= block["monte_carlo_ci"][1]
     assert -1 <= fqe["rank_agreement_spearman"] <= 1
     ticks = pd.read_csv(root / "plots" / "christmas_market_ticks.csv")
-    assert set(ticks["decider"]) == {"teacher", "logreg", "mlp"} and set(ticks["seed"]) == {0, 1, 2}
+    assert set(ticks["decider"]) == {"teacher", "constant", "lookup", "logreg", "mlp"} and set(ticks["seed"]) == {0, 1, 2}
+    assert set(ticks["tick"]) == set(range(33))  # the opening (step 0) and the evening's 32 ticks
     assert (root / "plots" / "christmas_market.png").stat().st_size > 0
     # a second run asks the teacher nothing: every state is in the answer cache
     assert simulate_stage(root, teacher).code == 0
@@ -135,7 +144,8 @@ def test_stage_runs_the_dilemma_on_the_games_scenario(tmp_path, build_tiny_teach
     assert mlp["kl_per_decision"] == metrics["mlp"]["kl"] and mlp["decisions"] == 40 * 10 * 3
     assert 0 <= mlp["total"] <= 10  # a cooperation rate summed over 10 rounds
     ticks = pd.read_csv(tmp_path / "plots" / "repeated_dilemma_ticks.csv")
-    assert ticks["cooperation"].between(0, 1).all()
+    played = ticks["tick"] > 0  # tick 0: the step-0 row, before the first round (no rate yet)
+    assert ticks["cooperation"][played].between(0, 1).all() and ticks["cooperation"][~played].isna().all()
 
 
 def test_stage_missing_inputs_are_one_line_errors(project, tmp_path, simulate_stage):
@@ -144,3 +154,17 @@ def test_stage_missing_inputs_are_one_line_errors(project, tmp_path, simulate_st
     assert result.code == 2 and "run the evaluate stage first" in result.stderr and result.stderr.count("\n") == 1
     result = simulate_stage(root, teacher, "--students", str(tmp_path / "no_students"))
     assert result.code == 2 and "no trained 'logreg' student" in result.stderr and result.stderr.count("\n") == 1
+    result = simulate_stage(root, teacher, "--decisions", str(tmp_path / "none.parquet"))
+    assert result.code == 2 and "none.parquet: not found; run the generate stage first" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_constant_decider_takes_the_training_mean_only(project):
+    root, _ = project
+    params = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
+    scenario = load_scenario("scenarios/ice_cream.yaml")
+    deciders, _ = build_deciders(params, scenario, root / "students", root / "no_slm", root / "splits" / "train.parquet",
+                                 root / "decisions.parquet", cache=None)
+    means = {n: pd.read_parquet(root / "splits" / f"{n}.parquet")["p_yes"].mean() for n in ("train", "test")}
+    assert deciders["constant"].p == pytest.approx(means["train"])
+    assert abs(means["train"] - means["test"]) > 1e-3  # so the test split's mean would be told apart

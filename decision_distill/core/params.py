@@ -233,8 +233,9 @@ class Simulate(Section):
     """simulate: the simulations (simulations/*.yaml) run with the teacher and each decider."""
     simulations: list[str] = Field(default_factory=lambda: ["simulations/christmas_market.yaml",
                                                             "simulations/repeated_dilemma.yaml"])
-    deciders: list[Literal["logreg", "mlp", "encoder", "decoder", "slm_tuned"]] = Field(
-        default_factory=lambda: ["logreg", "mlp", "encoder", "decoder", "slm_tuned"])
+    # constant (training mean P(action)) and lookup (the teacher's answers by state) are references
+    deciders: list[Literal["constant", "lookup", "logreg", "mlp", "encoder", "decoder", "slm_tuned"]] = Field(
+        default_factory=lambda: ["constant", "lookup", "logreg", "mlp", "encoder", "decoder", "slm_tuned"])
     population: int = Field(400, ge=2)   # visitors (players) per replicate
     replicates: int = Field(8, ge=1)     # seeded replicates per decider, seeds seed..seed+replicates-1
     seed: int = 0

@@ -245,6 +245,29 @@ class Scenario:
     def in_conflict(self, a: str, b: str) -> bool:
         return frozenset((a, b)) in self.conflicts
 
+    def state_problem(self, state: State) -> str | None:
+        """Why `state` is not one this scenario can produce (None: it can): a missing feature, an
+        unknown or repeated value, a set outside its min..max, a number outside its range, a
+        conflict. What sample_one draws always passes; a simulation building its own states
+        checks them here."""
+        for f in self.features:
+            if f.kind == "lookup":
+                continue  # derived from the choice features, never drawn
+            if f.name not in state:
+                return f"no '{f.name}'"
+            value = state[f.name]
+            if f.kind == "number":
+                if not f.low <= float(value) <= f.high:
+                    return f"{f.name}: {value} outside {f.low:g}..{f.high:g}"
+                continue
+            values = list(value) if f.kind == "set" else [value]
+            unknown = [v for v in values if v not in f.texts]
+            if unknown:
+                return f"{f.name}: unknown value {unknown[0]!r}"
+            if f.kind == "set" and not (f.min <= len(set(values)) == len(values) <= f.max):
+                return f"{f.name}: {len(values)} value(s) {values}, the scenario draws {f.min}..{f.max} distinct ones"
+        return "values in conflict" if self.violates_conflicts(state) else None
+
     def violates_conflicts(self, state: State) -> bool:
         values = [v for f in self.features if f.kind in SAMPLED_KINDS
                   for v in ([state[f.name]] if f.kind == "choice" else state[f.name])]

@@ -38,8 +38,12 @@ class Persona(_Strict):
 
 
 class Visitors(_Strict):
+    # until_bought: a visitor who bought decides no more (one ice cream an evening at most);
+    # every_tick: every present visitor decides every tick, buying again as often as the decider says
+    decide: Literal["until_bought", "every_tick"] = "until_bought"
     stay_ticks: tuple[int, int]
     workers: float = Field(ge=0, le=1)
+    workers_from: float = Field(ge=0, le=24)   # hour from which the workers arrive
     after_work_hours: float = Field(gt=0)
     personas: list[Persona] = Field(min_length=1)
 
@@ -74,6 +78,14 @@ class MarketConfig(_Strict):
             raise ValueError("stalls: exactly one stall must sell ice_cream")
         return self
 
+    @model_validator(mode="after")
+    def _workers_while_open(self):
+        w, c = self.visitors.workers_from, self.clock
+        if not c.open <= w < c.close:
+            raise ValueError(f"visitors.workers_from: {w:g} is outside the opening hours {c.open:g}-{c.close:g}; "
+                             "set an hour from clock.open to before clock.close")
+        return self
+
 
 class DilemmaConfig(_Strict):
     name: str
@@ -101,8 +113,10 @@ def load_simulation(path: str | Path) -> MarketConfig | DilemmaConfig:
         return cls.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise UserError(f"{path}: {key}: {first['msg']}") from None
+        key = ".".join(str(p) for p in first["loc"])
+        # a check across keys (a model validator) has no location: its message names the key itself
+        msg = first["msg"].removeprefix("Value error, ")
+        raise UserError(f"{path}: {key}: {msg}" if key else f"{path}: {msg}") from None
 
 
 def check_against_scenario(config, scenario, path) -> None:
@@ -114,8 +128,10 @@ def check_against_scenario(config, scenario, path) -> None:
             if clash:
                 raise UserError(f"{path}: visitors.personas[{i}]: {clash[0][0]} and {clash[0][1]} conflict in "
                                 f"scenario '{scenario.name}'; drop one")
+        from .market import CONTEXT_BITS  # the context ids the market's clock and stalls produce
+
         named = {"traits": [t for p in config.visitors.personas for t in p.traits],
-                 "contexts": [w for w in config.weather if w != "none"]}
+                 "contexts": [b for b in CONTEXT_BITS if b != "weather"] + [w for w in config.weather if w != "none"]}
     else:
         named = {"game": [config.game], "stakes": [config.stakes], "context": list(config.contexts),
                  "partner": list(config.partners)}
@@ -127,3 +143,10 @@ def check_against_scenario(config, scenario, path) -> None:
             if v not in texts[feature]:
                 raise UserError(f"{path}: '{v}' is not a value of {scenario.name}'s feature '{feature}'; "
                                 f"use one of {', '.join(texts[feature])}")
+    if isinstance(config, MarketConfig):  # a persona the scenario cannot describe would never be asked about
+        traits = next(f for f in scenario.features if f.name == "traits")
+        for i, persona in enumerate(config.visitors.personas):
+            if not traits.min <= len(set(persona.traits)) <= traits.max:
+                raise UserError(f"{path}: visitors.personas[{i}]: {len(set(persona.traits))} traits, but scenario "
+                                f"'{scenario.name}' describes a person by {traits.min} to {traits.max}; "
+                                "change the persona's traits")

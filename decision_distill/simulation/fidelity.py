@@ -31,7 +31,9 @@ from ..stats.metrics import jsd
 
 
 def _matrix(rows: pd.DataFrame, column: str) -> np.ndarray:
-    """[replicates, ticks] of one column."""
+    """[replicates, ticks] of one column, ticks 1.. only: tick 0 is the DataCollector's step-0
+    row (before anyone decided), the same in every run, so it would only dilute the distances."""
+    rows = rows[rows["tick"] > 0]
     return rows.pivot(index="seed", columns="tick", values=column).sort_index().to_numpy(float)
 
 

@@ -56,10 +56,11 @@ def fitted_q_evaluation(X: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
 
 
 def market_features(log: pd.DataFrame, personas: int, ticks: int, context_bits: int) -> np.ndarray:
-    """One-hot persona, context bits, one-hot tick, per decision row."""
+    """One-hot persona, context bits, one-hot tick, per decision row (the log's ticks are
+    Mesa's steps, 1..ticks)."""
     persona = np.eye(personas)[log["traits"].to_numpy()]
     bits = (log["contexts"].to_numpy()[:, None] >> np.arange(context_bits)) & 1
-    tick = np.eye(ticks)[log["tick"].to_numpy()]
+    tick = np.eye(ticks)[log["tick"].to_numpy() - 1]
     return np.hstack([persona, bits, tick]).astype(float)
 
 

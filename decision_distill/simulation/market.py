@@ -1,13 +1,26 @@
 """The Christmas market (Mesa): visitors whose situation changes over an evening, and a
 decider (decision_distill.simulation.policy) that says how likely each is to buy an ice cream.
 
-Each tick every present visitor decides once whether to buy an ice cream now: the model writes
-each visitor's state (traits for life, contexts from the clock, the day's weather, the
-discount hour, what they last ate and whether they stand next to the ice-cream stall),
-asks the decider for P(buy) for all of them in one batched call, and samples the
-actions with the model's seeded RNG. Visitor state lives in numpy arrays, one row per
-visitor, so a tick is vectorised instead of stepping 10,000 agents one by one in Python
-(which alone would cost more than the MLP's decisions); no Mesa agent is created.
+Each tick every present visitor decides once whether to buy an ice cream now, except those
+who already bought under visitors.decide: until_bought (the file's setting and the default;
+every_tick leaves nobody out): the model writes each visitor's state (traits for life,
+contexts from the clock, the day's weather, the discount hour, what they last ate and whether
+they stand next to the ice-cream stall), asks the decider for P(buy) for all of them in one
+batched call, and samples the actions with the model's seeded RNG.
+
+Visitor state lives in numpy arrays, one row per visitor, so a tick is vectorised instead
+of stepping 10,000 agents one by one in Python (which alone would cost more than the MLP's
+decisions): a deliberate speed choice, so no Mesa Agent or AgentSet is created. Mesa's own
+parts are used as Mesa users expect: the model's seeded `rng`, `self.steps`, and a
+DataCollector that records at step 0 (the opening, before anyone decided) and after every
+tick, with the decision log as one of its tables.
+
+A visitor's state at a tick is asked about only if the scenario can produce it
+(Scenario.state_problem): the ice-cream scenario describes every moment by at least one
+context, so a visitor with nothing going on (not hungry, not just eaten, not after work, no
+weather, no discount, not at the ice-cream stall) does not decide that tick. The teacher was
+never asked about such a moment and no student trained on one, and no context the scenario
+defines is neutral enough to stand in for "nothing"; nothing prompts an ice cream then.
 
 States are discrete on purpose (no continuous feature), so the same states recur
 across visitors, ticks and replicates and a teacher answers each one once (answer cache).
@@ -49,38 +62,46 @@ def states_frame(trait_sets: list[list[str]], table: list[list[str]], traits: np
     return pd.DataFrame({"traits": [trait_sets[c] for c in traits], "contexts": [table[c] for c in contexts]})
 
 
+# One row per tick, each column holding that tick's decisions as an array: the model is
+# vectorised, and one add_table_row per decision would cost more than the decisions themselves.
+LOG_COLUMNS = ("tick", "row", "traits", "contexts", "p", "buy", "weather")
+
+
 class MarketModel(mesa.Model):
     def __init__(self, config: MarketConfig, scenario: Scenario, decider, population: int = 500,
-                 seed: int | None = None, log_decisions: bool = False, log_sink: list | None = None):
-        super().__init__(seed=seed)
-        self.config, self.decider, self.n = config, decider, population
-        self.seed_value, self.log_sink = seed, log_sink  # log_sink: gets (seed, decision log) at the end
+                 rng: int | None = None, log_decisions: bool = False):
+        super().__init__(rng=rng)
+        self.config, self.decider, self.n, self.log_decisions = config, decider, population, log_decisions
         self.ticks = config.clock.ticks
         self.hours_per_tick = config.clock.tick_minutes / 60
         rng = self.rng
         self._draw_traits(scenario, rng)
         v = config.visitors
         self.worker = rng.random(population) < v.workers
-        work_tick = min(max(int(np.ceil((17.0 - config.clock.open) / self.hours_per_tick)), 0), self.ticks - 1)
+        work_tick = min(max(int(np.ceil((v.workers_from - config.clock.open) / self.hours_per_tick)), 0),
+                        self.ticks - 1)
         self.arrival = np.where(self.worker, rng.integers(work_tick, self.ticks, population),
                                 rng.integers(0, max(self.ticks - v.stay_ticks[0], 1), population))
         self.leave = np.minimum(self.arrival + rng.integers(v.stay_ticks[0], v.stay_ticks[1] + 1, population),
                                 self.ticks)
         self.last_meal = rng.uniform(*config.meals.lunch, population)
+        self.bought = np.zeros(population, dtype=bool)
         self.trait_buys = np.zeros(len(self.trait_names))  # per trait: purchases, decisions so far
         self.trait_decisions = np.zeros(len(self.trait_names))
         names = list(config.weather)
         self.weather = str(rng.choice(names, p=np.asarray(list(config.weather.values())) / sum(config.weather.values())))
         self.stalls = [s.sells for s in config.stalls.values()]
         self.context_table = self._contexts_by_code(scenario)
+        # askable[persona, context code]: the scenario can produce that state (see the module docstring)
+        self.askable = np.array([[scenario.state_problem({"traits": traits, "contexts": contexts}) is None
+                                  for contexts in self.context_table] for traits in self.trait_sets])
         self.sales = self.decisions = 0
-        # (tick, row, traits code, context code, p, buy) per decision, for FQE and the tests
-        self.log = [] if log_decisions or log_sink is not None else None
         reporters = {"sales": "sales", "decisions": "decisions",
                      "present": lambda m: int(m._present().sum())}
         for j, trait in enumerate(self.trait_names):
             reporters[f"buy_rate[{trait}]"] = lambda m, j=j: m._buy_rate(j)
-        self.datacollector = mesa.DataCollector(model_reporters=reporters)
+        self.datacollector = mesa.DataCollector(model_reporters=reporters, tables={"decisions": list(LOG_COLUMNS)})
+        self.datacollector.collect(self)  # step 0: the opening, before anyone decided
 
     # ---- population -----------------------------------------------------------
     def _draw_traits(self, scenario: Scenario, rng: np.random.Generator) -> None:
@@ -108,7 +129,8 @@ class MarketModel(mesa.Model):
         return float(self.trait_buys[j] / d) if d else float("nan")
 
     def step(self) -> None:
-        t = self.steps - 1  # Mesa counts the step before calling it
+        # Mesa counts the step before calling it: step s (from 1) is clock tick t = s - 1
+        t = self.steps - 1
         hour = self.config.clock.open + t * self.hours_per_tick
         rng, meals = self.rng, self.config.meals
         present = self._present()
@@ -127,21 +149,33 @@ class MarketModel(mesa.Model):
             np.asarray(self.stalls)[stall] == "ice_cream",
         ], axis=1)
         code = bits.astype(np.int64) @ (1 << np.arange(len(CONTEXT_BITS)))
-        rows = np.flatnonzero(present)
+        deciding = present & self.askable[self.trait_code, code]
+        if self.config.visitors.decide == "until_bought":
+            deciding &= ~self.bought
+        rows = np.flatnonzero(deciding)
         p = self.decide(self.trait_code[rows], code[rows])
         buys = rng.random(len(rows)) < p
         self.last_meal[rows[buys]] = hour
+        self.bought[rows[buys]] = True
         self.trait_decisions += self.has_trait[rows].sum(axis=0)
         self.trait_buys += self.has_trait[rows[buys]].sum(axis=0)
         self.sales, self.decisions = int(buys.sum()), len(rows)
-        if self.log is not None:
-            self.log.append(pd.DataFrame({"tick": t, "row": rows, "traits": self.trait_code[rows],
-                                          "contexts": code[rows], "p": p, "buy": buys, "weather": self.weather}))
+        if self.log_decisions:
+            self.datacollector.add_table_row("decisions", {
+                "tick": np.full(len(rows), self.steps), "row": rows, "traits": self.trait_code[rows],
+                "contexts": code[rows], "p": np.asarray(p, dtype=float), "buy": buys,
+                "weather": np.full(len(rows), self.weather, dtype=object)})
         self.datacollector.collect(self)
         if t + 1 >= self.ticks:
             self.running = False
-            if self.log_sink is not None:
-                self.log_sink.append((self.seed_value, pd.concat(self.log, ignore_index=True)))
+
+    def decision_log(self) -> pd.DataFrame:
+        """One row per decision (log_decisions=True): tick (Mesa's step, from 1), visitor row,
+        persona and context codes, P(buy), whether they bought, the day's weather."""
+        table = self.datacollector.get_table_dataframe("decisions")
+        if not len(table):
+            return pd.DataFrame({c: [] for c in LOG_COLUMNS})
+        return pd.DataFrame({c: np.concatenate(table[c].to_list()) for c in LOG_COLUMNS})
 
     def decide(self, trait_codes: np.ndarray, context_codes: np.ndarray) -> np.ndarray:
         """P(buy) for these visitors, one batched call to the decider."""

@@ -21,15 +21,23 @@ from .config import MarketConfig, check_against_scenario, load_simulation
 from .fidelity import compare, teacher_summary
 from .fqe import fqe_report
 from .market import CONTEXT_BITS, context_table, persona_traits, states_frame
-from .policy import Policy, SLMPolicy, TeacherPolicy
+from .policy import ConstantPolicy, LookupPolicy, Policy, SLMPolicy, TeacherPolicy
 from .run import SERIES, run_replicates
 
 
 def build_deciders(params: Params, scenario, students_dir: Path, slm_tuned: Path, train_split: Path,
-                   cache: AnswerCache) -> tuple[dict, dict]:
-    """(name -> Policy for each simulate.deciders entry that exists, name -> why it was skipped)."""
+                   decisions: Path, cache: AnswerCache) -> tuple[dict, dict]:
+    """(name -> Policy for each simulate.deciders entry that exists, name -> why it was skipped).
+    The reference deciders: `constant` at the training split's mean P(action) (train only,
+    nothing from test), `lookup` the teacher's answers in `decisions` by state."""
     deciders, skipped = {}, {}
     for name in params.simulate.deciders:
+        if name == "constant":
+            deciders[name] = ConstantPolicy.training_mean(train_split, scenario.schema(), name)
+            continue
+        if name == "lookup":
+            deciders[name] = LookupPolicy(decisions, scenario.schema(), name)
+            continue
         if name == SLM_TUNED:
             if slm_model_dirs(params, slm_tuned, slm_tuned).get(SLM_TUNED) is None:
                 skipped[name] = "no tuned small LM (slm.enabled is false or models/slm_merged is a marker)"
@@ -45,25 +53,30 @@ def build_deciders(params: Params, scenario, students_dir: Path, slm_tuned: Path
 
 
 def simulate_all(params: Params, teacher_dir: Path, students_dir: Path, slm_tuned: Path, splits: Path,
-                 students_metrics: dict, out_dir: Path) -> dict:
+                 decisions: Path, students_metrics: dict, out_dir: Path) -> dict:
     start = time.perf_counter()
     sim = params.simulate
     scenario = load_scenario(params.scenario)
     seeds = list(range(sim.seed, sim.seed + sim.replicates))
-    report = {}
+    report, runnable = {}, []
+    for path in sim.simulations:
+        config = load_simulation(path)
+        if config.scenario != scenario.name:
+            report[config.name] = {"skipped": f"written for scenario '{config.scenario}', the deciders were "
+                                              f"trained on '{scenario.name}'"}
+            continue
+        check_against_scenario(config, scenario, path)
+        if is_model_marker(teacher_dir):  # imported decisions: no teacher to compare the deciders with
+            report[config.name] = {"skipped": "no teacher model (generate.source: import)"}
+            continue
+        report[config.name] = None  # filled below, in the order of simulate.simulations
+        runnable.append(config)
     cache = AnswerCache(params.generate.cache)
     try:
-        deciders, skipped = build_deciders(params, scenario, students_dir, slm_tuned, splits / "train.parquet", cache)
-        for path in sim.simulations:
-            config = load_simulation(path)
-            if config.scenario != scenario.name:
-                report[config.name] = {"skipped": f"written for scenario '{config.scenario}', the deciders were "
-                                                  f"trained on '{scenario.name}'"}
-                continue
-            check_against_scenario(config, scenario, path)
-            if is_model_marker(teacher_dir):  # imported decisions: no teacher to compare the deciders with
-                report[config.name] = {"skipped": "no teacher model (generate.source: import)"}
-                continue
+        if runnable:  # the deciders are built only when a simulation runs (imported data has no teacher run)
+            deciders, skipped = build_deciders(params, scenario, students_dir, slm_tuned, splits / "train.parquet",
+                                               decisions, cache)
+        for config in runnable:
             teacher = TeacherPolicy(teacher_dir, scenario, params, cache)
             report[config.name] = one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim,
                                                  students_metrics, out_dir)

@@ -1,11 +1,9 @@
-"""Run a simulation's seeded replicates with one decider (mesa.batch_run) and return one row
-per (replicate, tick)."""
+"""Run a simulation's seeded replicates with one decider and return one row per (replicate, tick)."""
 
 from __future__ import annotations
 
 import time
 
-import mesa
 import pandas as pd
 
 from .config import DilemmaConfig, MarketConfig
@@ -24,15 +22,24 @@ def run_replicates(config: MarketConfig | DilemmaConfig, scenario, decider, popu
                    seeds: list[int], logs: list | None = None) -> tuple[pd.DataFrame, float]:
     """(rows: seed, tick and every DataCollector column; wall seconds). Same seed, same
     population, weather and draws: only the decider differs between deciders' runs.
-    With `logs` (market only), each replicate appends (seed, its per-decision log) to it."""
-    ticks = config.clock.ticks if isinstance(config, MarketConfig) else config.rounds
-    extra = {"log_sink": [logs]} if logs is not None else {}
+    Tick 0 is the DataCollector's step-0 row (the opening: nobody has decided yet); tick k
+    holds the k-th tick's (round's) counts. With `logs` (market only), each replicate appends
+    (seed, its decision log, MarketModel.decision_log) to it.
+
+    Each replicate is a model built with `rng=seed` and run to its end. mesa.batch_run is not
+    used: it returns reporter rows only, so the decision log (a DataCollector table) would be
+    lost with the model, and in mesa 3.3.1 it drops the last collection of a model that also
+    collects at step 0 (mesa issue #2514). A sweep over seeds is all that is needed here."""
+    cls = model_class(config)
+    frames = []
     start = time.perf_counter()
-    # Objects go in one-element lists: batch_run sweeps over any iterable it is given.
-    rows = mesa.batch_run(model_class(config), {"config": [config], "scenario": [scenario], "decider": [decider],
-                                                "population": [population], "seed": list(seeds), **extra},
-                          number_processes=1, iterations=1, data_collection_period=1, max_steps=ticks,
-                          display_progress=False)
+    for seed in seeds:
+        model = cls(config, scenario, decider, population=population, rng=seed, log_decisions=logs is not None)
+        model.run_model()
+        frame = model.datacollector.get_model_vars_dataframe()
+        frames.append(frame.rename_axis("tick").reset_index().assign(seed=seed))
+        if logs is not None:
+            logs.append((seed, model.decision_log()))
     seconds = time.perf_counter() - start
-    frame = pd.DataFrame(rows).drop(columns=["config", "scenario", "decider", "population", "RunId", "iteration", *extra])
-    return frame.rename(columns={"Step": "tick"}).sort_values(["seed", "tick"]).reset_index(drop=True), seconds
+    rows = pd.concat(frames, ignore_index=True)
+    return rows[["seed", "tick", *(c for c in rows.columns if c not in ("seed", "tick"))]], seconds

@@ -2,7 +2,7 @@
 
 Loads the SLM (default: models/slm, the packaged Gemma-3-270M after download@slm),
 puts the LoRA adapter of params.yaml on it and times, through the stage's own code
-(lora.AnswerReadout and the training loop's step), `--steps` optimizer steps on
+(lora.AnswerReadout, its loss and the LoRA trainer's step), `--steps` optimizer steps on
 short prompts of sampled scenario states, then one validation pass over
 `--val-states` states. Prints the projected time of the default stage: model
 load + lora.max_steps steps + a validation pass at step 0 and at every checkpoint.
@@ -27,6 +27,7 @@ from decision_distill.data.scenario_file import load_scenario
 from decision_distill.lm.load import load_causal_lm
 from decision_distill.lm.runtime import cpu_has_fast_bf16
 from decision_distill.lm.scorer import TokenScorer
+from decision_distill.lora.trainer import LoraTrainer, Precision, make_accelerator
 from decision_distill.slm import lora
 
 
@@ -42,7 +43,8 @@ def time_dtype(args, params, scenario, dtype: str, frozen: str = "float32") -> d
     float32, or bfloat16 as lora-train runs it (float32 master weights under accelerate's bf16
     autocast). `frozen`: the dtype the frozen base weights are loaded in (the LoRA weights
     stay float32 either way)."""
-    accelerator = lora.make_accelerator(True, "bf16" if dtype == "bfloat16" else "no")
+    autocast = dtype == "bfloat16"
+    accelerator = make_accelerator("cpu", Precision(frozen, autocast, "bench"), params.lora.batch_size)
     started = time.perf_counter()
     slm = load_causal_lm(args.slm, frozen, "cpu", params.slm.trust_remote_code)
     load_s = time.perf_counter() - started
@@ -51,9 +53,8 @@ def time_dtype(args, params, scenario, dtype: str, frozen: str = "float32") -> d
     train = lora.build_examples(sampled_frame(scenario, batch * (args.steps + 1)), scenario, scorer, False)
     val = lora.build_examples(sampled_frame(scenario, args.val_states), scenario, scorer, False)
     module = lora.AnswerReadout(lora.with_lora(slm.model, params.lora, "lora.target_modules"), scorer.option_ids)
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=params.lora.lr)
-    module, optimizer = accelerator.prepare(module, optimizer)
-    run = lora.TrainingRun(params, accelerator, module, optimizer, scorer.pad_id, train, val, "bench")
+    objective = lora.Distillation(train, val, scorer.pad_id, 0.0, params.slm.batch_size, accelerator.device)
+    run = LoraTrainer(params.lora, accelerator, module, len(train), objective.loss, "bench", "bench")
 
     run.step(1)  # warm-up: first-call allocations
     started = time.perf_counter()
@@ -61,7 +62,7 @@ def time_dtype(args, params, scenario, dtype: str, frozen: str = "float32") -> d
         run.step(step)
     step_s = (time.perf_counter() - started) / args.steps
     started = time.perf_counter()
-    run.validate(0)
+    objective.validate(run.module, 0)
     val_rate = len(val) / (time.perf_counter() - started)
     val_rows = 200  # the default split's validation states (10 % of 2,000)
     passes = 1 + -(-params.lora.max_steps // params.lora.checkpoint_every)

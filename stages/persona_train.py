@@ -1,6 +1,7 @@
 """persona-train stage: one person's LoRA adapter (next-token loss on their training chunks)
-on the base SLM (slm.model, downloaded by download@slm). Killed, it resumes from its last
-checkpoint when rerun.
+on the base SLM (slm.model, downloaded by download@slm), through the LoRA trainer lora-train
+uses (same checkpoints, same precision: slm.dtype bfloat16 trains float32 LoRA weights under
+bf16 autocast). Killed, it resumes from its last checkpoint when rerun.
 
 example:
   python stages/persona_train.py --persona Walter_Henning --chunks data/personas/chunks \

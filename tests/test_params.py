@@ -37,6 +37,22 @@ def test_bad_params_are_one_line_errors_naming_the_key(raw, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("key, bad", [("rank", 0), ("alpha", 0), ("dropout", 1.0), ("target_modules", []), ("lr", 0),
+                                      ("epochs", 0), ("batch_size", 0), ("max_steps", 0), ("checkpoint_every", 0)])
+def test_both_lora_sections_refuse_a_bad_shared_setting_alike(key, bad):
+    """lora-train's `lora` and persona-train's (personas/params.yaml) share their training settings'
+    schema: a value one refuses, the other refuses with the same message."""
+    from decision_distill.personas.params import parse_persona_params
+
+    messages = []
+    for parse, raw in ((parse_params, {"lora": {key: bad}}),
+                       (parse_persona_params, {"corpus": {"personas": ["a"]}, "lora": {key: bad}})):
+        with pytest.raises(UserError, match=rf": lora\.{key}: ") as err:
+            parse(raw, "FILE")
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "\n" not in messages[0]
+
+
 def test_stage_with_bad_params_exits_2_with_one_line_and_writes_nothing(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"split": {"tset": 0.2}}))
     out = tmp_path / "splits"

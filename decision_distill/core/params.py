@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -189,19 +189,29 @@ class SLM(Section):
     batch_size: int = Field(16, ge=1)  # states per forward pass when scoring
 
 
-class LoRA(Section):
-    """lora-train: peft LoRA on slm.model, distilling the teacher's answer distribution."""
+# Constraints of the LoRA settings whose defaults personas/params.yaml overrides: one rule for both.
+AtLeastOne = Annotated[int, Field(ge=1)]
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class LoraTraining(Section):
+    """The settings every LoRA adapter trains with (decision_distill.lora.trainer): lora-train's
+    `lora` section below and persona-train's (personas/params.yaml) extend it."""
     rank: int = Field(8, ge=1)
     alpha: float = Field(16.0, gt=0.0)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    dropout: Dropout = 0.05
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
     lr: float = Field(1e-3, gt=0.0)
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(8, ge=1)
-    max_steps: int = Field(150, ge=1)       # stops at whichever comes first, epochs or steps
-    checkpoint_every: int = Field(50, ge=1)  # steps between resumable checkpoints (and validation losses)
-    explanation_weight: float = Field(0.0, ge=0.0)  # next-token loss on teacher explanations, when present
+    epochs: AtLeastOne = 1
+    batch_size: AtLeastOne = 8
+    max_steps: AtLeastOne = 150        # stops at whichever comes first, epochs or steps
+    checkpoint_every: AtLeastOne = 50  # steps between resumable checkpoints (and validation losses)
     seed: int = 0
+
+
+class LoRA(LoraTraining):
+    """lora-train: peft LoRA on slm.model, distilling the teacher's answer distribution."""
+    explanation_weight: float = Field(0.0, ge=0.0)  # next-token loss on teacher explanations, when present
 
 
 class Perplexity(Section):

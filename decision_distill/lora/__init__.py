@@ -1,2 +1,2 @@
 """LoRA machinery shared by the decision and persona adapters: the adapter and its
-files, checkpoints, merging."""
+files, the one training loop (trainer), checkpoints, merging."""

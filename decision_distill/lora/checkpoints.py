@@ -1,6 +1,6 @@
-"""LoRA training checkpoints and the saved adapter: what a checkpoint is valid for (its
-fingerprint), writing and finding complete ones atomically (shared with persona-train), and
-writing peft's adapter format at the end. Under FSDP every process calls the savers (they
+"""LoRA training checkpoints and the saved adapter, one format for lora-train and persona-train:
+what a checkpoint is valid for (its fingerprint), writing and finding complete ones atomically,
+and writing peft's adapter format at the end. Under FSDP every process calls the savers (they
 gather shards).
 """
 
@@ -10,29 +10,24 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
 from ..core.atomic import atomic_dir, write_json
-from ..core.params import Params
 from .adapter import make_path_independent
 
 CHECKPOINT_PREFIX = "step-"
 KEEP_CHECKPOINTS = 2
 SEED_STRIDE = 1_000_003  # step/epoch seeds are seed * SEED_STRIDE + n: a resumed step draws what it drew first
-SUMMARY_JSON = "lora_train.json"  # beside the adapter: what it was trained on and how far
 
 
-def fingerprint(params: Params, base_fingerprint: str, train, group, dtype: str) -> str:
-    """What a checkpoint is only valid for: the settings, the base model, the training data,
-    and `dtype`, the resolved precision it trains in (never "auto")."""
-    digest = hashlib.sha256()
-    settings = {"lora": params.lora.model_dump(), "dtype": dtype, "quantize": params.slm.quantize,
-                "base": base_fingerprint, "group": group}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    for seq, start in zip(train.ids, train.explained_from):
-        digest.update(json.dumps([seq, start]).encode())
-    digest.update(train.targets.numpy().tobytes())
+def fingerprint(settings: dict, data: Iterable[bytes]) -> str:
+    """What a checkpoint is only valid for: `settings` (the LoRA section, the base model, the
+    resolved precision it trains in, never "auto") and the training data, as bytes."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for chunk in data:
+        digest.update(chunk)
     return digest.hexdigest()[:16]
 
 
@@ -114,8 +109,11 @@ def load_checkpoint(path: Path, module, optimizer) -> dict:
     return json.loads((path / "state.json").read_text())
 
 
-def write_adapter(out_adapter: Path, accelerator, module, optimizer, summary: dict, base_fingerprint: str) -> None:
-    """peft's adapter format (adapter_config.json + adapter_model.safetensors), atomically."""
+def write_adapter(out_adapter: Path, accelerator, module, optimizer, summary: dict, summary_name: str,
+                  base_fingerprint: str) -> None:
+    """peft's adapter format (adapter_config.json + adapter_model.safetensors), atomically, with
+    `summary` (what it was trained on and how far) beside it as `summary_name`. `module` holds
+    the peft model as its `lm`."""
     weights, _ = trainable_state(accelerator, module, optimizer)
     if accelerator.is_main_process:
         peft_model = accelerator.unwrap_model(module).lm
@@ -123,5 +121,5 @@ def write_adapter(out_adapter: Path, accelerator, module, optimizer, summary: di
             peft_model.save_pretrained(tmp, state_dict={k.removeprefix("lm."): v for k, v in weights.items()},
                                        safe_serialization=True)
             make_path_independent(tmp, base_fingerprint)
-            write_json(summary, tmp / SUMMARY_JSON)
+            write_json(summary, tmp / summary_name)
     accelerator.wait_for_everyone()

@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 
 from ..core.config import Section, one_line_error, read_yaml, reject_nan
 from ..core.errors import UserError
+from ..core.params import AtLeastOne, Dropout, LoraTraining
 
 DEFAULT = Path("personas/params.yaml")
 
@@ -35,18 +36,14 @@ class Chunks(Section):
     seed: int = 0
 
 
-class PersonaLoRA(Section):
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0.0)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
-    lr: float = Field(1e-3, gt=0.0)
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(4, ge=1)
-    max_steps: int = Field(100, ge=1)
+class PersonaLoRA(LoraTraining):
+    """persona-train: the shared LoRA settings with the persona defaults, and the chunk length."""
+    dropout: Dropout = 0.1
+    epochs: AtLeastOne = 2
+    batch_size: AtLeastOne = 4
+    max_steps: AtLeastOne = 100
+    checkpoint_every: AtLeastOne = 5
     max_tokens: int = Field(320, ge=8)  # a chunk's tokens beyond this are cut (about 200 words fit)
-    checkpoint_every: int = Field(5, ge=1)
-    seed: int = 0
 
 
 class PersonaPerplexity(Section):

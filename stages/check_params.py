@@ -1,8 +1,10 @@
-"""check stage: validate params.yaml and the scenario files before any other stage runs.
+"""check stage: validate params.yaml, the scenario and the simulation files before any other stage runs.
 
 Checks every params key (decision_distill.core.params), the scenario file and the
-zero-shot scenarios it names (decision_distill.data.scenario_file), and the stability
-settings that only make sense together or against the scenario.
+zero-shot scenarios it names (decision_distill.data.scenario_file), the simulation files
+of simulate.simulations (decision_distill.simulation.config; those written for this
+scenario against it, as the simulate stage does), and the stability settings that only
+make sense together or against the scenario.
 
 Every other stage depends on --out, so a rejected value (`dvc exp run -S
 student.mlp.hidden=-5`) stops the pipeline here, before DVC has removed any
@@ -18,6 +20,7 @@ from decision_distill.core.atomic import write_json
 from decision_distill.core.errors import stage_main
 from decision_distill.core.params import load_params
 from decision_distill.data.scenario_file import check_stability_settings, load_scenario
+from decision_distill.simulation.config import check_against_scenario, load_simulation
 
 CHECKED = {"checked": "params.yaml and the scenario files it names are valid"}  # constant: see the docstring
 
@@ -33,6 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     scenario = load_scenario(params.scenario)
     for path in scenario.zero_shot:  # the games stage answers these too
         load_scenario(path)
+    for path in params.simulate.simulations:  # the simulate stage reads these only after every student trained
+        simulation = load_simulation(path)
+        if simulation.scenario == scenario.name:  # the others it reports as skipped
+            check_against_scenario(simulation, scenario, path)
     check_stability_settings(params.stability, scenario)
     write_json(CHECKED, args.out)
     print(f"{args.params} and scenario {scenario.name} are valid")

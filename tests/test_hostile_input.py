@@ -1,16 +1,20 @@
-"""Hostile input, property-based: malformed params and malformed import files thrown at
-the stages. Every case must end in exit 2 with one line on stderr that names the field,
-no traceback (an exception escaping main() fails the test), and no output written.
+"""Hostile input, property-based: malformed params, scenario, simulation and import files
+thrown at the stages. Every case must end in exit 2 with one line on stderr that names the
+field, no traceback (an exception escaping main() fails the test), and no output written.
 
 Each test prints how many cases of each kind it ran (`pytest -s` shows them).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import shutil
 import string
 import tempfile
+import types
+import typing
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -18,11 +22,13 @@ from typing import NamedTuple
 import annotated_types
 import pandas as pd
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from decision_distill.core.params import Params, parse_params
+from decision_distill.data.scenario_schema import ScenarioFile
+from decision_distill.simulation.config import SimulationFile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,6 +180,152 @@ def test_malformed_params_end_in_one_line_naming_the_field(call_stage):
 
     check()
     print(f"\nmalformed params: {sum(counts.values())} cases {dict(counts)}")
+    assert len(counts) == 6  # every kind of damage was tried
+
+
+# ---- malformed scenario and simulation files ---------------------------------------
+
+DATA_FILES = {"scenarios/ice_cream.yaml": ScenarioFile, "scenarios/games.yaml": ScenarioFile,
+              "scenarios/public_goods.yaml": ScenarioFile, "simulations/christmas_market.yaml": SimulationFile,
+              "simulations/repeated_dilemma.yaml": SimulationFile}
+
+
+def _bare(tp):
+    """Annotated[X, ...] -> X; X | None -> X."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return _bare(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):
+        return _bare(next(a for a in typing.get_args(tp) if a is not type(None)))
+    return tp
+
+
+def _keyed(tp, raw, path: str = ""):
+    """(dotted path, mapping, its model) for every mapping in `raw` whose keys the file format
+    names (a feature, a prompt, a clock; not `values` or a state): where a key can be misspelt,
+    dropped or given a wrong value. A tagged union's member is the one the mapping's tag picks."""
+    tp = _bare(tp)
+    args = typing.get_args(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(raw, dict):
+        yield path, raw, tp
+        for key, value in raw.items():
+            if key in tp.model_fields:
+                yield from _keyed(tp.model_fields[key].annotation, value, f"{path}.{key}".lstrip("."))
+    elif typing.get_origin(tp) is dict and isinstance(raw, dict):
+        for key, value in raw.items():
+            yield from _keyed(args[1], value, f"{path}.{key}".lstrip("."))
+    elif typing.get_origin(tp) is list and isinstance(raw, list):
+        for i, value in enumerate(raw):
+            yield from _keyed(args[0], value, f"{path}[{i}]")
+    elif typing.get_origin(tp) in (typing.Union, types.UnionType) and isinstance(raw, dict):
+        for member in args:
+            tags = {name: typing.get_args(f.annotation) for name, f in member.model_fields.items()
+                    if typing.get_origin(f.annotation) is typing.Literal}
+            if any(raw.get(name) in values for name, values in tags.items()):
+                yield from _keyed(member, raw, path)
+
+
+def _at(path: str, key: str) -> str:
+    return f"{path}.{key}".lstrip(".")
+
+
+@st.composite
+def misspelt(draw, key: str) -> str:
+    """`key` with one letter dropped, doubled or swapped with the next."""
+    i = draw(st.integers(0, len(key) - 1))
+    return draw(st.sampled_from([key[:i] + key[i + 1:], key[:i] + key[i] + key[i:],
+                                 key[:i] + key[i + 1:i + 2] + key[i:i + 1] + key[i + 2:]]))
+
+
+@st.composite
+def malformed_data_file(draw) -> tuple[str, str, dict, str, str]:
+    """(kind, committed file, its damaged contents, the field the error must name, a hint it must give)."""
+    kinds = ["misspelt_key", "unknown_key", "missing_key", "wrong_type", "not_a_number", "unknown_version"]
+    kind = draw(st.sampled_from(kinds))
+    file = draw(st.sampled_from(sorted(DATA_FILES)))
+    raw = yaml.safe_load((REPO / file).read_text())
+    if kind == "unknown_version":
+        raw["version"] = draw(st.integers().filter(lambda v: v != 1))
+        return kind, file, raw, "version", "must be 1"
+    nodes = list(_keyed(DATA_FILES[file], raw))
+    if kind == "unknown_key":
+        path, node, model = draw(st.sampled_from(nodes))
+        name = draw(st.text(string.ascii_lowercase + "_", min_size=1, max_size=12).filter(
+            lambda k: k not in model.model_fields and k not in node))
+        node[name] = draw(st.one_of(st.integers(), st.text(max_size=5)))
+        return kind, file, raw, _at(path, name), "unknown key"
+    keys = [(path, node, model, key) for path, node, model in nodes for key in node if key in model.model_fields]
+    if kind == "missing_key":
+        keys = [k for k in keys if k[2].model_fields[k[3]].is_required()]
+    if kind == "not_a_number":
+        keys = [k for k in keys if type(k[1][k[3]]) in (int, float) and k[3] != "version"]
+    assume(keys)  # public_goods.yaml has no number to spoil
+    path, node, model, key = draw(st.sampled_from(keys))
+    if kind == "misspelt_key":
+        typo = draw(misspelt(key).filter(lambda t: t and t not in node and t not in model.model_fields))
+        # only typos whose closest valid key is the one misspelt: the hint must name it
+        assume(difflib.get_close_matches(typo, list(model.model_fields), n=1) == [key])
+        node[typo] = node.pop(key)
+        return kind, file, raw, _at(path, typo), f"did you mean '{key}'?"
+    if kind == "missing_key":
+        del node[key]
+        return kind, file, raw, _at(path, key), "missing"
+    if kind == "not_a_number":
+        node[key] = draw(st.one_of(st.sampled_from([math.nan, math.inf, -math.inf]), NOT_A_NUMBER))
+        return kind, file, raw, _at(path, key), ""
+    # wrong_type: a mapping where a list or a single value belongs, a list where a mapping or a value does
+    node[key] = draw(st.lists(st.integers(), min_size=1) if isinstance(node[key], dict) else MAPPING)
+    return kind, file, raw, _at(path, key), "must be"
+
+
+def _read_by(file: str) -> str:
+    """The scenario the pipeline is run with to read scenario `file`: one that names it under
+    zero_shot (public_goods.yaml is no pipeline's own scenario), else the file itself."""
+    named_by = [f"scenarios/{p.name}" for p in sorted((REPO / "scenarios").glob("*.yaml"))
+                if Path(file).name in (yaml.safe_load(p.read_text()).get("zero_shot") or [])]
+    return named_by[0] if named_by else file
+
+
+def _check_stage_on(file: str, raw: dict, out: Path) -> tuple[str, ...]:
+    """The check stage run on `raw` standing in for `file`: as the pipeline's scenario (or one of
+    its zero-shot scenarios), or as the one simulation of simulate.simulations, run against the
+    scenario it is written for."""
+    if file.startswith("scenarios/"):
+        shutil.copytree(REPO / "scenarios", out / "scenarios")  # the scenario, with the zero-shot ones it names
+        params = {"scenario": str(out / _read_by(file))}
+    else:
+        written_for = yaml.safe_load((REPO / file).read_text())["scenario"]  # as committed: `raw` may lack it
+        params = {"scenario": f"scenarios/{written_for}.yaml", "simulate": {"simulations": [str(out / file)]}}
+    (out / file).parent.mkdir(parents=True, exist_ok=True)
+    (out / file).write_text(yaml.safe_dump(raw, sort_keys=False))
+    (out / "params.yaml").write_text(yaml.safe_dump(params))
+    return ("stages/check_params.py", "--params", str(out / "params.yaml"), "--out", str(out / "checked.json"))
+
+
+def test_the_committed_data_files_pass_the_check_stage(tmp_path, call_stage):
+    for i, file in enumerate(DATA_FILES):  # so every failure below comes from the damage alone
+        raw = yaml.safe_load((REPO / file).read_text())
+        result = call_stage(*_check_stage_on(file, raw, tmp_path / str(i)))
+        assert result.code == 0, result
+        assert (tmp_path / str(i) / "checked.json").exists()
+
+
+def test_malformed_scenario_and_simulation_files_end_in_one_line_naming_the_field(call_stage):
+    counts = Counter()
+
+    @SETTINGS
+    @given(case=malformed_data_file())
+    def check(case):
+        kind, file, raw, field, hint = case
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            result = call_stage(*_check_stage_on(file, raw, out))
+            one_line_error(result, field)
+            assert hint in result.stderr, f"{hint!r} not in {result.stderr!r}"
+            assert not (out / "checked.json").exists()
+        counts[kind] += 1
+
+    check()
+    print(f"\nmalformed scenario and simulation files: {sum(counts.values())} cases {dict(counts)}")
     assert len(counts) == 6  # every kind of damage was tried
 
 

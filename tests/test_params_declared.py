@@ -47,8 +47,8 @@ p.student.hparams("decoder")                       # the section and the shared 
 
 
 def _project(root: Path, stages: dict, params: dict, sh) -> None:
-    """A git+dvc project at `root` with the package, the scenarios and these stages and params."""
-    for name in ("stages", "decision_distill", "scenarios", ".dvcignore"):
+    """A git+dvc project at `root` with the package, the scenario and simulation files and these stages and params."""
+    for name in ("stages", "decision_distill", "scenarios", "simulations", ".dvcignore"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))

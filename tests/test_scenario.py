@@ -1,5 +1,6 @@
 
 import pytest
+from ruamel.yaml import YAML
 
 from decision_distill.core.errors import UserError
 from decision_distill.data.scenario_file import load_scenario, parse_scenario
@@ -103,3 +104,43 @@ def test_state_problem_names_what_the_scenario_cannot_produce():
     toy = small_scenario()
     assert "price" in toy.state_problem({"colour": ["red"], "mood": "happy", "price": 3.5})
     assert toy.state_problem({"colour": ["red"], "mood": "happy", "price": 3.0}) is None
+
+
+def _ice_cream_with(change) -> dict:
+    raw = YAML(typ="safe", pure=True).load(open(ICE_CREAM).read())
+    change(raw)
+    return raw
+
+
+def _rename(node: dict, old: str, new: str) -> None:
+    node[new] = node.pop(old)
+
+
+@pytest.mark.parametrize("change, message", [
+    # the case: a misspelt optional key used to drop the conflicts without a word
+    (lambda r: _rename(r, "conflicts", "conflict"), r"^x\.yaml: unknown key 'conflict'; did you mean 'conflicts'\?$"),
+    (lambda r: _rename(r["features"]["traits"], "min", "mni"),
+     r"^x\.yaml: unknown key 'features\.traits\.mni'; did you mean 'min'\?$"),
+    (lambda r: _rename(r["features"]["traits"], "kind", "knid"),
+     r"^x\.yaml: unknown key 'features\.traits\.knid'; did you mean 'kind'\?$"),
+    (lambda r: _rename(r["prompt"]["examples"][2], "explanation", "explanaton"),
+     r"^x\.yaml: unknown key 'prompt\.examples\[2\]\.explanaton'; did you mean 'explanation'\?$"),
+    (lambda r: r["options"][1].update(label="no"), r"unknown key 'options\[1\]\.label'; valid keys here: id, text$"),
+    (lambda r: r.update(version=2), r"^x\.yaml: version: must be 1, the file format this release reads \(got 2\)"),
+    (lambda r: r["features"]["traits"].update(max="six"), r"^x\.yaml: features\.traits\.max: must be an integer"),
+    (lambda r: r["prompt"].pop("case"), r"^x\.yaml: prompt\.case: missing; add it$"),
+    (lambda r: r["prompt"]["examples"][0]["state"].update(trait=["cheap"]),
+     r"prompt\.examples\[0\]\.state\.trait: not a feature of this scenario; did you mean 'traits'\?$"),
+    (lambda r: r["prompt"]["examples"][0]["state"].update(traits=["likes_sweet"]),
+     r"prompt\.examples\[0\]\.state\.traits: unknown value\(s\) \['likes_sweet'\]; did you mean 'likes_sweets'\?$"),
+    (lambda r: r["prompt"]["examples"][0].update(probability=1.2), r"examples\[0\]\.probability: must be a probability"),
+])
+def test_scenario_file_mistakes_are_one_line_naming_the_key_and_the_fix(change, message):
+    with pytest.raises(UserError, match=message) as err:
+        parse_scenario(_ice_cream_with(change), "x.yaml")
+    assert "\n" not in str(err.value)
+
+
+def test_a_scenario_file_without_version_is_read_as_version_1():
+    # files written before `version` existed keep loading, to the same scenario
+    assert parse_scenario(_ice_cream_with(lambda r: r.pop("version")), ICE_CREAM) == load_scenario(ICE_CREAM)

@@ -191,6 +191,14 @@ def test_simulation_file_errors_name_the_key(tmp_path, market):
     with pytest.raises(UserError, match=r"visitors.workers_from: 23 is outside the opening hours 14-22") as err:
         load_simulation(bad)
     assert "\n" not in str(err.value)
+    bad.write_text(open(MARKET).read().replace("tick_minutes: 15", "tick_minute: 15"))
+    with pytest.raises(UserError, match=r"unknown key 'clock\.tick_minute'; did you mean 'tick_minutes'\?$"):
+        load_simulation(bad)
+    bad.write_text(open(MARKET).read().replace("version: 1 ", "version: 2 "))
+    with pytest.raises(UserError, match=r"bad\.yaml: version: must be 1, .*\(got 2\)"):
+        load_simulation(bad)
+    bad.write_text(open(MARKET).read().replace("version: 1 ", "# no version: read as 1 "))
+    assert load_simulation(bad) == load_simulation(MARKET)
     config, _ = market
     with pytest.raises(UserError, match="no feature 'traits'"):
         check_against_scenario(config, load_scenario("scenarios/games.yaml"), MARKET)

@@ -1,20 +1,22 @@
-"""Scenario files (scenarios/*.yaml): read and validated into a Scenario, each mistake a
-one-line error naming the key and the fix; and the stability params that are only
-checked against a scenario.
+"""Scenario files (scenarios/*.yaml): read, validated against their format
+(decision_distill.data.scenario_schema) and built into a Scenario, each mistake a one-line
+error naming the key and the fix; and the stability params that are only checked against a
+scenario.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from pathlib import Path
 
-from ruamel.yaml import YAML, YAMLError
+from pydantic import ValidationError
 
+from ..core.config import did_you_mean, one_line_error, read_yaml
 from ..core.errors import UserError
 from ..core.params import Stability
 from .scenario import Example, FeatureSpec, Option, SAMPLED_KINDS, Scenario
+from .scenario_schema import ExampleEntry, LookupFeature, NumberFeature, ScenarioFile, Wording
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -23,125 +25,77 @@ def load_scenario(path: str | Path) -> Scenario:
         known = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.exists() else []
         hint = f" (known: {', '.join(known)})" if known else ""
         raise UserError(f"scenario: {path} not found{hint}; set `scenario` in params.yaml")
-    try:
-        raw = YAML(typ="safe", pure=True).load(path.read_text())  # YAML 1.2: `yes` stays a string
-    except YAMLError:
-        raise UserError(f"scenario: {path} is not valid YAML; fix its syntax") from None
-    return parse_scenario(raw, str(path))
-
-
-def _need(raw: dict, key: str, kind: type | tuple, where: str):
-    if not isinstance(raw, dict) or key not in raw:
-        raise UserError(f"{where}.{key}: missing; add it to the scenario file")
-    value = raw[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise UserError(f"{where}.{key}: must be {names} (got {value!r})")
-    return value
-
-
-def _parse_feature(name: str, raw: dict, where: str) -> FeatureSpec:
-    kind = _need(raw, "kind", str, where)
-    if kind == "lookup":
-        factors = _need(raw, "factors", dict, where)
-        if not factors:
-            raise UserError(f"{where}.factors: empty; name at least one choice feature and its value -> number table")
-        tables = []
-        for feature, table in factors.items():
-            if not isinstance(table, dict) or not table:
-                raise UserError(f"{where}.factors.{feature}: must map each value of {feature} to a number")
-            for value, factor in table.items():
-                if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor):
-                    raise UserError(f"{where}.factors.{feature}.{value}: must be a finite number (got {factor!r})")
-            tables.append((str(feature), tuple((str(v), float(x)) for v, x in table.items())))
-        return FeatureSpec(name, kind, {}, factors=tuple(tables), format=str(raw.get("format", "{value:g}")))
-    if kind == "number":
-        low = float(_need(raw, "low", (int, float), where))
-        high = float(_need(raw, "high", (int, float), where))
-        step = float(raw.get("step", 1.0))
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high and step > 0):
-            raise UserError(f"{where}: needs finite low <= high and step > 0")
-        return FeatureSpec(name, kind, {}, low=low, high=high, step=step,
-                           format=str(raw.get("format", "{value:g}")))
-    if kind not in SAMPLED_KINDS:
-        raise UserError(f"{where}.kind: must be set, choice, number or lookup (got {kind!r})")
-    texts = _need(raw, "values", dict, where)
-    if not texts:
-        raise UserError(f"{where}.values: empty; list at least one value")
-    texts = {str(k): str(v) for k, v in texts.items()}
-    lo, hi = (1, 1) if kind == "choice" else (
-        int(_need(raw, "min", int, where)), int(_need(raw, "max", int, where)))
-    if not 0 <= lo <= hi <= len(texts):
-        raise UserError(f"{where}: needs 0 <= min <= max <= {len(texts)} values (got {lo}, {hi})")
-    return FeatureSpec(name, kind, texts, min=lo, max=hi)
+    return parse_scenario(read_yaml(path), str(path))
 
 
 def parse_scenario(raw: object, source: str) -> Scenario:
-    if not isinstance(raw, dict):
-        raise UserError(f"{source}: must be a mapping")
-    name = str(raw.get("name", Path(source).stem))
-    feats_raw = _need(raw, "features", dict, source)
-    features = _with_lookup_ranges(tuple(_parse_feature(k, v, f"{source}: features.{k}")
-                                         for k, v in feats_raw.items()), source)
+    """The Scenario a scenario file's contents (`raw`, as YAML reads it) define; `source` names
+    the file in errors and anchors its `zero_shot` paths."""
+    try:
+        file = ScenarioFile.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(one_line_error(err, source, ScenarioFile)) from None
+    features = _with_lookup_ranges(tuple(_feature(name, f) for name, f in file.features.items()), source)
     all_values = [v for f in features for v in f.texts]
     dupes = {v for v in all_values if all_values.count(v) > 1}
     if dupes:
         raise UserError(f"{source}: features: value ids must be unique across features ({sorted(dupes)})")
-
-    conflicts = []
-    for i, pair in enumerate(raw.get("conflicts") or []):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(p in all_values for p in pair)):
-            raise UserError(f"{source}: conflicts[{i}]: must be a pair of known value ids (got {pair!r})")
-        conflicts.append(frozenset(map(str, pair)))
-
-    opts_raw = _need(raw, "options", list, source)
-    if len(opts_raw) < 2:
-        raise UserError(f"{source}: options: needs at least two answer options")
-    options = tuple(
-        Option(str(_need(o, "id", str, f"{source}: options[{i}]")),
-               str(_need(o, "text", str, f"{source}: options[{i}]")))
-        for i, o in enumerate(opts_raw)
-    )
-    if len({o.id for o in options}) != len(options):
-        raise UserError(f"{source}: options: ids must be unique")
-
-    prompt = _need(raw, "prompt", dict, source)
-    where = f"{source}: prompt"
+    options = tuple(Option(o.id, o.text) for o in file.options)
+    prompt, where = file.prompt, f"{source}: prompt"
     scenario = Scenario(
-        name=name,
-        action=str(raw.get("action", options[0].id)),
+        name=Path(source).stem if file.name is None else file.name,
+        action=options[0].id if file.action is None else file.action,
         features=features,
-        conflicts=tuple(conflicts),
+        conflicts=_conflicts(file.conflicts or [], all_values, source),
         options=options,
-        intro=str(_need(prompt, "intro", str, where)),
-        case=str(_need(prompt, "case", str, where)),
-        joiner=str(prompt.get("joiner", ", ")),
-        examples=tuple(_parse_example(e, i, features, options, where)
-                       for i, e in enumerate(prompt.get("examples") or [])),
-        verbalized_key=str(prompt.get("verbalized_key", "p")),
-        paraphrases=tuple(_parse_paraphrase(p, i, features, where)
-                          for i, p in enumerate(prompt.get("paraphrases") or [])),
+        intro=prompt.intro,
+        case=prompt.case,
+        joiner=prompt.joiner,
+        examples=tuple(_example(e, i, features, options, where) for i, e in enumerate(prompt.examples or [])),
+        verbalized_key=prompt.verbalized_key,
+        paraphrases=tuple(_paraphrase(p, i, features, where) for i, p in enumerate(prompt.paraphrases or [])),
+        cells=_cells(file.cells or [], features, source),
+        zero_shot=tuple(_zero_shot(file.zero_shot or [], source)),
     )
     _check_renders(scenario, where)
     _check_feasible(scenario, source)
-    return dataclasses.replace(scenario, cells=_parse_cells(raw, features, source),
-                               zero_shot=_parse_zero_shot(raw, source))
+    return scenario
 
 
-def _parse_cells(raw: dict, features: tuple[FeatureSpec, ...], source: str) -> tuple[str, ...]:
-    cells = raw.get("cells") or []
+def _feature(name: str, f) -> FeatureSpec:
+    if isinstance(f, LookupFeature):  # its [low, high] comes from the tables: _with_lookup_ranges
+        tables = tuple((feature, tuple(table.items())) for feature, table in f.factors.items())
+        return FeatureSpec(name, f.kind, {}, factors=tables, format=f.format)
+    if isinstance(f, NumberFeature):
+        return FeatureSpec(name, f.kind, {}, low=f.low, high=f.high, step=f.step, format=f.format)
+    low, high = (1, 1) if f.kind == "choice" else (f.min, f.max)
+    return FeatureSpec(name, f.kind, dict(f.values), min=low, max=high)
+
+
+def _conflicts(pairs: list[list[str]], all_values: list[str], source: str) -> tuple[frozenset[str], ...]:
+    for i, pair in enumerate(pairs):
+        where = f"{source}: conflicts[{i}]"
+        if len(pair) != 2:
+            raise UserError(f"{where}: must be a pair of value ids, e.g. [a, b] (got {pair!r})")
+        for value in pair:
+            if value not in all_values:
+                hint = did_you_mean(value, all_values) or "name values of the features"
+                raise UserError(f"{where}: must be a pair of known value ids; '{value}' is no feature's value; {hint}")
+    return tuple(frozenset(pair) for pair in pairs)
+
+
+def _cells(cells: list[str], features: tuple[FeatureSpec, ...], source: str) -> tuple[str, ...]:
     choices = [f.name for f in features if f.kind == "choice"]
-    if not isinstance(cells, list) or any(c not in choices for c in cells) or len(set(cells)) != len(cells):
+    if any(c not in choices for c in cells) or len(set(cells)) != len(cells):
         raise UserError(f"{source}: cells: must list distinct choice features (of {', '.join(choices) or 'none'}); "
                         f"got {cells!r}")
     return tuple(cells)
 
 
-def _parse_zero_shot(raw: dict, source: str) -> tuple[str, ...]:
-    files = raw.get("zero_shot") or []
-    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+def _zero_shot(files: list[str], source: str) -> list[str]:
+    if not all(files):
         raise UserError(f"{source}: zero_shot: must be a list of scenario files (got {files!r})")
-    return tuple(str(Path(source).parent / f) for f in files)
+    return [str(Path(source).parent / f) for f in files]
 
 
 def _with_lookup_ranges(features: tuple[FeatureSpec, ...], source: str) -> tuple[FeatureSpec, ...]:
@@ -168,42 +122,64 @@ def _with_lookup_ranges(features: tuple[FeatureSpec, ...], source: str) -> tuple
     return tuple(out)
 
 
-def _parse_example(raw, i, features, options, where) -> Example:
+def _as_id(value: object) -> object:
+    """A value id as the features' `values` read it (an unquoted 2 is the id '2')."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def _example(raw: ExampleEntry, i: int, features: tuple[FeatureSpec, ...], options, where: str) -> Example:
     where = f"{where}.examples[{i}]"
-    state = _need(raw, "state", dict, where)
-    answer = str(_need(raw, "answer", str, where))
-    if answer not in {o.id for o in options}:
-        raise UserError(f"{where}.answer: {answer!r} is not an option id")
+    if raw.answer not in {o.id for o in options}:
+        raise UserError(f"{where}.answer: {raw.answer!r} is not an option id; use one of "
+                        f"{', '.join(o.id for o in options)}")
+    names = [f.name for f in features]
+    for key in raw.state:
+        if key not in names:
+            raise UserError(f"{where}.state.{key}: not a feature of this scenario; "
+                            f"{did_you_mean(key, names) or 'features: ' + ', '.join(names)}")
+    state = {}
     for f in features:
         if f.kind == "lookup":
             continue  # derived from the state's other values below
-        if f.name not in state:
-            raise UserError(f"{where}.state.{f.name}: missing")
-        values = state[f.name] if f.kind == "set" else [state[f.name]] if f.kind == "choice" else []
-        unknown = [v for v in values if v not in f.texts]
-        if unknown:
-            raise UserError(f"{where}.state.{f.name}: unknown value(s) {unknown}")
-    prob = raw.get("probability")
+        if f.name not in raw.state:
+            raise UserError(f"{where}.state.{f.name}: missing; add it")
+        state[f.name] = _example_value(raw.state[f.name], f, f"{where}.state.{f.name}")
     state = {f.name: f.look_up(state) if f.kind == "lookup" else state[f.name] for f in features}
-    return Example(state, answer, None if prob is None else float(prob), raw.get("explanation"))
+    return Example(state, raw.answer, raw.probability, raw.explanation)
 
 
-def _parse_paraphrase(raw, i, features, where) -> tuple[str, str]:
+def _example_value(value, f: FeatureSpec, where: str):
+    if f.kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{where}: must be a finite number (got {value!r})")
+        return value
+    if f.kind == "set" and not isinstance(value, list):
+        raise UserError(f"{where}: must be a list of {f.name} values, e.g. [{next(iter(f.texts))}] (got {value!r})")
+    if f.kind == "choice" and isinstance(value, (list, dict)):
+        raise UserError(f"{where}: must be one value of {f.name}, e.g. {next(iter(f.texts))} (got {value!r})")
+    value = [_as_id(v) for v in value] if f.kind == "set" else _as_id(value)
+    unknown = [v for v in (value if f.kind == "set" else [value]) if v not in f.texts]
+    if unknown:
+        hint = did_you_mean(unknown[0], f.texts) or f"values of {f.name}: {', '.join(f.texts)}"
+        raise UserError(f"{where}: unknown value(s) {unknown}; {hint}")
+    return value
+
+
+def _paraphrase(raw: Wording, i: int, features: tuple[FeatureSpec, ...], where: str) -> tuple[str, str]:
     """Another wording: its own intro and case, describing every feature, as the canonical case does."""
     where = f"{where}.paraphrases[{i}]"
-    intro, case = str(_need(raw, "intro", str, where)), str(_need(raw, "case", str, where))
     try:
-        case.format(**{f.name: "x" for f in features})
+        raw.case.format(**{f.name: "x" for f in features})
     except (KeyError, IndexError, ValueError) as err:
         raise UserError(f"{where}.case: bad placeholder {err}; use {{feature_name}} only") from None
-    shown = {f.name for f in features if "{" + f.name + "}" in case}
+    shown = {f.name for f in features if "{" + f.name + "}" in raw.case}
     # A shown lookup (e.g. a payoff) describes the choice features it is derived from.
     shown |= {name for f in features if f.kind == "lookup" and f.name in shown for name, _ in f.factors}
     missing = [f.name for f in features if f.name not in shown]
     if missing:
         raise UserError(f"{where}.case: never shows {', '.join(missing)}; add "
                         + ", ".join("{" + m + "}" for m in missing) + " so it describes the whole state")
-    return intro, case
+    return raw.intro, raw.case
 
 
 def _check_renders(s: Scenario, where: str) -> None:

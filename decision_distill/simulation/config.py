@@ -1,22 +1,19 @@
 """Simulation files (simulations/*.yaml) are data: validated here, each error one line
-naming the key and the fix."""
+naming the key and the fix (unknown keys with a did-you-mean hint, core.config)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from ruamel.yaml import YAML, YAMLError
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from ..core.config import (Section, VersionedFile, check_version, one_line_error, read_yaml, reject_nan,
+                           rule_error)
 from ..core.errors import UserError
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Clock(_Strict):
+class Clock(Section):
     open: float = Field(ge=0, le=24)
     close: float = Field(ge=0, le=24)
     tick_minutes: float = Field(gt=0)
@@ -24,7 +21,7 @@ class Clock(_Strict):
     @model_validator(mode="after")
     def _order(self):
         if self.close <= self.open:
-            raise ValueError("close must be after open")
+            raise rule_error(f"close ({self.close:g}) must be after open ({self.open:g}); swap them or fix one")
         return self
 
     @property
@@ -32,12 +29,12 @@ class Clock(_Strict):
         return int(round((self.close - self.open) * 60 / self.tick_minutes))
 
 
-class Persona(_Strict):
+class Persona(Section):
     traits: list[str] = Field(min_length=1)
     share: float = Field(gt=0)
 
 
-class Visitors(_Strict):
+class Visitors(Section):
     # until_bought: a visitor who bought decides no more (one ice cream an evening at most);
     # every_tick: every present visitor decides every tick, buying again as often as the decider says
     decide: Literal["until_bought", "every_tick"] = "until_bought"
@@ -48,18 +45,18 @@ class Visitors(_Strict):
     personas: list[Persona] = Field(min_length=1)
 
 
-class Stall(_Strict):
+class Stall(Section):
     sells: Literal["ice_cream", "food", "drinks", "gifts"]
 
 
-class Meals(_Strict):
+class Meals(Section):
     lunch: tuple[float, float]
     after_lunch_hours: float = Field(gt=0)
     hungry_after_hours: float = Field(gt=0)
     eat_probability: float = Field(ge=0, le=1)
 
 
-class MarketConfig(_Strict):
+class MarketConfig(VersionedFile):
     name: str
     model: Literal["market"]
     scenario: str
@@ -72,22 +69,24 @@ class MarketConfig(_Strict):
     price: float = Field(gt=0)
     gamma: float = Field(gt=0, le=1)
 
-    @model_validator(mode="after")
-    def _one_ice_cream_stall(self):
-        if sum(s.sells == "ice_cream" for s in self.stalls.values()) != 1:
-            raise ValueError("stalls: exactly one stall must sell ice_cream")
-        return self
+    @field_validator("stalls")
+    @classmethod
+    def _one_ice_cream_stall(cls, stalls: dict[str, Stall]) -> dict[str, Stall]:
+        sellers = [name for name, s in stalls.items() if s.sells == "ice_cream"]
+        if len(sellers) != 1:
+            raise rule_error(f"exactly one stall must sell ice_cream (got {len(sellers)}: {', '.join(sellers) or 'none'})")
+        return stalls
 
     @model_validator(mode="after")
     def _workers_while_open(self):
         w, c = self.visitors.workers_from, self.clock
         if not c.open <= w < c.close:
-            raise ValueError(f"visitors.workers_from: {w:g} is outside the opening hours {c.open:g}-{c.close:g}; "
+            raise rule_error(f"visitors.workers_from: {w:g} is outside the opening hours {c.open:g}-{c.close:g}; "
                              "set an hour from clock.open to before clock.close")
         return self
 
 
-class DilemmaConfig(_Strict):
+class DilemmaConfig(VersionedFile):
     name: str
     model: Literal["dilemma"]
     scenario: str
@@ -98,25 +97,24 @@ class DilemmaConfig(_Strict):
     partners: dict[str, float]   # the relation of a pair, drawn per pair
 
 
+# A simulation file: its `model` picks the kind.
+SimulationFile = Annotated[Union[MarketConfig, DilemmaConfig], Field(discriminator="model")]
+_SIMULATION_FILE = TypeAdapter(SimulationFile)
+
+
 def load_simulation(path: str | Path) -> MarketConfig | DilemmaConfig:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: simulation file not found; list files under simulations/ in simulate.simulations")
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: must be a mapping of keys (name, model, scenario, ...)")
+    check_version(raw, str(path))  # before `model`: a later format may know models this one does not
+    reject_nan(raw, "", str(path))
     try:
-        raw = YAML(typ="safe", pure=True).load(path.read_text())
-    except YAMLError:
-        raise UserError(f"{path}: not valid YAML; fix the syntax") from None
-    if not isinstance(raw, dict) or raw.get("model") not in ("market", "dilemma"):
-        raise UserError(f"{path}: model: must be market or dilemma")
-    cls = MarketConfig if raw["model"] == "market" else DilemmaConfig
-    try:
-        return cls.model_validate(raw)
+        return _SIMULATION_FILE.validate_python(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        # a check across keys (a model validator) has no location: its message names the key itself
-        msg = first["msg"].removeprefix("Value error, ")
-        raise UserError(f"{path}: {key}: {msg}" if key else f"{path}: {msg}") from None
+        raise UserError(one_line_error(err, str(path), SimulationFile)) from None
 
 
 def check_against_scenario(config, scenario, path) -> None:

@@ -173,6 +173,9 @@ def test_the_split_stage_writes_one_file_per_person_that_load_chunks_reads_back(
     (lambda p: p["chunks"].update(held_out=float("nan")), "chunks.held_out: must be a finite number"),
     (lambda p: p["corpus"]["personas"].append(p["corpus"]["personas"][0]),
      "corpus.personas: Value error, lists a name twice"),
+    (lambda p: p["votes"].update(content_free=["N/A", "N/A"]),
+     "votes.content_free: Value error, lists a question twice"),
+    (lambda p: p["votes"]["profile_check"].update(max_df=0), "votes.profile_check.max_df: Input should be greater than 0"),
 ])
 def test_bad_persona_params_are_one_line_errors_naming_the_key(tmp_path, change, message, call_stage):
     params = yaml.safe_load((REPO / "personas/params.yaml").read_text())

@@ -1,8 +1,10 @@
 """The retrieval arms of persona-votes: the passage that obviously matches a question is the one
 retrieved (the packaged all-MiniLM-L6-v2), k is respected, every person is embedded in one call;
-the passages sit before the question in the prompt and P(Aye) is the same answer-token readout
-as an independent forward pass on the whole prompt; passages are cut to the token budget; a
-prompt past the model's context and a bad k are one-line errors; the stage writes both arms."""
+the passages sit before the question in the prompt (a content-free question's too) and P(Aye) is
+the same answer-token readout as an independent forward pass on the whole prompt; answers go
+through the answer cache, keyed on the passages as cut; passages are cut to the token budget; a
+prompt past the model's context and a bad k are one-line errors; the stage writes both arms and
+every reading of them."""
 
 from __future__ import annotations
 
@@ -13,15 +15,18 @@ import numpy as np
 import pytest
 import torch
 
+from scipy.special import expit
+
 from decision_distill.core.errors import UserError
+from decision_distill.lm.answer_cache import AnswerCache
 from decision_distill.lm.embeddings import embed
 from decision_distill.lm.load import load_causal_lm
 from decision_distill.lm.source import download
 from decision_distill.personas.corpus import load_corpus
 from decision_distill.personas.params import parse_persona_params
-from decision_distill.personas.retrieval import (Passage, nearest, person_passages, retrieval_suffixes, retrieve,
-                                                 score_retrieval, truncate)
-from decision_distill.personas.votes import OPTIONS, PREFIX, vote_suffix, vote_table
+from decision_distill.personas.retrieval import (Passage, nearest, person_passages, retrieval_prompt,
+                                                 retrieval_suffixes, retrieve, truncate)
+from decision_distill.personas.votes import OPTIONS, PREFIX, score_all, vote_suffix, vote_table
 
 REPO = Path(__file__).resolve().parents[1]
 BOARD = REPO / "examples/board"
@@ -79,26 +84,43 @@ def models(tmp_path_factory, persona_weights, always_prefer):
     return out
 
 
-def test_passages_come_before_the_question_and_the_readout_is_the_answer_tokens(models):
+def test_passages_come_before_the_question_and_the_readout_is_the_answer_tokens(models, tmp_path):
     model = load_causal_lm(models["random"], device="cpu")
     corpus = load_corpus(BOARD)
     own = person_passages("Lucia_Brandt", corpus.monologues["Lucia_Brandt"], 40)
     votes = [v for v in corpus.votes if v.persona == "Lucia_Brandt"][:3]
     table, questions = vote_table(votes, ["Lucia_Brandt"])
-    picked = {"Lucia_Brandt": [[own[3], own[0]], [own[1], own[5]], [own[2], own[4]]]}  # most similar first
-    p, mass = score_retrieval(table, questions, picked, {"arm": lambda persona: model}, 1024, 2, 2)
+    # Most similar first; the content-free question "N/A" has passages of its own.
+    rows = [[own[3], own[0]], [own[1], own[5]], [own[2], own[4]], [own[6], own[7]]]
+    picked = {"Lucia_Brandt": dict(zip([*questions, "N/A"], rows))}
+    arm = {"arm": lambda persona: (model, retrieval_prompt(picked, 1024, 2))}
+    cache = AnswerCache(tmp_path / "answers.sqlite")
+    scored = score_all(table, questions, {}, arm, 2, cache, ["N/A"])
+    assert len(cache) == 4  # three questions and the content-free one
     tok = model.tokenizer
     aye, nay = (tok(o, add_special_tokens=False).input_ids[0] for o in OPTIONS)
-    for i, question in enumerate(questions):
+    for i, question in enumerate([*questions, "N/A"]):
         head, ask = vote_suffix("Lucia_Brandt", None, question)
-        closest, second = picked["Lucia_Brandt"][i]
+        closest, second = rows[i]
         # The member line, the passages (the closest last, next to the question), then the unchanged question.
         prompt = PREFIX + head + f"Lucia Brandt said: {second.text}\nLucia Brandt said: {closest.text}\n" + ask
         with torch.no_grad():
             logits = model.model(input_ids=torch.tensor([tok(prompt).input_ids])).logits[0, -1].double()
         probs = torch.softmax(logits, -1)
-        assert p["arm"][i] == pytest.approx(float(probs[aye] / (probs[aye] + probs[nay])), abs=1e-5)
-        assert mass["arm"][i] == pytest.approx(float(probs[aye] + probs[nay]), abs=1e-5)
+        expected = float(probs[aye] / (probs[aye] + probs[nay]))
+        if i < len(questions):
+            assert expit(scored.logodds["arm"][i]) == pytest.approx(expected, abs=1e-5)
+            assert scored.mass["arm"][i] == pytest.approx(float(probs[aye] + probs[nay]), abs=1e-5)
+        else:
+            assert scored.content_free_by_person["arm"]["Lucia_Brandt"] == [pytest.approx(expected, abs=1e-5)]
+    # A tighter budget cuts the passages: other prompts, so other keys (nothing served from the first run).
+    cut = {"arm": lambda persona: (model, retrieval_prompt(picked, 2 * 16, 2))}
+    tighter = score_all(table, questions, {}, cut, 2, cache, ["N/A"])
+    assert len(cache) == 8 and not np.allclose(tighter.logodds["arm"], scored.logodds["arm"])
+    # The same passages and budget again: every answer read from the cache.
+    again = score_all(table, questions, {}, arm, 2, cache, ["N/A"])
+    assert len(cache) == 8
+    np.testing.assert_array_equal(again.logodds["arm"], scored.logodds["arm"])
 
 
 def test_passages_are_cut_to_whole_words_within_the_budget(models):
@@ -115,7 +137,7 @@ def test_passages_are_cut_to_whole_words_within_the_budget(models):
     assert body == f"P said: {short}\nQuestion: Why?\nVote:"
 
 
-def test_a_prompt_past_the_models_context_is_a_one_line_error(models):
+def test_a_prompt_past_the_models_context_is_a_one_line_error(models, tmp_path):
     model = load_causal_lm(models["random"], device="cpu")
     corpus = load_corpus(BOARD)
     long = Passage("Daniel_Reyes/0/0", " ".join(corpus.monologues["Daniel_Reyes"] * 2))
@@ -123,7 +145,8 @@ def test_a_prompt_past_the_models_context_is_a_one_line_error(models):
     table, questions = vote_table(votes, ["Daniel_Reyes"])
     with pytest.raises(UserError, match=r"^votes\.retrieval\.max_tokens: .* past the model's context of 1024; "
                                         r"lower votes\.retrieval\.max_tokens$"):
-        score_retrieval(table, questions, {"Daniel_Reyes": [[long]]}, {"arm": lambda p: model}, 4000, 1, 2)
+        score_all(table, questions, {}, {"arm": lambda p: (model, retrieval_prompt({"Daniel_Reyes": {
+            questions[0]: [long], "N/A": [long]}}, 4000, 1))}, 2, AnswerCache(tmp_path / "answers.sqlite"), ["N/A"])
 
 
 @pytest.mark.parametrize("retrieval, key", [({"k": 0}, "votes.retrieval.k"), ({"k": "four"}, "votes.retrieval.k"),
@@ -159,8 +182,13 @@ def test_the_stage_writes_both_retrieval_arms(tmp_path, models, load_stage):
                 "--plot", str(tmp_path / "votes.png"), "--params", str(tmp_path / "params.yaml"),
                 "--slm-params", str(REPO / "params.yaml")])
     report = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(report["pooled"]["models"]) == {"teacher+profile", "base+profile", "tuned", "base+retrieval",
-                                               "tuned+retrieval"}
+    # No profiles.yaml here: the name-only arms stand in for the profile arms (persona-votes).
+    assert {m.split("|")[0] for m in report["pooled"]["models"]} == {"teacher+name", "base+name", "tuned",
+                                                                     "base+retrieval", "tuned+retrieval"}
+    for arm in ("base+retrieval", "tuned+retrieval"):  # every reading, the contrast against base+name
+        assert {f"{arm}|{v}" for v in ("cc", "contrast", "loqo")} <= set(report["pooled"]["models"])
+        assert report["references"][arm] == "base+name"
+        assert set(report["content_free_p_aye"][arm]) == set(people)
     table = json.loads((tmp_path / "votes.json").read_text())
     assert len(table) == len(people) * len(questions)
     for row in table:

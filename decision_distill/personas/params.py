@@ -76,12 +76,28 @@ class Retrieval(Section):
         return self
 
 
+class ProfileCheck(Section):
+    max_df: float = Field(0.1, gt=0.0, le=1.0)  # words in more than this share of the questions are boilerplate
+    min_shared: int = Field(1, ge=1)  # a (person, question) pair sharing this many content words is flagged
+
+
 class Votes(Section):
     batch_size: int = Field(8, ge=1)  # prompts per forward pass of the scorer
     bootstrap: int = Field(1000, ge=100)  # resamples of questions per interval
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
+    # Contextual calibration's content-free questions (Zhao et al. 2021 use these three).
+    content_free: list[str] = Field(default_factory=lambda: ["N/A", "", "[MASK]"], min_length=1)
+    loqo_c: float = Field(1.0, gt=0.0)  # inverse L2 penalty of the leave-one-question-out fit (scikit-learn's default)
+    profile_check: ProfileCheck = ProfileCheck()
     retrieval: Retrieval = Retrieval()
+
+    @field_validator("content_free")
+    @classmethod
+    def _content_free_unique(cls, texts: list[str]) -> list[str]:
+        if len(set(texts)) != len(texts):
+            raise ValueError("lists a question twice; list each content-free question once")
+        return texts
 
 
 class Respond(Section):

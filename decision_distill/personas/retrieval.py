@@ -9,8 +9,15 @@ similarity), the questions once, and each question takes its k most similar pass
 the earlier passage). The prompt is vote_suffix_passages: the member line, one line per
 passage in rising similarity (the closest next to the question), the question, `Vote:`; the
 readout is the " Aye"/" Nay" tokens of votes.OPTIONS, as for every other arm. No profile: the
-arm measures what the person's own words carry. Nothing is cached between runs (the stage
-reruns when a votes.* param changes), so no stored number can outlive the prompt or k.
+arm measures what the person's own words carry.
+
+The arms are ordinary arms of votes.score_all (retrieval_prompt is their Prompter): every answer
+goes through the answer cache, keyed on the full prompt text (cache_keys.persona_key), passages
+included, so a change of k, max_tokens or embedder that changes a passage or its cut changes
+the key, and one that changes no prompt changes no answer. A content-free question of the
+contextual calibration (votes.content_free) goes through the arm as a real question does: its
+k passages are retrieved with the content-free text itself, so the calibration sees the arm's
+own prompt format, passages included, with no question content.
 
 Budget: the k passages share votes.retrieval.max_tokens tokens of the voting model's tokenizer;
 each passage keeps the longest run of its leading whole words that is at most
@@ -26,9 +33,9 @@ import numpy as np
 
 from ..core.errors import UserError
 from ..lm.load import LoadedModel
-from ..lm.scorer import TokenScorer
+from ..lm.tokens import encode_prefix, encode_suffixes
 from .chunks import cut
-from .votes import OPTIONS, PREFIX, Table, vote_suffix_passages
+from .votes import PREFIX, Prompter, vote_suffix_passages
 
 
 @dataclass(frozen=True)
@@ -88,31 +95,25 @@ def retrieval_suffixes(tokenizer, persona: str, questions: list[str], picked: li
             for q, row in zip(questions, picked)]
 
 
-def check_context(scorer: TokenScorer, model: LoadedModel, suffixes: list[tuple[str, str]], persona: str) -> None:
+def check_context(model: LoadedModel, suffixes: list[tuple[str, str]], persona: str) -> None:
     """Refuse, before any forward pass, a prompt longer than the model's context: past it a model
     does not fail, it reads positions it was never trained on."""
     limit = getattr(model.model.config, "max_position_embeddings", None)
-    longest = len(scorer.encode_prefix(PREFIX)) + max(map(len, scorer.encode_suffixes(suffixes)))
+    longest = len(encode_prefix(model.tokenizer, PREFIX)) + max(map(len, encode_suffixes(model.tokenizer, suffixes)))
     if limit is not None and longest > limit:
         raise UserError(f"votes.retrieval.max_tokens: {persona}'s longest vote prompt is {longest} tokens, past the "
                         f"model's context of {limit}; lower votes.retrieval.max_tokens")
 
 
-def score_retrieval(table: Table, questions: list[str], retrieved: dict[str, list[list[Passage]]],
-                    models: dict[str, Callable[[str], LoadedModel]], max_tokens: int, k: int,
-                    batch_size: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(P(Aye), option mass) per arm and table row, as votes.score_all gives them; `models`: arm ->
-    load(persona). Each passage gets max_tokens // k tokens, also when a person has fewer than k."""
-    p_by, mass_by = {}, {}
-    for name, load in models.items():
-        p_by[name], mass_by[name] = np.zeros(len(table.truth)), np.zeros(len(table.truth))
-        for persona in dict.fromkeys(table.persona.tolist()):
-            rows = np.flatnonzero(table.persona == persona)
-            model = load(persona)
-            suffixes = retrieval_suffixes(model.tokenizer, persona, [questions[q] for q in table.question[rows]],
-                                          [retrieved[persona][q] for q in table.question[rows]], max_tokens // k)
-            scorer = TokenScorer(model, OPTIONS, batch_size)
-            check_context(scorer, model, suffixes, persona)
-            scores = scorer.score(PREFIX, suffixes)
-            p_by[name][rows], mass_by[name][rows] = scores.probs[:, 0], scores.option_mass
-    return p_by, mass_by
+def retrieval_prompt(retrieved: dict[str, dict[str, list[Passage]]], max_tokens: int, k: int) -> Prompter:
+    """The Prompter of a retrieval arm for votes.score_all: `retrieved` is persona -> question text
+    (real and content-free) -> its passages, most similar first. Each passage gets max_tokens // k
+    tokens of the arm's own tokenizer, also when a person has fewer than k; a prompt past the
+    model's context is refused before anything is scored."""
+    def prompt(model: LoadedModel, persona: str, questions: list[str]) -> list[tuple[str, str]]:
+        suffixes = retrieval_suffixes(model.tokenizer, persona, questions, [retrieved[persona][q] for q in questions],
+                                      max_tokens // k)
+        check_context(model, suffixes, persona)
+        return suffixes
+
+    return prompt

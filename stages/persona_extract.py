@@ -1,4 +1,4 @@
-"""persona-extract stage: the teacher reads each training chunk; P(Yes) per category from
+"""persona-extract stage: the teacher reads each held-out chunk; P(Yes) per category from
 answer-token probabilities decides whether it reveals a belief, a memory or a trait; the
 strongest chunks (at most extract.cap per person and category) get a one-sentence summary
 and a probing question. Every score and generated line is stored in the answer cache

@@ -15,7 +15,7 @@ import yaml
 
 from decision_distill.lm.answer_cache import AnswerCache
 from decision_distill.lm.source import download
-from decision_distill.personas.chunks import TRAIN, split_corpus
+from decision_distill.personas.chunks import HELD_OUT, TRAIN, split_corpus
 from decision_distill.personas.corpus import load_corpus
 from decision_distill.personas.extract import OPTIONS, PREFIX, decision_suffix, extract, p_yes
 from decision_distill.personas.reviewed_questions import load_reviewed
@@ -75,14 +75,18 @@ def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_
     teacher = load_causal_lm(models["yes"], device="cpu")
     profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache)
     for person in TWO:
-        n_train = sum(c.persona == person and c.split == TRAIN for c in chunks)
-        assert n_train > cap
+        n_held = sum(c.persona == person and c.split == HELD_OUT for c in chunks)
+        assert n_held > cap
         for cat in CATEGORIES:
             assert len(profiles[person][cat]) == cap  # every chunk passed; the cap held
-            assert metrics["categories"][cat][person]["above_threshold"] == n_train
+            assert metrics["categories"][cat][person]["above_threshold"] == n_held
             assert all(item["p_yes"] > 0.9 for item in profiles[person][cat])
     assert len(questions) == cap * len(TWO) * len(CATEGORIES)
     assert len({q["id"] for q in questions}) == len(questions)
+    # Questions come from held-out chunks only: the judge takes a question's chunk as its reference,
+    # which must be text no answerer trained on or was shown.
+    held_out = {c.id for c in chunks if c.split == HELD_OUT}
+    assert {q["chunk"] for q in questions} <= held_out
     teacher = load_causal_lm(models["no"], device="cpu")
     profiles, questions, metrics = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache)
     assert questions == [] and all(v == [] for p in profiles.values() for v in p.values())

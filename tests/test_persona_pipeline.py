@@ -56,14 +56,16 @@ def test_the_persona_pipeline_runs_alone_with_one_command(persona_pipeline, run_
     assert _ran(log) - {"runtime", *(f"persona-reviewed@{p}" for p in TWO)} == {f"persona-respond@{TWO[1]}", "persona-judge"}
 
     # One person's text changes: after the split reruns, only that person's training and answers
-    # are stale, beside the stages that read every person (and votes, which reads the corpus).
+    # are stale, beside the stages that read every person's chunks (the judge's check among them)
+    # and votes, which reads the corpus.
     changed = root / "corpus" / f"{TWO[1]}.txt"
     changed.write_text(changed.read_text() + "\n\nOne more thing about the bus routes before we vote tonight.\n")
     sh("dvc", "repro", "--single-item", "personas/dvc.yaml:persona-split", cwd=root)
     stale = {line.rstrip(":") for line in sh("dvc", "status", "personas/dvc.yaml", cwd=root).splitlines()
              if line.endswith(":") and not line[:1].isspace()}  # stage names; their changes are indented
     assert {s.rsplit(":", 1)[-1] for s in stale} == {f"persona-train@{TWO[1]}", f"persona-respond@{TWO[1]}",
-                                                  "persona-perplexity", "persona-extract", "persona-votes"}
+                                                  "persona-perplexity", "persona-extract", "persona-votes",
+                                                  "persona-judge"}
     # every stage that ran read only params keys its entry declares, in either params file
     reads = assert_params_declared(root)
     assert {s.rsplit(":", 1)[-1].split("@")[0] for s in reads} >= {

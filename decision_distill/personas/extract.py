@@ -1,6 +1,11 @@
-"""persona-extract: which training chunks reveal a belief, a memory or a personality trait,
+"""persona-extract: which held-out chunks reveal a belief, a memory or a personality trait,
 read from the teacher's answer-token probabilities, then a one-sentence summary and a
 probing question for the strongest chunks, at most `cap` per person and category.
+
+Questions come from held-out chunks so that the chunk a question was drawn from can be the
+judge's reference for the person's answer: no answerer saw it (the tuned model trained on the
+training chunks, base+chunks is shown training chunks), where a training chunk would be text
+the tuned model learned and the baselines were denied.
 
 The decision is P(" Yes") / (P(" Yes") + P(" No")) at the answer position (TokenScorer),
 never whether generated text starts with "YES" (the research's filter did that, and its
@@ -24,7 +29,7 @@ from ..lm.answer_cache import AnswerCache
 from ..lm.load import LoadedModel
 from ..lm.scorer import TokenScorer
 from .cache_keys import persona_key
-from .chunks import Chunk, TRAIN
+from .chunks import HELD_OUT, Chunk
 
 OPTIONS = [" Yes", " No"]
 PREFIX = ("You read passages from transcripts of school board meetings and say whether a passage "
@@ -112,10 +117,10 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
 
 def extract(teacher: LoadedModel, chunks: list[Chunk], categories: list[str], threshold: float, cap: int,
             max_new_tokens: int, personas: list[str], cache: AnswerCache) -> tuple[dict, list[dict], dict]:
-    """(profiles, questions, metrics) from the training chunks, every model result through `cache`."""
-    train = [c for c in chunks if c.split == TRAIN]
-    probs = p_yes(teacher, train, categories, cache)
-    chosen = select(train, probs, categories, threshold, cap)
+    """(profiles, questions, metrics) from the held-out chunks, every model result through `cache`."""
+    held = [c for c in chunks if c.split == HELD_OUT]
+    probs = p_yes(teacher, held, categories, cache)
+    chosen = select(held, probs, categories, threshold, cap)
     if any(len(v) > cap for v in chosen.values()):  # the cap is a promise: never write past it
         raise UserError(f"persona-extract: more than extract.cap={cap} items for a person and category")
     profiles = {p: {c: [] for c in categories} for p in personas}
@@ -134,7 +139,7 @@ def extract(teacher: LoadedModel, chunks: list[Chunk], categories: list[str], th
     for j, category in enumerate(categories):
         per = {}
         for persona in personas:
-            rows = np.array([c.persona == persona for c in train])
+            rows = np.array([c.persona == persona for c in held])
             above = int((probs[rows, j] > threshold).sum())
             per[persona] = {"chunks": int(rows.sum()), "above_threshold": above,
                             "share_above": above / max(1, int(rows.sum())),

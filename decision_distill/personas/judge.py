@@ -1,25 +1,36 @@
 """persona-judge: do the agents answer like their people?
 
-A judge LM rates every answer of persona-respond 1 to 5 for how well it matches the person
-(their profile and the chunk the question came from). The rating is read from the judge's
-probabilities of the tokens "1".."5" at the answer position (TokenScorer): the expected score
-sum k P(k) and the argmax, in one forward pass; no generated text is parsed. The probability
-mass on the five tokens is the judge's format compliance: below `judge.min_mass` the rating is
-reported as non-compliant and never becomes a number. Each answer is rated under two rubric
-wordings, and their agreement stands beside every score.
+The judge is first checked on cases whose answer is known (judge_check); its verdicts below
+are marked `interpretable` only when it passes.
+
+A judge LM rates every answer of persona-respond 1 to 5 for how well it matches the person,
+against a reference of them (MT-Bench's reference-guided grading): their profile and the
+held-out chunk the question came from, which no answerer saw (the tuned model trained on
+training chunks only, base+chunks was shown training chunks). The rating is read from the
+judge's probabilities of the tokens "1".."5" at the answer position (TokenScorer): the
+expected score sum k P(k) and the argmax, in one forward pass; no generated text is parsed.
+The probability mass on the five tokens is the judge's format compliance: below
+`judge.min_mass` the rating is reported as non-compliant and never becomes a number. Each
+answer is rated under two rubric wordings, and their agreement stands beside every score.
 
 Pairwise, the tuned answer is set against each baseline's answer to the same question in
-both orders; P(tuned preferred) is read from the " A"/" B" tokens. A verdict that changes
-with the order is a tie; the share of such flips is the judge's own position bias.
+both orders; P(tuned preferred) is read from the " A"/" B" tokens and averaged over the two
+orders: that average is the primary number. A verdict that changes with the order is a tie;
+the share of such flips is the judge's own position bias, a diagnostic.
+
+Intervals are over questions, clustered by the held-out chunk a question came from: the
+questions drawn from one chunk share their reference.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..core.errors import UserError
 from ..lm.load import LoadedModel
 from ..lm.scorer import TokenScorer
 from ..stats.bootstrap import bootstrap_interval
+from .chunks import HELD_OUT, Chunk
 from .respond import TUNED
 
 RATINGS = ["1", "2", "3", "4", "5"]
@@ -94,32 +105,48 @@ def pairwise(judge: LoadedModel, items: list[dict], other: str, min_mass: float,
             "mass": np.minimum(ab.option_mass, ba.option_mass)}
 
 
-def _mean_ci(values: np.ndarray, resamples: int, confidence: float, seed: int) -> dict:
-    """Mean with a percentile bootstrap interval over questions (one value per question; NaN:
-    not rated, left out); no interval ([None, None]) with fewer than two questions."""
-    values = values[~np.isnan(values)]
+def check_references(items: list[dict], chunks: list[Chunk]) -> None:
+    """Every question's reference must be a held-out chunk: a training chunk is one the tuned
+    model trained on and the baselines were denied, so the judge would favour the tuned answer."""
+    split = {c.id: c.split for c in chunks}
+    for it in items:
+        if split.get(it.get("chunk")) != HELD_OUT:
+            side = split.get(it.get("chunk"), "no chunk of data/personas/chunks")
+            raise UserError(f"answers of {it['persona']}: question {it['id']} comes from {it.get('chunk')} ({side}), "
+                            "not a held-out chunk; rerun persona-extract (it draws questions from held-out chunks), "
+                            "review the questions and rerun persona-respond")
+
+
+def mean_ci(values: np.ndarray, groups: np.ndarray | None, resamples: int, confidence: float, seed: int) -> dict:
+    """Mean with a percentile bootstrap interval, whole clusters resampled when `groups` is given
+    (NaN: not rated, left out); no interval ([None, None]) with fewer than two clusters (units)."""
+    values = np.asarray(values, float)
+    keep = ~np.isnan(values)
+    values, groups = values[keep], (groups[keep] if groups is not None else None)
     if not len(values):
         return {"mean": None, "ci": [None, None], "n": 0}
-    ci = bootstrap_interval(lambda v: v.mean(axis=-1), values, resamples=resamples, confidence=confidence, seed=seed,
-                            vectorized=True)
+    ci = bootstrap_interval(np.mean, values, groups=groups, resamples=resamples, confidence=confidence, seed=seed)
     return {"mean": float(values.mean()), "ci": list(ci) if ci is not None else [None, None], "n": int(len(values))}
 
 
 def summarise(rated: dict[str, dict], pairs: dict[str, dict], models: list[str], resamples: int,
-              confidence: float, seed: int, rows: np.ndarray) -> dict:
+              confidence: float, seed: int, rows: np.ndarray, groups: np.ndarray, interpretable: bool) -> dict:
     """Per model: the expected score under the first rubric with its interval, non-compliant count,
-    and agreement with the second rubric; per comparison: win/tie/loss, flip rate, mean preference."""
+    and agreement with the second rubric; per comparison: the order-averaged P(tuned preferred),
+    and as diagnostics win/tie/loss and the flip rate. `groups`: each question's cluster (its chunk)."""
     kw = dict(resamples=resamples, confidence=confidence, seed=seed)
     first, second = (rated[r] for r in RUBRICS)
-    out = {"questions": int(len(rows)), "ratings": {}, "pairwise": {}}
+    g = groups[rows]
+    out = {"questions": int(len(rows)), "interpretable": interpretable, "ratings": {}, "pairwise": {}}
     for j, m in enumerate(models):
         a, b = first["expected"][rows, j], second["expected"][rows, j]
         both = ~np.isnan(a) & ~np.isnan(b)
         out["ratings"][m] = {
-            "expected_score": _mean_ci(a, **kw), "argmax_score": _mean_ci(first["argmax"][rows, j], **kw),
+            "interpretable": interpretable,
+            "expected_score": mean_ci(a, g, **kw), "argmax_score": mean_ci(first["argmax"][rows, j], g, **kw),
             "non_compliant": int(np.isnan(a).sum()), "rating_mass_mean": float(first["mass"][rows, j].mean()),
             "second_rubric": {
-                "expected_score": _mean_ci(b, **kw), "non_compliant": int(np.isnan(b).sum()),
+                "expected_score": mean_ci(b, g, **kw), "non_compliant": int(np.isnan(b).sum()),
                 "mean_abs_difference": float(np.abs(a[both] - b[both]).mean()) if both.any() else None,
                 "argmax_agreement": float(np.mean(first["argmax"][rows, j][both] == second["argmax"][rows, j][both]))
                 if both.any() else None,
@@ -127,25 +154,31 @@ def summarise(rated: dict[str, dict], pairs: dict[str, dict], models: list[str],
                 np.std(a[both]) > 0 and np.std(b[both]) > 0 else None}}
     for other, p in pairs.items():
         ok = rows[p["compliant"][rows]]
-        o = p["outcome"][ok].astype(float)
+        o, go = p["outcome"][ok].astype(float), groups[ok]
         out["pairwise"][f"{TUNED} vs {other}"] = {
+            "interpretable": interpretable,
+            "p_tuned_preferred": mean_ci((p["p_tuned_first"][ok] + p["p_tuned_second"][ok]) / 2, go, **kw),
             "compared": int(len(ok)), "non_compliant": int(len(rows) - len(ok)),
-            "win": _mean_ci((o == 1).astype(float), **kw), "tie": _mean_ci((o == 0).astype(float), **kw),
-            "loss": _mean_ci((o == -1).astype(float), **kw),
-            "position_flip_rate": _mean_ci(p["flipped"][ok].astype(float), **kw),
-            "p_tuned_preferred": _mean_ci((p["p_tuned_first"][ok] + p["p_tuned_second"][ok]) / 2, **kw)}
+            "diagnostics": {"position_flip_rate": mean_ci(p["flipped"][ok].astype(float), go, **kw),
+                            "win": mean_ci((o == 1).astype(float), go, **kw),
+                            "tie": mean_ci((o == 0).astype(float), go, **kw),
+                            "loss": mean_ci((o == -1).astype(float), go, **kw)}}
     return out
 
 
-def judge_all(judge: LoadedModel, items: list[dict], settings) -> tuple[dict, list[dict]]:
-    """(report per person and overall, one row per answer) for every answered question."""
+def judge_all(judge: LoadedModel, items: list[dict], settings, validity: dict) -> tuple[dict, list[dict]]:
+    """(report per person and overall, one row per answer) for every answered question;
+    `validity`: judge_check's report, whose verdict marks every number interpretable or not."""
     models = list(items[0]["answers"]) if items else []
     kw = dict(min_mass=settings.min_mass, batch_size=settings.batch_size)
     rated = {r: ratings(judge, items, models, r, **kw) for r in RUBRICS}
     pairs = {m: pairwise(judge, items, m, **kw) for m in models if m != TUNED}
     persona = np.array([it["persona"] for it in items])
-    summary_kw = dict(resamples=settings.bootstrap, confidence=settings.confidence, seed=settings.seed)
+    groups = np.array([it["chunk"] for it in items])
+    summary_kw = dict(resamples=settings.bootstrap, confidence=settings.confidence, seed=settings.seed,
+                      groups=groups, interpretable=bool(validity["valid"]))
     report = {"judge_min_mass": settings.min_mass, "confidence": settings.confidence, "rubrics": list(RUBRICS),
+              "interpretable": bool(validity["valid"]), "validity": validity,
               "overall": summarise(rated, pairs, models, rows=np.arange(len(items)), **summary_kw),
               "per_person": {p: summarise(rated, pairs, models, rows=np.flatnonzero(persona == p), **summary_kw)
                              for p in dict.fromkeys(persona.tolist())}}

@@ -112,9 +112,20 @@ class Judge(Section):
     model: str = "models/teacher"  # the judge LM's directory (default: the teacher of params.yaml)
     batch_size: int = Field(8, ge=1)
     min_mass: float = Field(0.5, gt=0.0, lt=1.0)  # below this rating-token mass a verdict is non-compliant
+    # The judge's verdicts on agents count only when the lower bound of its order-averaged accuracy on
+    # known pairs (a person's own words vs another member's) is above this; 0.5 is chance.
+    validity_min: float = 0.5
     bootstrap: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
+
+    @field_validator("validity_min")
+    @classmethod
+    def _at_least_chance(cls, value: float) -> float:
+        if not 0.5 <= value < 1.0:
+            raise ValueError("is a lower bound on an accuracy whose chance level is 0.5; set it from 0.5 "
+                             "(better than chance) up to below 1")
+        return value
 
 
 class PersonaParams(Section):

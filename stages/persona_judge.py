@@ -22,7 +22,7 @@ from pathlib import Path
 from decision_distill.core.atomic import write_json
 from decision_distill.core.errors import UserError, stage_main
 from decision_distill.core.params import load_params
-from decision_distill.evaluation.stability_stats import embed  # all-MiniLM-L6-v2, offline
+from decision_distill.lm.embeddings import embed  # all-MiniLM-L6-v2, offline
 from decision_distill.lm.load import load_causal_lm
 from decision_distill.lm.source import is_model_dir
 from decision_distill.lm.scorer import TokenScorer

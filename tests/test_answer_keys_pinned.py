@@ -71,7 +71,9 @@ def test_slm_keys_are_unchanged(model_dir, quantize, pinned):
 
 def test_sampled_verbalized_keys_are_unchanged():
     p = params(stability={"temperature": 0.7})
-    reader = Readout.teacher(p).with_(readout="verbalized", temperature=p.stability.temperature)
+    # as the stability stage builds it: a token-readout teacher sampled verbally (read_sampling)
+    reader = Readout.teacher(p).with_(readout="verbalized", temperature=p.stability.temperature,
+                                      max_new_tokens=p.teacher.max_new_tokens)
     prompts = Prompts("prefix ", [("head", " tail"), ("other", " tail")])
     keys = answer_keys("fp-123", prompts, SCENARIO, reader, [{"repeat": 0, "seed": 7}, {"repeat": 1, "seed": 7}])
     assert keys == ["12e515d220545515ae33a123676fa55a345d958df26a4860c758375b38500381",

@@ -177,7 +177,7 @@ import importlib.util, json, sys
 banned = {banned!r}
 reachable = [m for m in banned if importlib.util.find_spec(m) is not None]
 assert not reachable, f"the restricted environment reaches {{reachable}}"
-from {PACKAGE}.policy import Policy
+from {PACKAGE}.simulation.policy import Policy
 states = json.loads({json.dumps(json.dumps(states))})
 probs = {{arch: Policy.load({str(tmp_path / "students")!r} + "/" + arch).probs(states).tolist()
          for arch in {list(ARCHES)!r}}}

@@ -132,7 +132,10 @@ def read_sampling(ctx: Context) -> tuple[np.ndarray, list[list[str | None]]]:
     and the explanations. Answers are sampled in fixed groups of teacher.batch_size
     (state-major, so more states later keeps the earlier groups), each group with its
     own seed, and committed to the cache group by group."""
-    t = ctx.readout(readout="verbalized", temperature=ctx.settings.temperature)
+    # Sampled answers whatever the teacher's own readout: the answer length is teacher.max_new_tokens,
+    # the seeds stability's own (sample_seed below).
+    t = ctx.readout(readout="verbalized", temperature=ctx.settings.temperature,
+                    max_new_tokens=ctx.params.teacher.max_new_tokens)
     repeats = ctx.settings.repeats
     prompts = ctx.prompts(ctx.scenario, t)
     jobs = [(i, r) for i in range(len(ctx.states)) for r in range(repeats)]

@@ -51,23 +51,28 @@ class Readout:
     def teacher(cls, params: Params) -> "Readout":
         """The teacher as params' teacher section asks it."""
         t = params.teacher
+        # The decoding settings are read only for a verbalized readout: a stage that reads token
+        # answers neither uses nor declares them (tests/test_params_declared.py).
+        decoding = (dict(max_new_tokens=t.max_new_tokens, temperature=t.temperature, seed=params.generate.seed)
+                    if t.readout == "verbalized" else TOKENS_ONLY)
         return cls(readout=t.readout, chat_template=t.chat_template, batch_size=t.batch_size, dtype=t.dtype,
-                   device=t.device, quantize="none", trust_remote_code=t.trust_remote_code,
-                   max_new_tokens=t.max_new_tokens, temperature=t.temperature, seed=params.generate.seed)
+                   device=t.device, quantize="none", trust_remote_code=t.trust_remote_code, **decoding)
 
     @classmethod
     def slm(cls, params: Params) -> "Readout":
         """The small LM student: read like a token-readout teacher on the plain prompt, in its
         own precision and batch size (slm.dtype, .device, .quantize, .batch_size), never the
         teacher's."""
-        t, s = params.teacher, params.slm
+        s = params.slm
         return cls(readout="tokens", chat_template=False, batch_size=s.batch_size, dtype=s.dtype, device=s.device,
-                   quantize=s.quantize, trust_remote_code=s.trust_remote_code, max_new_tokens=t.max_new_tokens,
-                   temperature=t.temperature, seed=params.generate.seed)
+                   quantize=s.quantize, trust_remote_code=s.trust_remote_code, **TOKENS_ONLY)
 
     def with_(self, **changes) -> "Readout":
         return dataclasses.replace(self, **changes)
 
+
+# A token readout decodes nothing: its Readout carries no decoding settings.
+TOKENS_ONLY = {"max_new_tokens": 0, "temperature": 0.0, "seed": 0}
 
 BATCHES_PER_COMMIT = 16  # batches per cache commit: a kill loses at most this much work
 

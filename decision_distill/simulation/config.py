@@ -12,6 +12,10 @@ from ..core.config import (Section, VersionedFile, check_version, one_line_error
                            rule_error)
 from ..core.errors import UserError
 
+# The context bits of a market visitor at a tick, as the market's clock and stalls produce them;
+# their ids are the scenario's (ice_cream.yaml), "weather" standing for the day's weather.
+CONTEXT_BITS = ("hungry", "after_lunch", "after_work", "weather", "discount", "truck_nearby")
+
 
 class Clock(Section):
     open: float = Field(ge=0, le=24)
@@ -126,7 +130,6 @@ def check_against_scenario(config, scenario, path) -> None:
             if clash:
                 raise UserError(f"{path}: visitors.personas[{i}]: {clash[0][0]} and {clash[0][1]} conflict in "
                                 f"scenario '{scenario.name}'; drop one")
-        from .market import CONTEXT_BITS  # the context ids the market's clock and stalls produce
 
         named = {"traits": [t for p in config.visitors.personas for t in p.traits],
                  "contexts": [b for b in CONTEXT_BITS if b != "weather"] + [w for w in config.weather if w != "none"]}

@@ -33,10 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.scenario import Scenario
-from .config import MarketConfig
-
-# Context bits of a visitor at a tick; their ids are the scenario's (ice_cream.yaml).
-CONTEXT_BITS = ("hungry", "after_lunch", "after_work", "weather", "discount", "truck_nearby")
+from .config import CONTEXT_BITS, MarketConfig
 
 
 def context_table(scenario: Scenario, weather: str) -> list[list[str]]:

@@ -16,8 +16,7 @@ import torch
 
 from ..core.errors import UserError
 from .scorer_checks import check_tokenization, head_matches_model
-from .tokens import (Suffix, encode_prefix, encode_prompts, encode_segments, encode_suffix, encode_suffixes,
-                     join_segments, right_pad)
+from .tokens import Encodes, Suffix, encode_prefix, encode_segments, join_segments, right_pad
 
 
 class CausalLM(Protocol):
@@ -96,7 +95,7 @@ def final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
 MIN_STATES_PER_HEAD = 4
 
 
-class TokenScorer:
+class TokenScorer(Encodes):
     """Reads P(option | prefix + suffix) from the answer tokens' probabilities.
 
     Work that states share is done once: the prefix (intro and worked examples)
@@ -125,18 +124,6 @@ class TokenScorer:
         self._prefix: str | None = None
         self._prefix_cache = None
         self._prefix_len = 0
-
-    def encode_prefix(self, prefix: str) -> list[int]:
-        return encode_prefix(self.tokenizer, prefix)
-
-    def encode_suffix(self, suffix: Suffix | str) -> list[int]:
-        return encode_suffix(self.tokenizer, suffix)
-
-    def encode_suffixes(self, suffixes: list[Suffix | str]) -> list[list[int]]:
-        return encode_suffixes(self.tokenizer, suffixes)
-
-    def encode_prompts(self, prompts: list[str]) -> list[list[int]]:
-        return encode_prompts(self.tokenizer, prompts)
 
     @torch.inference_mode()
     def _ensure_prefix(self, prefix: str) -> None:

@@ -67,3 +67,22 @@ def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
 
 def has_bos(tokenizer, text: str) -> bool:
     return bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)
+
+
+class Encodes:
+    """The encoders above bound to `self.tokenizer`: what a reader of a model (TokenScorer,
+    VerbalizedReader) offers its callers, so they tokenize exactly as it does."""
+    tokenizer: object
+
+    def encode_prefix(self, prefix: str) -> list[int]:
+        return encode_prefix(self.tokenizer, prefix)
+
+    def encode_suffix(self, suffix: Suffix | str) -> list[int]:
+        return encode_suffix(self.tokenizer, suffix)
+
+    def encode_suffixes(self, suffixes: list[Suffix | str]) -> list[list[int]]:
+        return encode_suffixes(self.tokenizer, suffixes)
+
+    def encode_prompts(self, prompts: list[str]) -> list[list[int]]:
+        return encode_prompts(self.tokenizer, prompts)
+

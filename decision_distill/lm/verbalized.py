@@ -22,7 +22,7 @@ import torch
 
 from .scorer import CausalLM
 from .scorer_checks import check_tokenization
-from .tokens import Suffix, encode_prefix, encode_prompts, encode_suffix, encode_suffixes
+from .tokens import Encodes, Suffix, encode_prefix, encode_suffixes
 
 # Part of the answer-cache key of every verbalized answer (teacher.ask.answer_keys): bump it with
 # any change to how answers are generated that can change their text, so answers generated
@@ -86,7 +86,7 @@ def sample_tokens(logits: torch.Tensor, temperature: float, generator: torch.Gen
     return (block * SAMPLE_BLOCK + inner).squeeze(1).clamp_(max=size - 1)
 
 
-class VerbalizedReader:
+class VerbalizedReader(Encodes):
     """Generates the teacher's JSON answer to prefix + suffix, for each suffix.
 
     Each batch is laid out as [prefix][padding][suffix]: the prefix's cached keys and
@@ -108,18 +108,6 @@ class VerbalizedReader:
         self._stops: torch.Tensor | None = None  # _stop_mask, built on first use
         # the LM head on the last position only, where the model supports it
         self._keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
-
-    def encode_prefix(self, prefix: str) -> list[int]:
-        return encode_prefix(self.tokenizer, prefix)
-
-    def encode_suffix(self, suffix: Suffix | str) -> list[int]:
-        return encode_suffix(self.tokenizer, suffix)
-
-    def encode_suffixes(self, suffixes: list[Suffix | str]) -> list[list[int]]:
-        return encode_suffixes(self.tokenizer, suffixes)
-
-    def encode_prompts(self, prompts: list[str]) -> list[list[int]]:
-        return encode_prompts(self.tokenizer, prompts)
 
     @torch.inference_mode()
     def answer(self, prefix: str, suffixes: list[Suffix | str], seed: int = 0) -> list[dict]:

@@ -7,8 +7,10 @@ short prompts of sampled scenario states, then one validation pass over
 `--val-states` states. Prints the projected time of the default stage: model
 load + lora.max_steps steps + a validation pass at step 0 and at every checkpoint.
 
-Runs it twice, in float32 and in bfloat16 as lora-train trains it (float32 master
-weights, accelerate's bf16 autocast), one after the other.
+Runs it in float32 and in bfloat16 as lora-train trains it (float32 master
+weights, accelerate's bf16 autocast), one after the other, and once more in float32
+with every row running its whole prompt instead of sharing the prefix's forward pass
+(the layout lora-train used before it shared the prefix).
 The last line printed is `steps_per_s float32=<n> bfloat16=<n> ratio=<x> val_states_per_s ... peak_rss_mb=<n>`.
 Torch uses its default thread count (set OMP_NUM_THREADS to change it).
 """
@@ -38,7 +40,7 @@ def sampled_frame(scenario, n: int) -> pd.DataFrame:
     return pd.DataFrame([{**s, **{f"p_{o.id}": 1 / k for o in scenario.options}} for s in states])
 
 
-def time_dtype(args, params, scenario, dtype: str, frozen: str = "float32") -> dict:
+def time_dtype(args, params, scenario, dtype: str, frozen: str = "float32", share_prefix: bool = True) -> dict:
     """Steps/s and validation states/s of the stage's own training code with slm.dtype `dtype`:
     float32, or bfloat16 as lora-train runs it (float32 master weights under accelerate's bf16
     autocast). `frozen`: the dtype the frozen base weights are loaded in (the LoRA weights
@@ -52,7 +54,8 @@ def time_dtype(args, params, scenario, dtype: str, frozen: str = "float32") -> d
     batch = params.lora.batch_size
     train = lora.build_examples(sampled_frame(scenario, batch * (args.steps + 1)), scenario, scorer, False)
     val = lora.build_examples(sampled_frame(scenario, args.val_states), scenario, scorer, False)
-    module = lora.AnswerReadout(lora.with_lora(slm.model, params.lora, "lora.target_modules"), scorer.option_ids)
+    module = lora.AnswerReadout(lora.with_lora(slm.model, params.lora, "lora.target_modules"), scorer.option_ids,
+                                share_prefix=share_prefix)
     objective = lora.Distillation(train, val, scorer.pad_id, 0.0, params.slm.batch_size, accelerator.device)
     run = LoraTrainer(params.lora, accelerator, module, len(train), objective.loss, "bench", "bench")
 
@@ -67,7 +70,9 @@ def time_dtype(args, params, scenario, dtype: str, frozen: str = "float32") -> d
     val_rows = 200  # the default split's validation states (10 % of 2,000)
     passes = 1 + -(-params.lora.max_steps // params.lora.checkpoint_every)
     projected = load_s + params.lora.max_steps * step_s + passes * val_rows / val_rate
-    print(f"{dtype:>8} (frozen base {frozen}): prompt tokens mean {sum(map(len, train.ids)) / len(train):.1f}; batch {batch}: "
+    layout = "shared prefix" if share_prefix else "whole prompts"
+    tokens = len(train.prefix) + sum(map(len, train.ids)) / len(train)
+    print(f"{dtype:>8} (frozen base {frozen}, {layout}): prompt tokens mean {tokens:.1f}; batch {batch}: "
           f"{step_s:.2f} s/step; validation {val_rate:.1f} states/s; projected default run "
           f"({params.lora.max_steps} steps, {passes} validation passes of {val_rows}): {projected / 60:.1f} min",
           flush=True)
@@ -88,6 +93,7 @@ def main() -> None:
     print(f"cpu_has_fast_bf16={cpu_has_fast_bf16()} threads={torch.get_num_threads()}", flush=True)
     runs = {dtype: time_dtype(args, params, scenario, dtype) for dtype in ("float32", "bfloat16")}
     runs["bf16_base"] = time_dtype(args, params, scenario, "bfloat16", frozen="bfloat16")
+    runs["whole"] = time_dtype(args, params, scenario, "float32", share_prefix=False)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fp32, bf16 = runs["float32"], runs["bfloat16"]
     print(f"steps_per_s float32={fp32['steps_per_s']:.3f} bfloat16={bf16['steps_per_s']:.3f} "
@@ -96,6 +102,9 @@ def main() -> None:
     base = runs["bf16_base"]
     print(f"bf16_frozen_base steps_per_s={base['steps_per_s']:.3f} ratio_to_bfloat16={base['steps_per_s'] / bf16['steps_per_s']:.2f} "
           f"val_states_per_s={base['val_rate']:.2f}")
+    whole = runs["whole"]
+    print(f"float32 shared_prefix/whole_prompts steps_per_s ratio={fp32['steps_per_s'] / whole['steps_per_s']:.2f} "
+          f"val_states_per_s ratio={fp32['val_rate'] / whole['val_rate']:.2f}")
 
 
 if __name__ == "__main__":

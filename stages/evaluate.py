@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     metrics, predictions = evaluate_students(args.splits, args.students, ARCHITECTURES, params.evaluate.ece_bins,
                                              slm_students(args, params), params.evaluate.gap_min,
-                                             holdouts=list(params.split.holdouts))
+                                             holdouts=list(params.split.holdouts),
+                                             confidence=params.evaluate.confidence)
     if args.stability is not None:
         intervals = None
         if args.noise_floor is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -66,12 +65,13 @@ def test_predictions_layout_and_metrics_shape(options, fake_predictions):
 
 @pytest.fixture
 def fake_students(monkeypatch):
-    """Stand-in for decision_distill.students.models: each 'model' is its architecture's blur amount."""
+    """Stand-in students: each 'model' is its architecture's blur amount."""
+    from decision_distill.students import models
+
     amounts = {"logreg": 0.3, "mlp": 0.1}
-    module = types.ModuleType("decision_distill.students.models")
-    module.load_student = lambda directory: (amounts[Path(directory).name], None)
-    module.predict = lambda model, encoder, frame: blurred(frame[["p_yes", "p_no"]].to_numpy(), model)
-    monkeypatch.setitem(sys.modules, "decision_distill.students.models", module)
+    monkeypatch.setattr(models, "load_student", lambda directory: (amounts[Path(directory).name], None))
+    monkeypatch.setattr(models, "predict",
+                        lambda model, encoder, frame: blurred(frame[["p_yes", "p_no"]].to_numpy(), model))
     return amounts
 
 

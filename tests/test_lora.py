@@ -29,7 +29,8 @@ from decision_distill.lm.scorer import TokenScorer
 from decision_distill.lora.adapter import SKIPPED_JSON
 from decision_distill.lora.checkpoints import clear_stale, usable_checkpoints
 from decision_distill.slm.answers import slm_prompts
-from decision_distill.slm.lora import AnswerReadout, build_examples, select_group, train_lora
+from decision_distill.lora.adapter import with_lora
+from decision_distill.slm.lora import INPUTS, AnswerReadout, build_examples, select_group, train_lora
 from decision_distill.students.train import torch_threads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,13 +132,48 @@ def test_explanations_add_a_next_token_loss_that_training_lowers(tmp_path, tiny_
     scorer = TokenScorer(slm, [o.text for o in scenario.options])
     val = build_examples(pd.read_parquet(splits / "val.parquet"), scenario, scorer, with_explanations=True)
     batch = val.batch(list(range(len(val))), scorer.pad_id)
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "answer_pos", "explained")}
+    inputs = {k: batch[k] for k in INPUTS}
     readout = AnswerReadout(PeftModel.from_pretrained(slm.model, tmp_path / "adapter"), scorer.option_ids).eval()
     with torch.no_grad():
         tuned_nll = readout(**inputs)[1].item()
         with readout.lm.disable_adapter():
             base_nll = readout(**inputs)[1].item()
     assert tuned_nll < 0.85 * base_nll
+
+
+def test_the_shared_prefix_gives_the_whole_prompts_answers_and_gradients(tiny_teacher, policy_splits):
+    """A step runs the prompt's prefix once for the batch; the option log-probs, the
+    explanation loss and the LoRA gradients must be those of the whole prompts run row by row."""
+    torch.manual_seed(0)
+    slm = load_causal_lm(tiny_teacher, device="cpu")
+    scenario = load_scenario(SCENARIO)
+    scorer = TokenScorer(slm, [o.text for o in scenario.options])
+    frame = pd.read_parquet(policy_splits / "val.parquet").head(6)
+    frame["explanation"] = ["a sweet tooth" if i % 2 else "" for i in range(len(frame))]
+    examples = build_examples(frame, scenario, scorer, with_explanations=True)
+    assert len(examples.prefix) > 3 and len({len(r) for r in examples.ids}) > 1  # a real prefix, ragged rows
+    params = parse_params(make_params(tiny_teacher, dropout=0.0))
+    module = AnswerReadout(with_lora(slm.model, params.lora, "lora.target_modules"), scorer.option_ids)
+    for name, weight in module.named_parameters():  # LoRA B starts at zero: give the adapter an effect
+        if weight.requires_grad:
+            torch.nn.init.normal_(weight, std=0.2)
+    batch = examples.batch(list(range(len(examples))), scorer.pad_id)
+    inputs = {k: batch[k] for k in INPUTS}
+
+    def run(share: bool):
+        module.share_prefix = share
+        module.zero_grad()
+        logp, nll = module(**inputs)
+        (logp[:, 0].sum() + nll).backward()
+        grads = {n: w.grad.clone() for n, w in module.named_parameters() if w.requires_grad}
+        return logp.detach(), nll.detach(), grads
+
+    shared, whole = run(True), run(False)
+    torch.testing.assert_close(shared[0], whole[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(shared[1], whole[1], atol=1e-5, rtol=1e-4)
+    assert any(g.abs().max() > 1e-3 for g in whole[2].values())
+    for name in whole[2]:
+        torch.testing.assert_close(shared[2][name], whole[2][name], atol=1e-5, rtol=1e-3, msg=name)
 
 
 def test_absurd_learning_rate_is_a_one_line_error_naming_the_step(tmp_path, tiny_teacher, policy_splits):

@@ -17,7 +17,7 @@ def test_defaults_match_the_committed_params_file():
     ({"improt": {}}, "unknown key 'improt'; did you mean 'import'"),
     ({"student": {"hiden": 3}}, "unknown key 'student.hiden'; did you mean 'hidden'"),
     # no close match: the keys valid at that level, not a bare "remove it"
-    ({"student": {"mlp": {"width": 3}}}, "unknown key 'student.mlp.width'; valid keys here: lr, hidden, layers, dropout$"),
+    ({"student": {"mlp": {"width": 3}}}, "unknown key 'student.mlp.width'; valid keys here: lr, hidden, layers, dropout, seeds$"),
     ({"zzz": 1}, "unknown key 'zzz'; valid keys here: scenario, teacher, generate, import, split, "),
     ({"student": {"hidden": 30}}, r"student\.encoder: d_model 30 \(from student\.hidden\) is not a multiple of "
                                   r"student\.encoder\.heads 4; set student\.hidden to a multiple of 4, or "

@@ -19,14 +19,16 @@ from decision_distill.core.params import ARCHITECTURES, parse_params
 from decision_distill.data.schema import Feature, Schema
 from decision_distill.students.encoding import FeatureEncoder, PAD
 from decision_distill.students.losses import soft_cross_entropy
-from decision_distill.students.models import ARCHES, build_student, load_student, predict, save_student
+from decision_distill.simulation.policy import Policy
+from decision_distill.students.models import (ARCHES, build_student, load_student, predict, predict_seeds,
+                                              save_student, seed_dirs)
 from decision_distill.students.train import train_student
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_TRANSFORMER = {"d_model": 32, "heads": 2, "layers": 1, "lr": 0.003}
 # Small enough to keep the suite fast, large enough to learn the synthetic policy.
 FAST = {
-    "train": {"epochs": 30, "patience": 5, "batch_size": 64},
+    "train": {"epochs": 30, "patience": 5, "batch_size": 64, "seeds": 1},
     "student": {"logreg": {"lr": 0.1}, "encoder": SMALL_TRANSFORMER, "decoder": SMALL_TRANSFORMER},
 }
 
@@ -216,6 +218,22 @@ def test_training_is_reproducible_with_the_same_seed(synthetic_splits, tmp_path)
     first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_seeds_train_distinct_students_and_the_first_is_the_single_seed_student(synthetic_splits, tmp_path):
+    train_student("mlp", fast_params(epochs=3, seeds=3, seed=4), synthetic_splits, tmp_path / "three", tmp_path / "l3")
+    train_student("mlp", fast_params(epochs=3, seeds=1, seed=4), synthetic_splits, tmp_path / "one", tmp_path / "l1")
+    dirs = seed_dirs(tmp_path / "three")
+    assert list(dirs) == [4, 5, 6] and dirs[4] == tmp_path / "three"
+    single, primary = (load_file(d / "model.safetensors") for d in (tmp_path / "one", tmp_path / "three"))
+    assert all(torch.equal(single[k], primary[k]) for k in single)  # adding seeds leaves the primary as it was
+    frame = pd.read_parquet(synthetic_splits / "val.parquet")
+    probs = predict_seeds(tmp_path / "three", frame)
+    assert not np.allclose(probs[4], probs[5]) and not np.allclose(probs[5], probs[6])
+    ensemble = Policy.load(tmp_path / "three", ensemble=True)
+    assert ensemble.name == "three_ensemble"
+    np.testing.assert_allclose(ensemble.probs(frame), np.mean(list(probs.values()), axis=0))
+    np.testing.assert_allclose(Policy.load(tmp_path / "three_ensemble").probs(frame), ensemble.probs(frame))
 
 
 def test_without_a_validation_split_the_training_loss_decides(synthetic_splits, tmp_path):

@@ -106,10 +106,12 @@ class Train(Section):
     weight_decay: float = Field(0.01, ge=0.0)
     patience: int = Field(20, ge=1)
     seed: int = 0
+    seeds: int = Field(5, ge=1)  # students per architecture, seeds seed..seed+seeds-1; unless student.ARCH.seeds
 
 
 class LogReg(Section):
     lr: float = Field(0.05, gt=0.0)
+    seeds: int | None = Field(None, ge=1)  # None: train.seeds
 
 
 class MLP(Section):
@@ -117,6 +119,7 @@ class MLP(Section):
     hidden: int | None = Field(None, ge=1)  # None: student.hidden
     layers: int = Field(2, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    seeds: int | None = Field(None, ge=1)  # None: train.seeds
 
 
 class TransformerStudent(Section):
@@ -125,6 +128,7 @@ class TransformerStudent(Section):
     heads: int = Field(4, ge=1)
     layers: int = Field(2, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    seeds: int | None = Field(1, ge=1)  # None: train.seeds; 1 by default: a minute per seed on 2 cores
 
 
 # The key that holds each architecture's width; student.hidden fills it where it is null.
@@ -149,11 +153,17 @@ class Student(Section):
     def hparams(self, arch: str) -> dict:
         """Student `arch`'s hyperparameters, its width resolved (student.hidden unless
         student.ARCH.hidden / .d_model sets it): what training builds and config.json records."""
-        hparams = getattr(self, arch).model_dump()
+        hparams = getattr(self, arch).model_dump(exclude={"seeds"})
         key = WIDTH_KEYS.get(arch)
         if key is not None and hparams[key] is None:
             hparams[key] = self.hidden
         return hparams
+
+    def seeds(self, arch: str, train: Train) -> list[int]:
+        """The training seeds of `arch`'s students: train.seed onwards, student.ARCH.seeds of
+        them, else train.seeds. The first is the architecture's primary student."""
+        count = getattr(self, arch).seeds or train.seeds
+        return list(range(train.seed, train.seed + count))
 
     @model_validator(mode="after")
     def _width_divisible_by_heads(self):

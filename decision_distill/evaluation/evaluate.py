@@ -26,7 +26,9 @@ from ..data.scenario_file import load_scenario
 from ..data.schema import Schema
 from ..data.split import read_held_out
 from ..slm.answers import SLM_BASE, SLM_TUNED
-from ..stats.metrics import gap_closed
+from ..data.schema import teacher_probs
+from ..stats.crossed import crossed_t_interval
+from ..stats.metrics import gap_closed, kl
 from .noise_floor import FLOOR_METRICS, floor_by_state, ratio_interval
 from .predictions import metrics_from_predictions, prediction_rows, student_columns, teacher_columns
 
@@ -104,31 +106,49 @@ def _ratio_ci(metric: str, per_state, intervals: FloorIntervals, where: tuple) -
 
 def evaluate_students(
     splits_dir: str | Path, students_dir: str | Path, archs: Iterable[str], ece_bins: int,
-    slm: SLMStudents | None = None, gap_min: float = 0.05, holdouts: Iterable[str] = (),
+    slm: SLMStudents | None = None, gap_min: float = 0.05, holdouts: Iterable[str] = (), confidence: float = 0.95,
 ) -> tuple[dict, pd.DataFrame]:
     """Load each student from `students_dir/<arch>`, predict the test split and the
     `holdouts` (split.holdouts names) in `splits_dir`, and return (metrics, predictions)
     as described in the module docstring.
     With `slm`, its models are rows too, and slm_tuned gets a "gap_closed" block
-    (metrics.gap_closed against slm_base, with `gap_min`)."""
+    (metrics.gap_closed against slm_base, with `gap_min`). An architecture trained with
+    several seeds is scored as its primary (first) seed, as `<arch>_ensemble` (the seeds'
+    mean) and, in metrics[arch]["seeds"], by the spread of its seeds' test KL."""
     splits_dir, students_dir = Path(splits_dir), Path(students_dir)
     schema = Schema.load(splits_dir / "features.json")
     splits = read_held_out(splits_dir, schema, holdouts)
     dirs = student_dirs(students_dir, archs)
-    from ..students.models import load_student, predict
+    from ..students.models import ENSEMBLE, predict_seeds
 
-    parts = []
+    parts, spreads = [], {}
     for arch, directory in dirs.items():
-        model, encoder = load_student(directory)
         for split, frame in splits.items():
-            parts.append(prediction_rows(frame, schema, split, arch, predict(model, encoder, frame)))
+            by_seed = predict_seeds(directory, frame)  # the primary (first) seed is the student `arch`
+            probs = list(by_seed.values())
+            parts.append(prediction_rows(frame, schema, split, arch, probs[0]))
+            if len(probs) > 1:
+                parts.append(prediction_rows(frame, schema, split, arch + ENSEMBLE, np.mean(probs, axis=0)))
+                if split == "test":
+                    spreads[arch] = seed_spread(by_seed, teacher_probs(frame, schema.options), confidence)
     if slm is not None:
         parts += slm_prediction_rows(splits, schema, slm)
     predictions = pd.concat(parts, ignore_index=True)
     metrics = metrics_from_predictions(predictions, schema.options, ece_bins)
+    for arch, spread in spreads.items():
+        metrics[arch]["seeds"] = spread
     if SLM_BASE in metrics and SLM_TUNED in metrics:
         metrics[SLM_TUNED]["gap_closed"] = gap_closed_block(predictions, schema.options, gap_min)
     return metrics, predictions
+
+
+def seed_spread(by_seed: dict, teacher: np.ndarray, confidence: float) -> dict:
+    """Each seed's test KL to the teacher, their mean and standard deviation, and a t interval
+    of the mean over seeds (the variation retraining adds, which one seed's numbers hide)."""
+    kls = np.array([kl(teacher, probs) for probs in by_seed.values()])
+    mean, interval, _ = crossed_t_interval(kls[:, None], confidence)
+    return {"seeds": list(by_seed), "kl": kls.tolist(), "kl_mean": mean, "kl_sd": float(kls.std(ddof=1)),
+            "kl_ci": interval}
 
 
 def slm_prediction_rows(splits: dict[str, pd.DataFrame], schema: Schema, slm: SLMStudents) -> list[pd.DataFrame]:

@@ -3,6 +3,7 @@
     from decision_distill.simulation.policy import Policy
     policy = Policy.load("models/students/mlp")
     p_buy = policy.prob([{"traits": ["likes_sweets"], "contexts": ["hungry", "truck_nearby"]}])
+    ensemble = Policy.load("models/students/mlp", ensemble=True)  # the mean of the mlp's seeds
 
 A student needs only its two files (model.safetensors, config.json) and torch, safetensors,
 numpy and pandas at run time: no DVC, no params.yaml. The teacher (TeacherPolicy) and the
@@ -42,7 +43,16 @@ class Policy:
 
     @staticmethod
     def load(directory: str | Path, trained_on: str | Path | pd.DataFrame | None = None,
-             threads: int = 1) -> "StudentPolicy":
+             threads: int = 1, ensemble: bool = False) -> "Policy":
+        """The student in `directory` (its primary seed), or with `ensemble` the mean of all its
+        seeds' students. A path `.../<arch>_ensemble` names the ensemble of `.../<arch>`."""
+        from ..students.models import ENSEMBLE
+
+        directory = Path(directory)
+        if not directory.exists() and directory.name.endswith(ENSEMBLE):
+            directory, ensemble = directory.with_name(directory.name[: -len(ENSEMBLE)]), True
+        if ensemble:
+            return EnsemblePolicy(directory, trained_on, threads)
         return StudentPolicy(directory, trained_on, threads)
 
     def probs(self, states: States) -> np.ndarray:
@@ -96,6 +106,31 @@ class StudentPolicy(Policy):
                 return self._torch.softmax(self.model(ids, values).double(), dim=-1).numpy()
         finally:
             self._torch.set_num_threads(previous)
+
+
+class EnsemblePolicy(Policy):
+    """The mean P(option | state) of an architecture's seeds (train.seeds students trained
+    on the same data): a student of its own, `<arch>_ensemble` in every report."""
+
+    def __init__(self, directory: str | Path, trained_on: str | Path | pd.DataFrame | None = None,
+                 threads: int = 1):
+        from ..students.models import ENSEMBLE, seed_dirs
+
+        self.members = [StudentPolicy(p, trained_on, threads) for p in seed_dirs(directory).values()]
+        self.schema, self.name = self.members[0].schema, Path(directory).name + ENSEMBLE
+
+    @property
+    def fallbacks(self) -> int:  # the members see the same states: count them once
+        return self.members[0].fallbacks
+
+    @fallbacks.setter
+    def fallbacks(self, value: int) -> None:
+        for member in self.members:
+            member.fallbacks = value
+
+    def probs(self, states: States) -> np.ndarray:
+        frame = self.frame(states)
+        return np.mean([m.probs(frame) for m in self.members], axis=0)
 
 
 class ConstantPolicy(Policy):

@@ -8,6 +8,12 @@ scorer's own (`lm.scorer.option_log_probs`), so what is trained is what evaluate
 measures. Where the split has teacher explanations (verbalized readout), an
 optional next-token loss on them is added (`lora.explanation_weight`).
 
+Every prompt starts with the same prefix, so a training step runs it through the
+model once and each row attends to its keys and values, as the token scorer does
+at inference: the same function and gradient as the whole prompts (the prefix's
+LoRA dropout mask is then shared by the batch's rows), for about a third less
+compute per step (bench/lora_speed.py times both layouts side by side).
+
 This module prepares the data and the loss; the training loop, its precision, its resumable
 checkpoints and its DVCLive curves are the LoRA trainer's (decision_distill.lora.trainer),
 shared with persona-train. Runs under `accelerate launch` (DDP or FSDP over GPUs).
@@ -44,16 +50,18 @@ from .answers import slm_prompts
 
 STAGE = "lora-train"
 SUMMARY_JSON = "lora_train.json"  # beside the adapter: what it was trained on and how far
-INPUTS = ("input_ids", "attention_mask", "answer_pos", "explained")  # AnswerReadout's
+INPUTS = ("prefix_ids", "input_ids", "attention_mask", "answer_pos", "explained")  # AnswerReadout's
 
 
 # ---- training data ---------------------------------------------------------------
 
 @dataclass
 class Examples:
-    """Token sequences of one split: the short prompt, then (when explained) the teacher's
-    answer token and its explanation."""
+    """Token sequences of one split: the prompt's shared prefix, then per row its own
+    tokens (the state, then, when explained, the teacher's answer token and its explanation).
+    Positions (answer_pos, explained_from) count within a row's own tokens."""
 
+    prefix: list[int]
     ids: list[list[int]]
     answer_pos: list[int]  # index of the prompt's last token: the answer position
     explained_from: list[int]  # first explanation token; len(ids[i]) when the row has none
@@ -62,12 +70,17 @@ class Examples:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def prompt(self, row: int) -> list[int]:
+        """Row `row`'s whole prompt, up to and including its answer position."""
+        return self.prefix + self.ids[row][: self.answer_pos[row] + 1]
+
     def batch(self, rows: list[int], pad_id: int) -> dict[str, torch.Tensor]:
         ids, mask = right_pad([self.ids[r] for r in rows], pad_id)
         positions = torch.arange(ids.shape[1])
         explained = torch.stack([(positions >= self.explained_from[r]) & (positions < len(self.ids[r]))
                                  for r in rows])
-        return {"input_ids": ids, "attention_mask": mask, "explained": explained, "targets": self.targets[rows],
+        return {"prefix_ids": torch.tensor([self.prefix]), "input_ids": ids, "attention_mask": mask,
+                "explained": explained, "targets": self.targets[rows],
                 "answer_pos": torch.tensor([self.answer_pos[r] for r in rows])}
 
 
@@ -92,7 +105,7 @@ def build_examples(frame: pd.DataFrame, scenario: Scenario, scorer: TokenScorer,
     explanations = frame["explanation"].tolist() if with_explanations else [None] * len(frame)
     ids, answer_pos, explained_from = [], [], []
     for suffix, target, why in zip(prompts.suffixes, targets, explanations):
-        seq = prefix + scorer.encode_suffix(suffix)
+        seq = scorer.encode_suffix(suffix)
         answer_pos.append(len(seq) - 1)
         if isinstance(why, str) and why.strip():
             # The teacher's most likely answer, then its reason: "... Yes. Because ..."
@@ -102,7 +115,7 @@ def build_examples(frame: pd.DataFrame, scenario: Scenario, scorer: TokenScorer,
         else:
             explained_from.append(len(seq))
         ids.append(seq)
-    return Examples(ids, answer_pos, explained_from, torch.tensor(targets, dtype=torch.float32))
+    return Examples(prefix, ids, answer_pos, explained_from, torch.tensor(targets, dtype=torch.float32))
 
 
 class AnswerReadout(torch.nn.Module):
@@ -110,16 +123,18 @@ class AnswerReadout(torch.nn.Module):
     the answer position and, where a batch has explanations, their next-token loss.
     One module, so DDP/FSDP wrap (and gather) everything the step runs."""
 
-    def __init__(self, peft_model, option_ids: list[int]):
+    def __init__(self, peft_model, option_ids: list[int], share_prefix: bool = True):
         super().__init__()
         self.lm = peft_model
         self.option_ids = option_ids
+        self.share_prefix = share_prefix
         # FSDP's transformer auto-wrap policy looks for the decoder layer classes here.
         self._no_split_modules = getattr(peft_model.get_base_model(), "_no_split_modules", None)
 
-    def forward(self, input_ids, attention_mask, answer_pos, explained):
+    def forward(self, prefix_ids, input_ids, attention_mask, answer_pos, explained):
+        """prefix_ids [1, P], shared by the batch; the rest per row, in the rows' own positions."""
         causal_lm = self.lm.get_base_model()  # LoRA layers live inside it
-        hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.hidden_states(causal_lm.get_decoder(), prefix_ids, input_ids, attention_mask)
         rows = torch.arange(len(input_ids), device=hidden.device)
         option_logp = option_log_probs(causal_lm, hidden[rows, answer_pos], self.option_ids)
         predicts = explained[:, 1:]  # position t predicts token t + 1
@@ -127,6 +142,23 @@ class AnswerReadout(torch.nn.Module):
             return option_logp, None
         logits = final_logits(causal_lm, hidden[:, :-1][predicts])
         return option_logp, torch.nn.functional.cross_entropy(logits.float(), input_ids[:, 1:][predicts])
+
+    def hidden_states(self, decoder, prefix_ids, input_ids, attention_mask) -> torch.Tensor:
+        """[B, S, hidden] of the rows' own tokens after the shared prefix. The prefix runs once
+        (with gradients: LoRA changes its keys and values) and its cache is repeated per row;
+        the rows are right-padded, so no real token attends to padding. With share_prefix off
+        (or an empty prefix) each row runs its whole prompt, as bench/lora_speed.py compares."""
+        n, p = input_ids.shape[0], prefix_ids.shape[1]
+        if p == 0 or not self.share_prefix:
+            ids = torch.cat([prefix_ids.expand(n, -1), input_ids], 1)
+            mask = torch.cat([attention_mask.new_ones(n, p), attention_mask], 1)
+            return decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, p:]
+        cache = decoder(input_ids=prefix_ids, use_cache=True).past_key_values
+        cache.batch_repeat_interleave(n)
+        mask = torch.cat([attention_mask.new_ones(n, p), attention_mask], 1)
+        positions = torch.arange(p, p + input_ids.shape[1], device=input_ids.device).expand(n, -1)
+        return decoder(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                       use_cache=True).last_hidden_state
 
 
 # ---- the stage -------------------------------------------------------------------
@@ -158,10 +190,11 @@ def train_lora(params: Params, splits_dir, slm_dir, out_adapter, checkpoints, li
     scorer = TokenScorer(slm, [o.text for o in scenario.options])
     explain = params.lora.explanation_weight > 0 and "explanation" in frames["train"].columns
     train, val = (build_examples(frames[name], scenario, scorer, explain) for name in ("train", "val"))
-    require_fast_head(slm.model, train.ids[0][: train.answer_pos[0] + 1], final_logits, "slm.model")
+    require_fast_head(slm.model, train.prompt(0), final_logits, "slm.model")
     fp = fingerprint({"lora": params.lora.model_dump(), "dtype": how.label, "quantize": params.slm.quantize,
                       "base": slm.fingerprint, "group": group},
-                     [*(json.dumps([seq, start]).encode() for seq, start in zip(train.ids, train.explained_from)),
+                     [json.dumps(train.prefix).encode(),
+                      *(json.dumps([seq, start]).encode() for seq, start in zip(train.ids, train.explained_from)),
                       train.targets.numpy().tobytes()])
 
     module = AnswerReadout(with_lora(slm.model, params.lora, "lora.target_modules", params.slm.quantize),

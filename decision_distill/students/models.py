@@ -33,6 +33,11 @@ from .encoding import FeatureEncoder, PAD, densify
 ARCHES = ("logreg", "mlp", "encoder", "decoder")
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# A student directory holds its primary student (the first training seed) and, with more
+# seeds, one more student per seed under seeds/<seed>/, plus each seed's training summary.
+SEEDS_DIR = "seeds"
+SEEDS_JSON = "seeds.json"
+ENSEMBLE = "_ensemble"  # `<arch>_ensemble`: the mean of an architecture's seeds, a student of its own
 
 
 class LogisticRegression(nn.Module):
@@ -178,6 +183,31 @@ def load_student(directory: str | Path) -> tuple[nn.Module, FeatureEncoder]:
                         "only safetensors weights are loaded, retrain the student") from None
     model.load_state_dict(weights)
     return model.eval(), encoder
+
+
+def seed_dirs(directory: str | Path) -> dict[int | None, Path]:
+    """Every seed's student in a student directory, the primary first: {seed: directory}
+    (seed None for the primary of a directory trained before seeds were recorded)."""
+    directory = Path(directory)
+    summary = directory / SEEDS_JSON
+    if not summary.exists():
+        return {None: directory}
+    seeds = [row["seed"] for row in json.loads(summary.read_text())]
+    return {seed: directory if k == 0 else directory / SEEDS_DIR / str(seed) for k, seed in enumerate(seeds)}
+
+
+def ensemble_dir(name: str, students_dir: str | Path) -> Path | None:
+    """students_dir/<arch> for a name `<arch>_ensemble`, else None."""
+    return Path(students_dir) / name[: -len(ENSEMBLE)] if name.endswith(ENSEMBLE) else None
+
+
+def predict_seeds(directory: str | Path, frame: pd.DataFrame) -> dict[int | None, np.ndarray]:
+    """P(option | state) [N, K] of every seed's student in `directory`."""
+    out = {}
+    for seed, path in seed_dirs(directory).items():
+        model, encoder = load_student(path)
+        out[seed] = predict(model, encoder, frame)
+    return out
 
 
 def predict(model: nn.Module, encoder: FeatureEncoder, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:

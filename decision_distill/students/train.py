@@ -18,14 +18,14 @@ import torch
 from dvclive import Live
 from tqdm import tqdm
 
-from ..core.atomic import atomic_dir
+from ..core.atomic import atomic_dir, write_json
 from ..core.errors import UserError
 from ..core.params import Params, Train as TrainConfig
 from ..data.schema import Schema
 from ..data.split import read_split
 from .encoding import FeatureEncoder
 from .losses import LOSSES, kl_divergence
-from .models import ARCHES, build_student, save_student
+from .models import ARCHES, SEEDS_DIR, SEEDS_JSON, build_student, save_student
 
 EVAL_BATCH = 8192
 # Students are tiny: each op is too small to split across threads, and on a shared
@@ -69,35 +69,51 @@ def _train_student(arch: str, params: Params, splits_dir: Path, out_dir, live_di
     train_rows, val_rows = _rows(encoder, train), _rows(encoder, val)  # bad data fails before any output
 
     hparams = params.student.hparams(arch)  # the width resolved: config.json records the number trained
-    torch.manual_seed(params.train.seed)  # weight init and dropout
-    model = build_student(arch, hparams, encoder)
-    # The curves are a declared output too: staged and moved into place whole, like the model.
+    seeds = params.student.seeds(arch, params.train)
+    summaries = []
+    # The curves are a declared output too: staged and moved into place whole, like the models.
     with atomic_dir(live_dir) as live_tmp, Live(str(live_tmp), dvcyaml=None, save_dvc_exp=False,
-                                                 report=None) as live:
-        summary = _fit(model, arch, hparams["lr"], params.train, train_rows, val_rows, live)
-        for name, value in summary.items():
+                                                 report=None) as live, atomic_dir(out_dir) as tmp:
+        for k, seed in enumerate(seeds):
+            torch.manual_seed(seed)  # weight init and dropout
+            model = build_student(arch, hparams, encoder)
+            # The primary student (the first seed) is the one with curves; the others only differ by seed.
+            summary = _fit(model, arch, hparams["lr"], params.train, train_rows, val_rows,
+                           live if k == 0 else _Unlogged(), seed)
+            save_student(tmp if k == 0 else tmp / SEEDS_DIR / str(seed), arch, hparams, model, encoder)
+            summaries.append({"seed": seed, **summary})
+        for name, value in summaries[0].items():
             live.log_metric(name, value, plot=False)
+        write_json(summaries, tmp / SEEDS_JSON)
+    return {"arch": arch, "train_rows": len(train), "val_rows": len(val), "seeds": len(seeds),
+            **{k: v for k, v in summaries[0].items() if k != "seed"}}
 
-    with atomic_dir(out_dir) as tmp:
-        save_student(tmp, arch, hparams, model, encoder)
-    return {"arch": arch, "train_rows": len(train), "val_rows": len(val), **summary}
+
+class _Unlogged:
+    """DVCLive's two calls _fit makes, for the seeds beyond the first."""
+
+    def log_metric(self, *args, **kwargs) -> None:
+        pass
+
+    def next_step(self) -> None:
+        pass
 
 
 def _rows(encoder: FeatureEncoder, frame: pd.DataFrame) -> Rows:
     return Rows(*encoder.encode(frame), encoder.targets(frame))
 
 
-def _fit(model, arch: str, lr: float, config: TrainConfig, train: Rows, val: Rows, live: Live) -> dict:
+def _fit(model, arch: str, lr: float, config: TrainConfig, train: Rows, val: Rows, live, seed: int) -> dict:
     """Train until `config.epochs` or until the watched loss stops improving for
     `config.patience` epochs; leaves the model at its best epoch's weights."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
-    shuffle = torch.Generator().manual_seed(config.seed)
+    shuffle = torch.Generator().manual_seed(seed)
     loss_fn = LOSSES[config.loss]
     # With an empty validation split (split.val: 0) the training loss decides when to stop.
     watched = "val" if len(val.ids) else "train"
     best = {"loss": math.inf, "epoch": 0, "state": None}
 
-    with tqdm(range(1, config.epochs + 1), desc=f"train@{arch}", unit="epoch") as progress:
+    with tqdm(range(1, config.epochs + 1), desc=f"train@{arch} seed {seed}", unit="epoch") as progress:
         for epoch in progress:
             losses = {"train": _train_epoch(model, optimizer, loss_fn, train, config.batch_size, shuffle, arch, epoch)}
             live.log_metric("train/loss", losses["train"])

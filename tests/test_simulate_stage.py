@@ -93,6 +93,13 @@ def test_stage_end_to_end(project, simulate_stage):
         assert block["abs_error"] == pytest.approx(abs(block["fqe"] - block["monte_carlo"]))
         assert block["monte_carlo_ci"][0] <= block["monte_carlo"] <= block["monte_carlo_ci"][1]
     assert -1 <= fqe["rank_agreement_spearman"] <= 1
+    gap = market["gap"]  # on the teacher's logged decisions: each decider's departure from it, split
+    assert gap["decisions"] == t["decisions"] and set(gap["deciders"]) == {"constant", "lookup", "logreg", "mlp"}
+    for name, block in gap["deciders"].items():
+        assert block["kl"] >= 0
+        assert block["direct"] + block["feedback"] == pytest.approx(market["deciders"][name]["total_diff"])
+        assert sum(g["decisions"] for g in block["by_persona"].values()) == t["decisions"]
+    assert 0 <= gap["state_shift"]["never_generated"] <= 1
     ticks = pd.read_csv(root / "plots" / "christmas_market_ticks.csv")
     assert set(ticks["decider"]) == {"teacher", "constant", "lookup", "logreg", "mlp"} and set(ticks["seed"]) == {0, 1, 2}
     assert set(ticks["tick"]) == set(range(33))  # the opening (step 0) and the evening's 32 ticks

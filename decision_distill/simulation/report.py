@@ -20,6 +20,7 @@ from ..slm.answers import SLM_TUNED, slm_model_dirs
 from .config import MarketConfig, check_against_scenario, load_simulation
 from .fidelity import compare, teacher_summary
 from .fqe import fqe_report
+from .gap import gap_report
 from .market import CONTEXT_BITS, context_table, persona_traits, states_frame
 from .policy import ConstantPolicy, LookupPolicy, Policy, SLMPolicy, TeacherPolicy
 from .run import SERIES, run_replicates
@@ -76,17 +77,19 @@ def simulate_all(params: Params, teacher_dir: Path, students_dir: Path, slm_tune
         if runnable:  # the deciders are built only when a simulation runs (imported data has no teacher run)
             deciders, skipped = build_deciders(params, scenario, students_dir, slm_tuned, splits / "train.parquet",
                                                decisions, cache)
+            generated = generated_states(decisions)
         for config in runnable:
             teacher = TeacherPolicy(teacher_dir, scenario, params, cache)
             report[config.name] = one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim,
-                                                 students_metrics, out_dir)
+                                                 students_metrics, out_dir, generated)
     finally:
         cache.close()
     report["seconds"] = round(time.perf_counter() - start, 1)
     return report
 
 
-def one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim, students_metrics, out_dir) -> dict:
+def one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim, students_metrics, out_dir,
+                   generated: pd.DataFrame | None = None) -> dict:
     series = SERIES[config.model]
     market = isinstance(config, MarketConfig)
     runs, logs, block = {}, {}, {"series": series, "population": sim.population, "replicates": len(seeds)}
@@ -109,8 +112,43 @@ def one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim, stu
         }
     if market:
         block["fqe"] = market_fqe(config, scenario, {"teacher": teacher, **deciders}, logs, sim)
+        block["gap"] = market_gap(config, scenario, deciders, logs, block["deciders"], generated)
     write_outputs(config.name, series, runs, out_dir)
     return block
+
+
+def generated_states(decisions: Path) -> pd.DataFrame | None:
+    """The generate stage's states with a readable teacher answer (what students learn from), for
+    gap's state_shift; None where there is no such table."""
+    from ..data.split import usable_rows
+
+    return usable_rows(pd.read_parquet(decisions)) if Path(decisions).exists() else None
+
+
+def prob_on_log(decider, scenario, trait_sets: list[list[str]]):
+    """`decider` as a function of decision-log rows (their traits, contexts and weather codes)
+    -> P(buy) per row, one batched call per weather."""
+    def on_rows(rows):
+        out = np.empty(len(rows))
+        for weather, idx in rows.groupby("weather").indices.items():
+            frame = states_frame(trait_sets, context_table(scenario, weather), rows["traits"].to_numpy()[idx],
+                                 rows["contexts"].to_numpy()[idx])
+            out[idx] = decider.prob(frame)
+        return out
+    return on_rows
+
+
+def market_gap(config, scenario, deciders: dict, logs: dict, blocks: dict, generated) -> dict:
+    """gap.gap_report for every decider, on the teacher-driven days' logs (the teacher's P(buy) is
+    in them: no teacher call), against each decider's total_diff in `blocks`."""
+    trait_sets = persona_traits(config, scenario)
+    fallbacks = {name: d.fallbacks for name, d in deciders.items()}
+    try:
+        return gap_report(dict(logs["teacher"]), {n: prob_on_log(d, scenario, trait_sets) for n, d in deciders.items()},
+                          {n: blocks[n].get("total_diff") for n in deciders}, generated, scenario, trait_sets)
+    finally:  # the gap's queries are not simulation decisions
+        for name, decider in deciders.items():
+            decider.fallbacks = fallbacks[name]
 
 
 def market_fqe(config, scenario, deciders: dict, logs: dict, sim) -> dict:
@@ -119,14 +157,7 @@ def market_fqe(config, scenario, deciders: dict, logs: dict, sim) -> dict:
     trait_sets = persona_traits(config, scenario)
 
     def prob_of(decider):
-        def on_rows(rows):
-            out = np.empty(len(rows))
-            for weather, idx in rows.groupby("weather").indices.items():
-                frame = states_frame(trait_sets, context_table(scenario, weather), rows["traits"].to_numpy()[idx],
-                                     rows["contexts"].to_numpy()[idx])
-                out[idx] = decider.prob(frame)
-            return out
-        return on_rows
+        return prob_on_log(decider, scenario, trait_sets)
 
     by_seed = {name: dict(days) for name, days in logs.items()}
     fallbacks = {name: d.fallbacks for name, d in deciders.items()}

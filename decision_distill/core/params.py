@@ -254,10 +254,13 @@ class Simulate(Section):
     simulations: list[str] = Field(default_factory=lambda: ["simulations/christmas_market.yaml",
                                                             "simulations/repeated_dilemma.yaml"])
     # constant (training mean P(action)) and lookup (the teacher's answers by state) are references
-    deciders: list[Literal["constant", "lookup", "logreg", "mlp", "encoder", "decoder", "slm_tuned"]] = Field(
-        default_factory=lambda: ["constant", "lookup", "logreg", "mlp", "encoder", "decoder", "slm_tuned"])
+    # ARCH_ensemble: the mean of ARCH's train.seeds students
+    deciders: list[Literal["constant", "lookup", "logreg", "mlp", "encoder", "decoder", "slm_tuned",
+                           "logreg_ensemble", "mlp_ensemble", "encoder_ensemble", "decoder_ensemble"]] = Field(
+        default_factory=lambda: ["constant", "lookup", "logreg", "mlp", "encoder", "decoder", "slm_tuned",
+                                 "logreg_ensemble", "mlp_ensemble"])
     population: int = Field(400, ge=2)   # visitors (players) per replicate
-    replicates: int = Field(8, ge=1)     # seeded replicates per decider, seeds seed..seed+replicates-1
+    replicates: int = Field(40, ge=1)    # seeded replicates per decider, seeds seed..seed+replicates-1
     seed: int = 0
     bootstrap: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0.0, lt=1.0)

@@ -227,7 +227,7 @@ class LookupPolicy(Policy):
         return self.answers[[row for row, _ in found]].reshape(len(keys), -1)
 
 
-class _PromptPolicy(Policy):
+class PromptPolicy(Policy):
     """A language model that reads each state as a prompt, answered through the answer cache.
     Distinct states are asked once per process (`asked` counts them); repeated states, the
     common case in a simulation, are served from memory."""
@@ -267,7 +267,7 @@ class _PromptPolicy(Policy):
         return np.array([self._memo[k] for k in keys], dtype=np.float64).reshape(len(keys), -1)
 
 
-class TeacherPolicy(_PromptPolicy):
+class TeacherPolicy(PromptPolicy):
     def __init__(self, teacher_dir, scenario, params, cache, name: str = "teacher"):
         super().__init__(teacher_dir, scenario, params, cache, name)
 
@@ -282,7 +282,7 @@ class TeacherPolicy(_PromptPolicy):
         return [np.asarray(a["probs"], dtype=np.float64) for a in answers]
 
 
-class SLMPolicy(_PromptPolicy):
+class SLMPolicy(PromptPolicy):
     def __init__(self, model_dir, scenario, params, cache, name: str = "slm_tuned"):
         super().__init__(model_dir, scenario, params, cache, name)
 

@@ -17,21 +17,22 @@ from ..data.scenario_file import load_scenario
 from ..lm.answer_cache import AnswerCache
 from ..lm.source import is_model_marker
 from ..slm.answers import SLM_TUNED, slm_model_dirs
+from ..students.models import ensemble_dir, seed_dirs
 from .config import MarketConfig, check_against_scenario, load_simulation
 from .fidelity import compare, teacher_summary
-from .fqe import fqe_report
-from .gap import gap_report
-from .market import CONTEXT_BITS, context_table, persona_traits, states_frame
-from .policy import ConstantPolicy, LookupPolicy, Policy, SLMPolicy, TeacherPolicy
+from .market_report import generated_states, market_fqe, market_gap, prefetch_states
+from .policy import ConstantPolicy, LookupPolicy, Policy, PromptPolicy, SLMPolicy, TeacherPolicy
 from .run import SERIES, run_replicates
 
 
 def build_deciders(params: Params, scenario, students_dir: Path, slm_tuned: Path, train_split: Path,
-                   decisions: Path, cache: AnswerCache) -> tuple[dict, dict]:
-    """(name -> Policy for each simulate.deciders entry that exists, name -> why it was skipped).
-    The reference deciders: `constant` at the training split's mean P(action) (train only,
-    nothing from test), `lookup` the teacher's answers in `decisions` by state."""
-    deciders, skipped = {}, {}
+                   decisions: Path, cache: AnswerCache) -> tuple[dict, dict, dict]:
+    """(name -> Policy for each simulate.deciders entry that exists, name -> why it was skipped,
+    name -> the students of its other training seeds). The reference deciders: `constant` at
+    the training split's mean P(action) (train only, nothing from test), `lookup` the teacher's
+    answers in `decisions` by state. `<arch>_ensemble` is the mean of the architecture's seeds."""
+    deciders, skipped, other_seeds = {}, {}, {}
+    trained_on = train_split if train_split.exists() else None
     for name in params.simulate.deciders:
         if name == "constant":
             deciders[name] = ConstantPolicy.training_mean(train_split, scenario.schema(), name)
@@ -45,12 +46,18 @@ def build_deciders(params: Params, scenario, students_dir: Path, slm_tuned: Path
             else:
                 deciders[name] = SLMPolicy(slm_tuned, scenario, params, cache, name=name)
             continue
-        directory = students_dir / name
+        arch_dir = ensemble_dir(name, students_dir)
+        directory = arch_dir or students_dir / name
         if not directory.is_dir():
-            raise UserError(f"{directory}: no trained '{name}' student; run train@{name} or remove it "
+            arch = directory.name
+            raise UserError(f"{directory}: no trained '{arch}' student; run train@{arch} or remove {name} "
                             "from simulate.deciders")
-        deciders[name] = Policy.load(directory, trained_on=train_split if train_split.exists() else None)
-    return deciders, skipped
+        deciders[name] = Policy.load(directory, trained_on, ensemble=arch_dir is not None)
+        if arch_dir is None:
+            seeds = list(seed_dirs(directory).values())[1:]
+            if seeds:
+                other_seeds[name] = [Policy.load(d, trained_on) for d in seeds]
+    return deciders, skipped, other_seeds
 
 
 def simulate_all(params: Params, teacher_dir: Path, students_dir: Path, slm_tuned: Path, splits: Path,
@@ -75,13 +82,13 @@ def simulate_all(params: Params, teacher_dir: Path, students_dir: Path, slm_tune
     cache = AnswerCache(params.generate.cache)
     try:
         if runnable:  # the deciders are built only when a simulation runs (imported data has no teacher run)
-            deciders, skipped = build_deciders(params, scenario, students_dir, slm_tuned, splits / "train.parquet",
-                                               decisions, cache)
+            deciders, skipped, other_seeds = build_deciders(params, scenario, students_dir, slm_tuned,
+                                                            splits / "train.parquet", decisions, cache)
             generated = generated_states(decisions)
         for config in runnable:
             teacher = TeacherPolicy(teacher_dir, scenario, params, cache)
             report[config.name] = one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim,
-                                                 students_metrics, out_dir, generated)
+                                                 students_metrics, out_dir, generated, other_seeds)
     finally:
         cache.close()
     report["seconds"] = round(time.perf_counter() - start, 1)
@@ -89,25 +96,31 @@ def simulate_all(params: Params, teacher_dir: Path, students_dir: Path, slm_tune
 
 
 def one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim, students_metrics, out_dir,
-                   generated: pd.DataFrame | None = None) -> dict:
+                   generated: pd.DataFrame | None = None, other_seeds: dict | None = None) -> dict:
+    """The teacher's days, then each decider's (each training seed's, where it has several),
+    compared; for the market also FQE and the gap diagnostics."""
     series = SERIES[config.model]
     market = isinstance(config, MarketConfig)
+    other_seeds = other_seeds or {}
     runs, logs, block = {}, {}, {"series": series, "population": sim.population, "replicates": len(seeds)}
+    prompted = [teacher, *(d for d in deciders.values() if isinstance(d, PromptPolicy))]
+    prefetched = prefetch_states(config, scenario, prompted, sim.population, seeds) if market else 0
     logs["teacher"] = [] if market else None
     runs["teacher"], seconds = run_replicates(config, scenario, teacher, sim.population, seeds, logs["teacher"])
-    block["teacher"] = {**teacher_summary(runs["teacher"], series, sim.bootstrap, sim.confidence, sim.seed),
+    block["teacher"] = {**teacher_summary(runs["teacher"], series, sim.confidence),
                         "teacher_calls": teacher.computed, "distinct_states": teacher.asked,
+                        "prefetched_states": prefetched,
                         "decisions": int(runs["teacher"]["decisions"].sum()), "seconds": round(seconds, 2)}
     block["deciders"] = {name: {"skipped": why} for name, why in skipped.items()}
     for name, decider in deciders.items():
         fallbacks_before = decider.fallbacks
         logs[name] = [] if market else None
         runs[name], seconds = run_replicates(config, scenario, decider, sim.population, seeds, logs[name])
-        decisions = int(runs[name]["decisions"].sum())
+        seed_runs = [run_replicates(config, scenario, d, sim.population, seeds)[0] for d in other_seeds.get(name, [])]
         block["deciders"][name] = {
             "kl_per_decision": (students_metrics.get(name) or {}).get("kl"),
-            **compare(runs["teacher"], runs[name], series, sim.bootstrap, sim.confidence, sim.seed),
-            "decisions": decisions, "fallback_decisions": decider.fallbacks - fallbacks_before,
+            **compare(runs["teacher"], [runs[name], *seed_runs], series, sim.bootstrap, sim.confidence, sim.seed),
+            "decisions": int(runs[name]["decisions"].sum()), "fallback_decisions": decider.fallbacks - fallbacks_before,
             "seconds": round(seconds, 2),
         }
     if market:
@@ -115,58 +128,6 @@ def one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim, stu
         block["gap"] = market_gap(config, scenario, deciders, logs, block["deciders"], generated)
     write_outputs(config.name, series, runs, out_dir)
     return block
-
-
-def generated_states(decisions: Path) -> pd.DataFrame | None:
-    """The generate stage's states with a readable teacher answer (what students learn from), for
-    gap's state_shift; None where there is no such table."""
-    from ..data.split import usable_rows
-
-    return usable_rows(pd.read_parquet(decisions)) if Path(decisions).exists() else None
-
-
-def prob_on_log(decider, scenario, trait_sets: list[list[str]]):
-    """`decider` as a function of decision-log rows (their traits, contexts and weather codes)
-    -> P(buy) per row, one batched call per weather."""
-    def on_rows(rows):
-        out = np.empty(len(rows))
-        for weather, idx in rows.groupby("weather").indices.items():
-            frame = states_frame(trait_sets, context_table(scenario, weather), rows["traits"].to_numpy()[idx],
-                                 rows["contexts"].to_numpy()[idx])
-            out[idx] = decider.prob(frame)
-        return out
-    return on_rows
-
-
-def market_gap(config, scenario, deciders: dict, logs: dict, blocks: dict, generated) -> dict:
-    """gap.gap_report for every decider, on the teacher-driven days' logs (the teacher's P(buy) is
-    in them: no teacher call), against each decider's total_diff in `blocks`."""
-    trait_sets = persona_traits(config, scenario)
-    fallbacks = {name: d.fallbacks for name, d in deciders.items()}
-    try:
-        return gap_report(dict(logs["teacher"]), {n: prob_on_log(d, scenario, trait_sets) for n, d in deciders.items()},
-                          {n: blocks[n].get("total_diff") for n in deciders}, generated, scenario, trait_sets)
-    finally:  # the gap's queries are not simulation decisions
-        for name, decider in deciders.items():
-            decider.fallbacks = fallbacks[name]
-
-
-def market_fqe(config, scenario, deciders: dict, logs: dict, sim) -> dict:
-    """fqe.fqe_report for every decider (the teacher's own, on-policy, as a check), from the
-    teacher-driven days' logs, against each decider's own days."""
-    trait_sets = persona_traits(config, scenario)
-
-    def prob_of(decider):
-        return prob_on_log(decider, scenario, trait_sets)
-
-    by_seed = {name: dict(days) for name, days in logs.items()}
-    fallbacks = {name: d.fallbacks for name, d in deciders.items()}
-    report = fqe_report(by_seed["teacher"], by_seed, {n: prob_of(d) for n, d in deciders.items()},
-                        len(config.visitors.personas), config.clock.ticks, len(CONTEXT_BITS), config.price,
-                        config.gamma, sim.bootstrap, sim.confidence, sim.seed)
-    for name, decider in deciders.items():  # FQE's own queries are not simulation decisions
-        decider.fallbacks = fallbacks[name]
-    return report
 
 
 def write_outputs(name: str, series: str, runs: dict[str, pd.DataFrame], out_dir: Path) -> None:

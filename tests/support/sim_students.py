@@ -47,9 +47,9 @@ def write_splits(scenario_path: str, directory: Path, n: int = 600, seed: int = 
     return directory
 
 
-def train_students(splits: Path, out: Path, archs=("logreg", "mlp"), epochs: int = 15) -> Path:
-    """out/<arch> for each arch, trained for a few epochs."""
-    params = parse_params({"train": {"epochs": epochs, "patience": 5}})
+def train_students(splits: Path, out: Path, archs=("logreg", "mlp"), epochs: int = 15, seeds: int = 2) -> Path:
+    """out/<arch> for each arch, trained for a few epochs, with `seeds` training seeds."""
+    params = parse_params({"train": {"epochs": epochs, "patience": 5, "seeds": seeds}})
     for arch in archs:
         train_student(arch, params, splits, out / arch, out.parent / "live" / arch)
     return out

@@ -1,0 +1,94 @@
+"""The market's own reports, read from its decision logs: FQE of every decider, the gap
+diagnostics, and the prefetch that lets the teacher answer the market's states in full batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import CONTEXT_BITS, MarketConfig
+from .fqe import fqe_report
+from .gap import gap_report
+from .market import context_table, persona_traits, states_frame
+from .policy import ConstantPolicy
+from .run import run_replicates
+
+
+def prefetch_states(config: MarketConfig, scenario, policies: list, population: int, seeds: list[int]) -> int:
+    """Ask `policies` (the teacher, the tuned small LM: answers through prompts) every distinct
+    state of the market's days in one batched call each, before their own days run.
+
+    Visitors decide once per tick, so inside a day a prompt policy meets a handful of new
+    states per tick and answers them in batches far below its batch size (a third of the
+    throughput on 2 cores). Which states occur hardly depends on who decides (personas, clock,
+    weather and meals do not; only who is still deciding does), so a run with a constant
+    decider finds nearly all of them; a state it misses is asked when its day meets it.
+    The answers are the same as asked one tick at a time: every answer goes through the
+    answer cache by state. Returns the number of distinct states prefetched."""
+    logs: list = []
+    run_replicates(config, scenario, ConstantPolicy(0.5, scenario.schema(), "prefetch"), population, seeds, logs)
+    log = pd.concat([day for _, day in logs], ignore_index=True)
+    trait_sets = persona_traits(config, scenario)
+    frames = [states_frame(trait_sets, context_table(scenario, weather), group["traits"].to_numpy(),
+                           group["contexts"].to_numpy())
+              for weather, group in log.drop_duplicates(["traits", "contexts", "weather"]).groupby("weather")]
+    states = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for policy in policies:
+        policy.probs(states)
+    return len(states)
+
+
+def generated_states(decisions: Path) -> pd.DataFrame | None:
+    """The generate stage's states with a readable teacher answer (what students learn from), for
+    gap's state_shift; None where there is no such table."""
+    from ..data.split import usable_rows
+
+    return usable_rows(pd.read_parquet(decisions)) if Path(decisions).exists() else None
+
+
+def prob_on_log(decider, scenario, trait_sets: list[list[str]]):
+    """`decider` as a function of decision-log rows (their traits, contexts and weather codes)
+    -> P(buy) per row, one batched call per weather."""
+    def on_rows(rows):
+        out = np.empty(len(rows))
+        for weather, idx in rows.groupby("weather").indices.items():
+            frame = states_frame(trait_sets, context_table(scenario, weather), rows["traits"].to_numpy()[idx],
+                                 rows["contexts"].to_numpy()[idx])
+            out[idx] = decider.prob(frame)
+        return out
+    return on_rows
+
+
+def market_gap(config, scenario, deciders: dict, logs: dict, blocks: dict, generated) -> dict:
+    """gap.gap_report for every decider, on the teacher-driven days' logs (the teacher's P(buy) is
+    in them: no teacher call), against each decider's total_diff in `blocks`."""
+    trait_sets = persona_traits(config, scenario)
+    fallbacks = {name: d.fallbacks for name, d in deciders.items()}
+    try:
+        return gap_report(dict(logs["teacher"]), {n: prob_on_log(d, scenario, trait_sets) for n, d in deciders.items()},
+                          {n: blocks[n].get("total_diff") for n in deciders}, generated, scenario, trait_sets)
+    finally:  # the gap's queries are not simulation decisions
+        for name, decider in deciders.items():
+            decider.fallbacks = fallbacks[name]
+
+
+def market_fqe(config, scenario, deciders: dict, logs: dict, sim) -> dict:
+    """fqe.fqe_report for every decider (the teacher's own, on-policy, as a check), from the
+    teacher-driven days' logs, against each decider's own days."""
+    trait_sets = persona_traits(config, scenario)
+
+    def prob_of(decider):
+        return prob_on_log(decider, scenario, trait_sets)
+
+    by_seed = {name: dict(days) for name, days in logs.items()}
+    fallbacks = {name: d.fallbacks for name, d in deciders.items()}
+    report = fqe_report(by_seed["teacher"], by_seed, {n: prob_of(d) for n, d in deciders.items()},
+                        len(config.visitors.personas), config.clock.ticks, len(CONTEXT_BITS), config.price,
+                        config.gamma, sim.bootstrap, sim.confidence, sim.seed)
+    for name, decider in deciders.items():  # FQE's own queries are not simulation decisions
+        decider.fallbacks = fallbacks[name]
+    return report
+
+

@@ -74,7 +74,8 @@ def main(argv=None) -> None:
                                       e.bootstrap, e.seed, e.confidence)
                 for group in schema.feature_names}
     metrics["states"] = len(test)
-    report = "\n".join(report_lines(arch, metrics[arch], len(test), e.confidence) for arch in ARCHITECTURES)
+    report = "\n".join([f"# Each student against the teacher, test split ({len(test)} states)\n",
+                        *(report_lines(arch, metrics[arch], len(test), e.confidence) for arch in ARCHITECTURES)])
     with atomic_dir(args.out) as tmp:
         table.to_csv(tmp / "effects.csv", index=False)
         pd.concat(importance, ignore_index=True).to_csv(tmp / "importance.csv", index=False)
@@ -103,13 +104,16 @@ def report_lines(arch: str, m: dict, states: int, confidence: float) -> str:
     """One student's part of the report, overall bias first: a student shifted as a whole
     differs on no single value, so the per-value line alone would call it unbiased."""
     b, j = m["bias"], m["joint_test"]
-    return (f"## {arch}: {m['verdict']}\n\n"
+    # Below ~1e-15 the F distribution's tail is float rounding: "p = 0" would claim certainty.
+    p = f"= {j['p_value']:.2g}" if j["p_value"] >= 1e-15 else "< 1e-15"
+    return (f"## {arch}\n\n"
             f"- overall bias {b['log_odds']:+.3f} log-odds [{b['low']:+.3f}, {b['high']:+.3f}]: mean of student "
             f"minus teacher log-odds of the action over {states} test states, {confidence:.0%} t interval\n"
             f"- joint test that all {j['df_num']} coefficients of the difference are 0 (intercept included; "
-            f"Wald, HC3): F({j['df_num']}, {j['df_denom']}) = {j['statistic']:.2f}, p = {j['p_value']:.2g}\n"
-            f"- values whose effect differs ({confidence:.0%} interval of the difference excludes 0): "
-            f"{', '.join(m['values_differing']) or 'none'} of {m['values']}\n")
+            f"Wald, HC3): F({j['df_num']}, {j['df_denom']}) = {j['statistic']:.2f}, p {p}\n"
+            f"- {len(m['values_differing'])} of {m['values']} values' effects differ ({confidence:.0%} interval of "
+            f"the difference excludes 0, each on its own): {', '.join(m['values_differing']) or 'none'}\n"
+            f"- verdict: {m['verdict']}\n")
 
 
 if __name__ == "__main__":

@@ -195,9 +195,9 @@ def test_effects_stage_writes_report_and_ablation(tmp_path, call_stage):
         assert metrics[arch]["joint_test"]["df_num"] == len(design(frame, schema).columns) + 1
     report = (tmp_path / "effects" / "report.md").read_text()
     for arch in ARCHES:
-        part = report.split(f"## {arch}: ")[1].splitlines()
-        assert part[0] == metrics[arch]["verdict"] and part[2].startswith("- overall bias ")
-        assert part[3].startswith("- joint test")
+        part = report.split(f"## {arch}\n")[1].splitlines()
+        assert part[1].startswith("- overall bias ") and part[2].startswith("- joint test")
+        assert part[4] == f"- verdict: {metrics[arch]['verdict']}"
     assert "no biased" not in report and "no biased" not in result.stdout
     assert set(metrics["logreg"]["ablation"]) == {"traits", "game", "temperature"}
     assert "ablation" not in metrics["mlp"]

@@ -45,7 +45,8 @@ are estimates sized for the default run, not measured across CPUs:
                 small numbers that move with total_diff, whose tolerance (~33) is 60% of
                 logreg's +54 and more than the other deciders' whole difference.
   verdict       reported, not failed: yes/no answers and counts read off numbers near a
-                threshold (biased values, CI covers 0, FQE inside the MC interval, rank
+                threshold (values whose effect differs, CI covers 0, the effects verdict,
+                its joint test's p-value and rejection, FQE inside the MC interval, rank
                 agreement, the early-stopping epoch); the numbers behind them are checked.
   timing        not compared: measured by a clock.
   cache         not compared: teacher_calls counts answers missing from the answer cache
@@ -80,11 +81,12 @@ RULES = [
     (r"teacher_calls$", "cache"),
     (r"(version|versions\.[^.]+|timestamp|date)$", "version"),
     (r"[.:](dtype|device)$", "runtime"),
-    (r"(biased_values|diff_ci_covers_0|fqe_inside_mc_ci|rank_agreement_spearman|best_epoch"
-     r"|epochs_run)$|^dvclive/[^/]+/metrics\.json:step$", "verdict"),
+    (r"(values_differing|diff_ci_covers_0|fqe_inside_mc_ci|rank_agreement_spearman|best_epoch"
+     r"|epochs_run)$|^dvclive/[^/]+/metrics\.json:step$"
+     r"|^metrics/effects\.json:.*\.(verdict|joint_test\.(p_value|rejects))$", "verdict"),
     (r"[.:](states|readings|missing_readings|parse_failures|parse_failure_rate|icc_states"
      r"|population|replicates|decisions|fallback_decisions|values|parameters|steps|total_steps"
-     r"|train_rows|val_rows|tokens|explanations|gap_min|tolerance|temperature)$", "exact"),
+     r"|train_rows|val_rows|tokens|explanations|gap_min|tolerance|temperature|df_num|df_denom)$", "exact"),
     (SIM + r".*)(\.teacher\.|_teacher$)", "teacher-sim", 0.01),
     (r"^metrics/(teacher|stability)\.json:|^metrics/perplexity\.json:base\."
      r"|^metrics/students\.json:slm_base\.|^dvclive/lora/metrics\.json:base_val_", "teacher", 1e-4, 1e-5),

@@ -1,11 +1,14 @@
 """effects stage: what moves the teacher's decision, and did the students learn the same?
 
 On the test split (a random sample the students never trained on) it writes
-  metrics/effects.json       per student: permutation importance per feature group, share of
-                             the teacher's effects inside the student's interval and vice versa,
-                             and (effects.ablate) the KL rise of a student retrained without each group
-  effects/effects.csv        per feature value: effect on the log-odds of P(action) with interval,
-                             teacher, each student, and diff:<student> (student minus teacher)
+  metrics/effects.json       per student, first its difference from the teacher as a whole: overall
+                             bias in log-odds with interval, joint test that every difference is 0,
+                             verdict; then the values whose difference excludes 0, permutation
+                             importance per feature group and (effects.ablate) the KL rise of a
+                             student retrained without each group
+  effects/report.md          the same per student, in words (also printed)
+  effects/effects.csv        per feature value and the intercept: effect on the log-odds of P(action)
+                             with interval, teacher, each student, and diff:<student> (student minus teacher)
   effects/importance.csv     permutation importance per student and feature group
   effects/effects.png        forest plot: effect per value, teacher vs students, with intervals
 See decision_distill/evaluation/effects.py for the estimators.
@@ -23,8 +26,8 @@ from decision_distill.core.errors import stage_main
 from decision_distill.core.params import ARCHITECTURES, load_params
 from decision_distill.data.schema import Schema
 from decision_distill.data.split import read_split
-from decision_distill.evaluation.effects import (ablate_group, effects_table, paired_kl_rise, permutation_importance,
-                                                 plot_effects)
+from decision_distill.evaluation.effects import (INTERCEPT, ablate_group, differences, effects_table, paired_kl_rise,
+                                                 permutation_importance, plot_effects)
 from decision_distill.students.models import load_student, predict
 from decision_distill.students.train import TRAIN_THREADS, torch_threads
 
@@ -55,13 +58,15 @@ def main(argv=None) -> None:
     with torch_threads(TRAIN_THREADS):
         probs = {arch: predict(m, enc, test) for arch, (m, enc) in students.items()}
         table = effects_table(test, schema, probs, e.confidence)
+        whole = differences(test, schema, probs, e.confidence)
         for arch, (model, enc) in students.items():
             imp = permutation_importance(lambda f, m=model, c=enc: predict(m, c, f), test, schema, e.repeats,
                                          e.seed, e.confidence)
             importance.append(imp.assign(student=arch))
-            metrics[arch] = {"importance": {r.group: {"kl_rise": r.importance, "low": r.low, "high": r.high}
-                                            for r in imp.itertuples()},
-                             **agreement_with_teacher(table, arch)}
+            # The whole difference first: per-value differences alone miss a shift of everything.
+            metrics[arch] = {**whole[arch], **agreement_with_teacher(table, arch),
+                             "importance": {r.group: {"kl_rise": r.importance, "low": r.low, "high": r.high}
+                                            for r in imp.itertuples()}}
     with tempfile.TemporaryDirectory() as work:
         for arch in e.ablate:  # retrains: off by default, minutes per student
             metrics[arch]["ablation"] = {
@@ -69,27 +74,46 @@ def main(argv=None) -> None:
                                       e.bootstrap, e.seed, e.confidence)
                 for group in schema.feature_names}
     metrics["states"] = len(test)
+    report = "\n".join([f"# Each student against the teacher, test split ({len(test)} states)\n",
+                        *(report_lines(arch, metrics[arch], len(test), e.confidence) for arch in ARCHITECTURES)])
     with atomic_dir(args.out) as tmp:
         table.to_csv(tmp / "effects.csv", index=False)
         pd.concat(importance, ignore_index=True).to_csv(tmp / "importance.csv", index=False)
+        (tmp / "report.md").write_text(report)
         plot_effects(table, tmp / "effects.png", f"Effect on log-odds of '{schema.action}', test split "
                                                  f"({len(test)} states), {e.confidence:.0%} intervals")
     write_json(metrics, args.metrics)
-    for arch in ARCHITECTURES:
-        m = metrics[arch]
-        print(f"{arch}: no detectable bias on {m['diff_ci_covers_0']:.0%} of {m['values']} values; "
-              f"biased: {', '.join(m['biased_values']) or 'none'}")
+    print(report, end="")
 
 
 def agreement_with_teacher(table: pd.DataFrame, arch: str) -> dict:
-    """Share of the estimable values whose student-minus-teacher interval covers 0 (no
-    detectable bias). The paired difference, not "teacher inside the student's interval": a
-    logreg student is exactly linear in the log-odds, so its own intervals have zero width."""
-    t = table[table["source"] == "teacher"].set_index("value").dropna(subset=["effect"])
+    """Share of the estimable values whose student-minus-teacher interval covers 0, and the
+    values whose interval excludes it (their effect differs from the teacher's). The intercept
+    is left out: the overall bias and the joint test speak for it. The paired difference, not
+    "teacher inside the student's interval": a logreg student is exactly linear in the
+    log-odds, so its own intervals have zero width."""
+    t = table[(table["source"] == "teacher") & (table["value"] != INTERCEPT)].set_index("value")
+    t = t.dropna(subset=["effect"])
     d = table[table["source"] == f"diff:{arch}"].set_index("value").reindex(t.index)
     covers = (d["low"] <= 0) & (0 <= d["high"])
-    biased = [v for v in t.index if not covers[v]]
-    return {"diff_ci_covers_0": float(np.mean(covers)), "values": int(len(t)), "biased_values": biased}
+    differing = [v for v in t.index if not covers[v]]
+    return {"diff_ci_covers_0": float(np.mean(covers)), "values": int(len(t)), "values_differing": differing}
+
+
+def report_lines(arch: str, m: dict, states: int, confidence: float) -> str:
+    """One student's part of the report, overall bias first: a student shifted as a whole
+    differs on no single value, so the per-value line alone would call it unbiased."""
+    b, j = m["bias"], m["joint_test"]
+    # Below ~1e-15 the F distribution's tail is float rounding: "p = 0" would claim certainty.
+    p = f"= {j['p_value']:.2g}" if j["p_value"] >= 1e-15 else "< 1e-15"
+    return (f"## {arch}\n\n"
+            f"- overall bias {b['log_odds']:+.3f} log-odds [{b['low']:+.3f}, {b['high']:+.3f}]: mean of student "
+            f"minus teacher log-odds of the action over {states} test states, {confidence:.0%} t interval\n"
+            f"- joint test that all {j['df_num']} coefficients of the difference are 0 (intercept included; "
+            f"Wald, HC3): F({j['df_num']}, {j['df_denom']}) = {j['statistic']:.2f}, p {p}\n"
+            f"- {len(m['values_differing'])} of {m['values']} values' effects differ ({confidence:.0%} interval of "
+            f"the difference excludes 0, each on its own): {', '.join(m['values_differing']) or 'none'}\n"
+            f"- verdict: {m['verdict']}\n")
 
 
 if __name__ == "__main__":

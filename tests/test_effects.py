@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from decision_distill.core.atomic import write_parquet
-from decision_distill.evaluation.effects import design, effects_table, permutation_importance, regress
+from decision_distill.evaluation.effects import (INTERCEPT as INTERCEPT_ROW, design, differences, effects_table,
+                                                 joint_test, log_odds, permutation_importance, regress)
 from decision_distill.students.encoding import FeatureEncoder
 from decision_distill.core.errors import UserError
 from decision_distill.data.schema import Feature, Schema
@@ -65,6 +66,8 @@ def test_teacher_effects_recovered_within_intervals():
     schema, frame = synthetic_teacher(1500)
     table = effects_table(frame, schema, {}, confidence=0.95)
     assert all(recovered(table, TRUTH).values()), table
+    # The intercept is kept: the log-odds at the reference state (no trait, pd, 15 degrees).
+    assert recovered(table, {INTERCEPT_ROW: INTERCEPT})[INTERCEPT_ROW]
     # The intervals are informative, not just wide: a truth shifted by 0.5 falls outside each.
     assert not any(recovered(table, {k: v + 0.5 for k, v in TRUTH.items()}).values())
     # More states, narrower intervals (HC3 standard errors shrink like 1/sqrt(n)).
@@ -84,6 +87,59 @@ def test_student_bias_is_found_only_where_it_is():
     assert not covers0(diff["biased"]).loc["traits=t1"]
     assert diff["biased"].loc["traits=t1", "low"] <= 0.7 <= diff["biased"].loc["traits=t1", "high"]
     assert covers0(diff["biased"]).drop("traits=t1").all()
+    whole = differences(frame, schema, {"biased": true_probs(frame, {"traits=t1": 0.7})}, 0.999)
+    assert whole["biased"]["joint_test"]["rejects"]
+
+
+def shifted(frame: pd.DataFrame, shift: float, noise: float, seed: int) -> np.ndarray:
+    """A student whose log-odds are the teacher's plus `shift` plus independent N(0, noise)."""
+    z = log_odds(frame["p_yes"].to_numpy()) + shift + np.random.default_rng(seed).normal(0, noise, len(frame))
+    p = 1 / (1 + np.exp(-z))
+    return np.stack([p, 1 - p], axis=1)
+
+
+def test_a_student_shifted_as_a_whole_is_biased_though_no_value_differs():
+    # The issue's case: log-odds above the teacher's everywhere (it oversells). Every value's
+    # effect matches; only the overall bias and the joint test can see it.
+    schema, frame = synthetic_teacher(1500, seed=6)
+    probs = {"oversells": shifted(frame, 0.3, 0.2, seed=7)}
+    whole = differences(frame, schema, probs, 0.999)["oversells"]
+    bias = whole["bias"]
+    assert bias["log_odds"] == pytest.approx(0.3, abs=0.02)
+    assert 0 < bias["low"] <= 0.3 <= bias["high"]
+    assert whole["joint_test"]["rejects"] and whole["joint_test"]["p_value"] < 1e-6
+    assert whole["joint_test"]["df_num"] == len(TRUTH) + 1  # every value and the intercept
+    assert whole["verdict"].startswith("overall bias toward the action; differs from the teacher")
+    diff = effects_table(frame, schema, probs, 0.999).query("source == 'diff:oversells'").set_index("value")
+    values = diff.drop(INTERCEPT_ROW)
+    assert ((values["low"] <= 0) & (values["high"] >= 0)).all()  # per value, nothing to see
+    negative = differences(frame, schema, {"s": shifted(frame, -0.3, 0.2, seed=7)}, 0.999)["s"]
+    assert negative["bias"]["high"] < 0 and negative["verdict"].startswith("overall bias against the action")
+
+
+def test_a_student_equal_to_the_teacher_up_to_noise_is_not_called_biased():
+    schema, frame = synthetic_teacher(1500, seed=8)
+    whole = differences(frame, schema, {"noisy": shifted(frame, 0.0, 0.3, seed=9),
+                                        "teacher": frame[["p_yes", "p_no"]].to_numpy()}, 0.95)
+    noisy = whole["noisy"]
+    assert noisy["bias"]["low"] <= 0 <= noisy["bias"]["high"]
+    assert not noisy["joint_test"]["rejects"] and noisy["joint_test"]["p_value"] > 0.05
+    assert noisy["verdict"] == "no detectable overall bias; no detectable difference from the teacher (joint test)"
+    # The teacher as its own student: no residuals, a defined statistic of 0, nothing rejected.
+    assert whole["teacher"]["joint_test"]["statistic"] == 0.0 and not whole["teacher"]["joint_test"]["rejects"]
+
+
+def test_joint_test_rejects_pure_noise_about_as_often_as_its_level():
+    # Size check: on 300 noise-only differences the Wald test rejects near 5%, neither never
+    # (a test that cannot fire) nor far more (a test that fires on noise). The noise spreads
+    # with temperature, as log-odds residuals spread near 0 or 1: the ordinary covariance
+    # rejected 12% of these, HC3 6%.
+    schema, frame = synthetic_teacher(600, seed=10)
+    X = design(frame, schema)
+    spread = 0.02 + X["temperature"].to_numpy() ** 4
+    rng = np.random.default_rng(11)
+    rate = np.mean([joint_test(X, rng.normal(0, 1, len(X)) * spread, 0.95)["rejects"] for _ in range(300)])
+    assert 0.02 <= rate <= 0.09, rate
 
 
 def test_constant_column_is_not_estimated_and_too_few_states_is_an_error():
@@ -134,6 +190,15 @@ def test_effects_stage_writes_report_and_ablation(tmp_path, call_stage):
     assert (tmp_path / "effects" / "effects.png").stat().st_size > 10_000
     metrics = json.loads((tmp_path / "effects.json").read_text())
     assert metrics["states"] == 150
+    for arch in ARCHES:  # the whole difference comes first, before any per-value line
+        assert list(metrics[arch])[:3] == ["bias", "joint_test", "verdict"]
+        assert metrics[arch]["joint_test"]["df_num"] == len(design(frame, schema).columns) + 1
+    report = (tmp_path / "effects" / "report.md").read_text()
+    for arch in ARCHES:
+        part = report.split(f"## {arch}\n")[1].splitlines()
+        assert part[1].startswith("- overall bias ") and part[2].startswith("- joint test")
+        assert part[4] == f"- verdict: {metrics[arch]['verdict']}"
+    assert "no biased" not in report and "no biased" not in result.stdout
     assert set(metrics["logreg"]["ablation"]) == {"traits", "game", "temperature"}
     assert "ablation" not in metrics["mlp"]
     rise = metrics["logreg"]["ablation"]["traits"]

@@ -8,7 +8,15 @@ effect in log-odds units, other values held fixed; its interval uses HC3 standar
 because the log-odds residuals are not homoscedastic (near 0 or 1 they spread out).
 The teacher's effects come from its answers, a student's from its predictions on the
 same states. `diff` regresses student minus teacher log-odds on the same design: a
-paired estimate of the student's bias per value with its own interval.
+paired estimate of the student's bias per value with its own interval. The intercept is
+kept as a row of its own: the log-odds (or the difference) at the reference state (no set
+value, first choices, numbers at their centre).
+
+A student's difference from the teacher is read first as a whole, since a student whose
+log-odds sit above the teacher's everywhere differs on no value's effect (the shift is all
+in the intercept) and yet oversells. `overall_bias` is the mean over the test states of
+student minus teacher log-odds, with a t interval; `joint_test` is a Wald test (HC3) that
+every coefficient of the difference, intercept included, is 0; `verdict` reads both.
 
 Permutation importance. A feature group's column is shuffled across the states and the
 rise in KL(teacher || student) is measured, `repeats` times; the interval is the
@@ -55,34 +63,94 @@ def log_odds(p_action: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def regress(X: pd.DataFrame, y: np.ndarray, confidence: float) -> pd.DataFrame:
-    """Per column of X: effect, low, high (HC3). Columns constant on these states (a value
-    never drawn, or always present) cannot be estimated: NaN, never a made-up 0."""
+INTERCEPT = "(intercept)"  # the row of the regression's constant in the effects table
+
+
+def _fit(X: pd.DataFrame, y: np.ndarray):
+    """OLS with HC3 covariance on the columns of X that vary on these states (a constant
+    column, a value never drawn or always present, cannot be estimated), plus a constant."""
     varying = [c for c in X.columns if X[c].std() > 0]
     if len(X) <= len(varying) + 1:
         raise UserError(f"effects: {len(X)} states cannot estimate {len(varying)} effects; "
                         "generate more states or raise split.test")
-    fit = sm.OLS(np.asarray(y, dtype=float), sm.add_constant(X[varying], has_constant="add")).fit(cov_type="HC3")
+    design_ = sm.add_constant(X[varying], has_constant="add").rename(columns={"const": INTERCEPT})
+    return sm.OLS(np.asarray(y, dtype=float), design_).fit(cov_type="HC3"), varying
+
+
+def regress(X: pd.DataFrame, y: np.ndarray, confidence: float) -> pd.DataFrame:
+    """Per column of X, then the intercept: effect, low, high (HC3). Columns constant on these
+    states cannot be estimated: NaN, never a made-up 0."""
+    fit, varying = _fit(X, y)
     ci = fit.conf_int(alpha=1 - confidence)
-    out = pd.DataFrame({"effect": np.nan, "low": np.nan, "high": np.nan}, index=X.columns)
-    out.loc[varying, "effect"] = fit.params[varying]
-    out.loc[varying, "low"] = ci.loc[varying, 0]
-    out.loc[varying, "high"] = ci.loc[varying, 1]
+    kept = [*varying, INTERCEPT]
+    out = pd.DataFrame({"effect": np.nan, "low": np.nan, "high": np.nan}, index=[*X.columns, INTERCEPT])
+    out.loc[kept, "effect"] = fit.params[kept]
+    out.loc[kept, "low"] = ci.loc[kept, 0]
+    out.loc[kept, "high"] = ci.loc[kept, 1]
     return out
+
+
+def overall_bias(diff: np.ndarray, confidence: float) -> dict:
+    """The student's overall bias: the mean over the test states of student minus teacher
+    log-odds (> 0: it leans toward the action), with a t interval over states (independent
+    draws of the test split). The mean, not the regression's intercept: the intercept is the
+    difference at the reference state, which moves with how the features are coded."""
+    from statsmodels.stats.weightstats import DescrStatsW
+
+    low, high = DescrStatsW(np.asarray(diff, dtype=float)).tconfint_mean(alpha=1 - confidence)
+    return {"log_odds": float(np.mean(diff)), "low": float(low), "high": float(high)}
+
+
+def joint_test(X: pd.DataFrame, diff: np.ndarray, confidence: float) -> dict:
+    """Wald test (F form, HC3 covariance) that every coefficient of student minus teacher
+    log-odds on the design is 0, intercept included: no detectable difference at all.
+    `rejects` at level 1 - confidence."""
+    fit, _ = _fit(X, diff)
+    k = len(fit.params)
+    if not np.any(diff):  # the teacher itself: no residuals, so a 0/0 statistic; nothing differs
+        statistic, p = 0.0, 1.0
+    else:
+        test = fit.f_test(np.eye(k))
+        statistic, p = float(np.squeeze(test.fvalue)), float(test.pvalue)
+    return {"statistic": statistic, "df_num": k, "df_denom": int(fit.df_resid), "p_value": p,
+            "rejects": bool(p < 1 - confidence)}
+
+
+def verdict(bias: dict, joint: dict) -> str:
+    """The overall bias first, then the joint test: a student is called like the teacher only
+    when neither finds a difference, whatever its per-value differences say."""
+    lean = ("overall bias toward the action" if bias["low"] > 0 else
+            "overall bias against the action" if bias["high"] < 0 else "no detectable overall bias")
+    joint_word = "differs from the teacher" if joint["rejects"] else "no detectable difference from the teacher"
+    return f"{lean}; {joint_word} (joint test)"
 
 
 def effects_table(frame: pd.DataFrame, schema: Schema, student_probs: dict[str, np.ndarray],
                   confidence: float) -> pd.DataFrame:
-    """Long table: value, group, source (teacher | student | diff:student), effect, low, high."""
+    """Long table: value, group, source (teacher | student | diff:student), effect, low, high;
+    the intercept's row has value and group INTERCEPT."""
     X = design(frame, schema)
     teacher_y = log_odds(frame[schema.prob_columns[0]].to_numpy())
-    groups = {c: c.split("=")[0] for c in X.columns}
+    groups = {**{c: c.split("=")[0] for c in X.columns}, INTERCEPT: INTERCEPT}
     parts = [_long(regress(X, teacher_y, confidence), "teacher", groups)]
     for name, probs in student_probs.items():
         student_y = log_odds(probs[:, 0])
         parts.append(_long(regress(X, student_y, confidence), name, groups))
         parts.append(_long(regress(X, student_y - teacher_y, confidence), f"diff:{name}", groups))
     return pd.concat(parts, ignore_index=True)
+
+
+def differences(frame: pd.DataFrame, schema: Schema, student_probs: dict[str, np.ndarray],
+                confidence: float) -> dict[str, dict]:
+    """Per student, the whole of its difference from the teacher: bias, joint_test, verdict."""
+    X = design(frame, schema)
+    teacher_y = log_odds(frame[schema.prob_columns[0]].to_numpy())
+    out = {}
+    for name, probs in student_probs.items():
+        d = log_odds(probs[:, 0]) - teacher_y
+        bias, joint = overall_bias(d, confidence), joint_test(X, d, confidence)
+        out[name] = {"bias": bias, "joint_test": joint, "verdict": verdict(bias, joint)}
+    return out
 
 
 def _long(table: pd.DataFrame, source: str, groups: dict[str, str]) -> pd.DataFrame:
@@ -161,7 +229,8 @@ def plot_effects(table: pd.DataFrame, out_png, title: str = "Effect on log-odds 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = table[~table["source"].str.startswith("diff:")].dropna(subset=["effect"])
+    # The intercept is a baseline log-odds, not a value's effect, and on its own scale.
+    shown = table[~table["source"].str.startswith("diff:") & (table["value"] != INTERCEPT)].dropna(subset=["effect"])
     values = list(dict.fromkeys(shown["value"]))
     sources = list(dict.fromkeys(shown["source"]))
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(values) * max(1, len(sources)) / 2 + 1.5))

@@ -28,7 +28,7 @@ from decision_distill.data.schema import Schema
 from decision_distill.data.split import read_split
 from decision_distill.evaluation.effects import (INTERCEPT, ablate_group, differences, effects_table, paired_kl_rise,
                                                  permutation_importance, plot_effects)
-from decision_distill.students.models import load_student, predict
+from decision_distill.students.models import ENSEMBLE, load_student, predict, seed_dirs
 from decision_distill.students.train import TRAIN_THREADS, torch_threads
 
 
@@ -43,6 +43,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def student_predictors(students_dir: Path) -> dict:
+    """name -> P(option | states) of each architecture's primary student and, where it was
+    trained with several seeds, of `<arch>_ensemble`, the mean of its seeds."""
+    predictors = {}
+    for arch in ARCHITECTURES:
+        members = [load_student(p) for p in seed_dirs(students_dir / arch).values()]
+        predictors[arch] = lambda frame, m=members[0]: predict(*m, frame)
+        if len(members) > 1:
+            predictors[arch + ENSEMBLE] = lambda frame, ms=members: np.mean([predict(*m, frame) for m in ms], axis=0)
+    return predictors
+
+
 @stage_main
 def main(argv=None) -> None:
     args = parse_args(argv)
@@ -51,17 +63,16 @@ def main(argv=None) -> None:
     schema = Schema.load(args.splits / "features.json")
     test = read_split(args.splits / "test.parquet").reset_index(drop=True)
     teacher = test[schema.prob_columns].to_numpy(dtype=float)
-    students = {arch: load_student(args.students / arch) for arch in ARCHITECTURES}
+    predictors = student_predictors(args.students)
     importance, metrics = [], {}
     # One thread, as in training: the students are tiny and extra threads spin against other
     # processes on a shared machine (the permutation loop measured 0.4 s a call with 2 threads, busy).
     with torch_threads(TRAIN_THREADS):
-        probs = {arch: predict(m, enc, test) for arch, (m, enc) in students.items()}
+        probs = {name: predict_fn(test) for name, predict_fn in predictors.items()}
         table = effects_table(test, schema, probs, e.confidence)
         whole = differences(test, schema, probs, e.confidence)
-        for arch, (model, enc) in students.items():
-            imp = permutation_importance(lambda f, m=model, c=enc: predict(m, c, f), test, schema, e.repeats,
-                                         e.seed, e.confidence)
+        for arch, predict_fn in predictors.items():
+            imp = permutation_importance(predict_fn, test, schema, e.repeats, e.seed, e.confidence)
             importance.append(imp.assign(student=arch))
             # The whole difference first: per-value differences alone miss a shift of everything.
             metrics[arch] = {**whole[arch], **agreement_with_teacher(table, arch),
@@ -75,7 +86,7 @@ def main(argv=None) -> None:
                 for group in schema.feature_names}
     metrics["states"] = len(test)
     report = "\n".join([f"# Each student against the teacher, test split ({len(test)} states)\n",
-                        *(report_lines(arch, metrics[arch], len(test), e.confidence) for arch in ARCHITECTURES)])
+                        *(report_lines(arch, metrics[arch], len(test), e.confidence) for arch in predictors)])
     with atomic_dir(args.out) as tmp:
         table.to_csv(tmp / "effects.csv", index=False)
         pd.concat(importance, ignore_index=True).to_csv(tmp / "importance.csv", index=False)

@@ -52,12 +52,12 @@ def test_dataset_follows_the_contract(tmp_path, tiny_teacher):
     assert isinstance(frame.traits.iloc[0].tolist(), list)
 
 
-KILLS = 12  # 2 in start-up, 8 while the teacher works, 2 while the dataset is written
+KILLS = 8  # 2 in start-up, 4 while the teacher works, 2 while the dataset is written
 STATES = 1200
 
 
 @pytest.mark.slow
-def test_generate_killed_at_12_random_moments_resumes_to_the_identical_dataset(tmp_path, tiny_teacher, generate_runs):
+def test_generate_killed_at_8_random_moments_resumes_to_the_identical_dataset(tmp_path, tiny_teacher, generate_runs):
     raw, _ = params_for(tmp_path, states=STATES)
     raw["teacher"]["batch_size"] = 1  # a cache commit every 16 states: many moments in between
     assert generate_runs.run_stage(raw, tmp_path / "clean", tiny_teacher).wait(timeout=300) == 0

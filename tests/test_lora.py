@@ -281,10 +281,10 @@ def prepare_workdir(workdir: Path, tiny_teacher: Path, splits: Path, dtype: str 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bfloat16: autocast over float32 master weights
-def test_killed_three_times_resumes_to_the_uninterrupted_result(tmp_path, tiny_teacher, policy_splits, dtype):
+def test_killed_twice_resumes_to_the_uninterrupted_result(tmp_path, tiny_teacher, policy_splits, dtype):
     straight = prepare_workdir(tmp_path / "straight", tiny_teacher, policy_splits, dtype)
     killed = prepare_workdir(tmp_path / "killed", tiny_teacher, policy_splits, dtype)
-    for workdir, kills in ((straight, []), (killed, [8, 20, 32])):
+    for workdir, kills in ((straight, []), (killed, [12, 32])):  # the second resumes from a resumed run
         for step in kills:
             kill_after_checkpoint(workdir, step)
         proc = start_stage(workdir)

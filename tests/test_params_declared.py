@@ -113,7 +113,7 @@ def test_exp_run_sets_every_students_width_with_student_hidden(tmp_path, sh, run
     and both transformers; a per-architecture key overrides it for its architecture."""
     real = _real_stages()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"].update(epochs=2, patience=2, batch_size=64)
+    params["train"].update(epochs=2, patience=2, batch_size=64, seeds=1)
     for arch in ("encoder", "decoder"):
         params["student"][arch].update(heads=2, layers=1)
     _project(tmp_path, {"check": real["check"], "train": real["train"]}, params, sh)

@@ -215,7 +215,7 @@ class LoraTraining(Section):
     epochs: AtLeastOne = 1
     batch_size: AtLeastOne = 8
     max_steps: AtLeastOne = 150        # stops at whichever comes first, epochs or steps
-    checkpoint_every: AtLeastOne = 50  # steps between resumable checkpoints (and validation losses)
+    checkpoint_every: AtLeastOne = 75  # steps between resumable checkpoints (and validation losses)
     seed: int = 0
 
 
@@ -226,7 +226,7 @@ class LoRA(LoraTraining):
 
 class Perplexity(Section):
     """perplexity: base and merged SLM on the teacher's held-out text."""
-    max_states: int = Field(200, ge=1)  # first states of the test split to score
+    max_states: int = Field(100, ge=1)  # first states of the test split to score
 
 
 class Stability(Section):
@@ -234,7 +234,7 @@ class Stability(Section):
     the scenario or several keys (repeats, temperature, paraphrases) are checked by
     decision_distill.data.scenario_file.check_stability_settings, with messages that say why."""
     states: int = Field(40, ge=2)           # the first states of the test split (data/splits/test.parquet)
-    repeats: int = 5                        # R sampled verbalized answers per state (>= 2)
+    repeats: int = 3                        # R sampled verbalized answers per state (>= 2)
     temperature: float = Field(0.7, ge=0.0)  # sampling temperature (> 0)
     paraphrases: int = 3                    # K wordings of the prompt, the canonical one included (>= 2)
     shot_orders: int = Field(2, ge=0)       # seeded reorderings of the worked examples

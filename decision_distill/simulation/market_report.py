@@ -16,19 +16,24 @@ from .policy import ConstantPolicy
 from .run import run_replicates
 
 
+PREFETCH_RATES = (0.0, 0.1, 0.3, 0.6)  # P(buy) of the constant deciders whose days list the states to prefetch
+
+
 def prefetch_states(config: MarketConfig, scenario, policies: list, population: int, seeds: list[int]) -> int:
     """Ask `policies` (the teacher, the tuned small LM: answers through prompts) every distinct
     state of the market's days in one batched call each, before their own days run.
 
     Visitors decide once per tick, so inside a day a prompt policy meets a handful of new
     states per tick and answers them in batches far below its batch size (a third of the
-    throughput on 2 cores). Which states occur hardly depends on who decides (personas, clock,
-    weather and meals do not; only who is still deciding does), so a run with a constant
-    decider finds nearly all of them; a state it misses is asked when its day meets it.
-    The answers are the same as asked one tick at a time: every answer goes through the
-    answer cache by state. Returns the number of distinct states prefetched."""
+    throughput on 2 cores, and a second or more of overhead per call for the small LM). Which
+    states occur depends mostly on what no decider changes (personas, clock, weather, meals);
+    who is still deciding depends on the decisions, so constant deciders from never to often
+    buying (PREFETCH_RATES) find nearly all of them; a state they miss is asked when its day
+    meets it. The answers are the same as asked one tick at a time: every answer goes
+    through the answer cache by state. Returns the number of distinct states prefetched."""
     logs: list = []
-    run_replicates(config, scenario, ConstantPolicy(0.5, scenario.schema(), "prefetch"), population, seeds, logs)
+    for rate in PREFETCH_RATES:
+        run_replicates(config, scenario, ConstantPolicy(rate, scenario.schema(), "prefetch"), population, seeds, logs)
     log = pd.concat([day for _, day in logs], ignore_index=True)
     trait_sets = persona_traits(config, scenario)
     frames = [states_frame(trait_sets, context_table(scenario, weather), group["traits"].to_numpy(),

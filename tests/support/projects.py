@@ -59,7 +59,7 @@ def tiny_project(root: Path, weights: str, env: dict | None = None, **overrides)
     params["slm"].update(model=weights, batch_size=8, device="cpu")
     params["lora"].update(max_steps=6, checkpoint_every=3, batch_size=4)
     params["generate"].update(states=160, cache=".cache/teacher.sqlite")
-    params["train"].update(epochs=4, patience=2, batch_size=32)
+    params["train"].update(epochs=4, patience=2, batch_size=32, seeds=2)
     params["student"]["hidden"] = 16  # the MLP's hidden size and the transformers' d_model
     for arch in ("encoder", "decoder"):
         params["student"][arch].update(heads=2, layers=1)

@@ -1,8 +1,10 @@
 """persona-extract stage: the teacher reads each held-out chunk; P(Yes) per category from
 answer-token probabilities decides whether it reveals a belief, a memory or a trait; the
 strongest chunks (at most extract.cap per person and category) get a one-sentence summary
-and a probing question. Every score and generated line is stored in the answer cache
-(generate.cache of params.yaml) as it is computed: a killed run's rerun redoes nothing done.
+and a probing question, generated extract.batch_size prompts at a time (greedy). With
+teacher.chat_template: true every prompt is asked inside the teacher's chat template. Every
+score and generated line is stored in the answer cache (generate.cache of params.yaml) as it
+is computed: a killed run's rerun redoes nothing done.
 
 example:
   python stages/persona_extract.py --teacher models/teacher --chunks data/personas/chunks \
@@ -36,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, default=Path("metrics/personas/extract.json"))
     parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"))
     parser.add_argument("--teacher-params", type=Path, default=Path("params.yaml"),
-                        help="reads teacher.dtype, teacher.device, teacher.trust_remote_code and generate.cache "
-                        "(default: %(default)s)")
+                        help="reads teacher.dtype, teacher.device, teacher.trust_remote_code, teacher.chat_template "
+                        "and generate.cache (default: %(default)s)")
     args = parser.parse_args(argv)
     params = load_persona_params(args.params)
     root = load_params(args.teacher_params)
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     cache = AnswerCache(root.generate.cache)
     try:
         profiles, questions, metrics = extract(teacher, chunks, e.categories, e.threshold, e.cap, e.max_new_tokens,
-                                               params.corpus.personas, cache)
+                                               params.corpus.personas, cache, e.batch_size,
+                                               "teacher.chat_template" if t.chat_template else None)
     finally:
         cache.close()
     write_json({p: {"description": hand_written.get(p), **profiles[p]} for p in profiles}, args.profiles)

@@ -4,7 +4,9 @@ similar topic, and "which member said this?"); then it rates every answer of per
 to 5 from the rating tokens' probabilities under two rubric wordings, and compares each tuned
 answer with each baseline's in both orders (P(tuned preferred) averaged over the orders); per
 person and overall, with bootstrap intervals. Below judge.validity_min the report says the
-judge cannot tell the people apart and marks its verdicts interpretable: false.
+judge cannot tell the people apart and marks its verdicts interpretable: false. With
+teacher.chat_template: true every prompt, the check's too, is asked inside the judge's chat
+template.
 
 example:
   python stages/persona_judge.py --judge models/teacher --answers data/personas/answers \
@@ -22,10 +24,10 @@ from pathlib import Path
 from decision_distill.core.atomic import write_json
 from decision_distill.core.errors import UserError, stage_main
 from decision_distill.core.params import load_params
+from decision_distill.lm.chat import token_scorer
 from decision_distill.lm.embeddings import embed  # all-MiniLM-L6-v2, offline
 from decision_distill.lm.load import load_causal_lm
 from decision_distill.lm.source import is_model_dir
-from decision_distill.lm.scorer import TokenScorer
 from decision_distill.personas.chunks import load_chunks, load_profiles
 from decision_distill.personas.judge import check_references, judge_all
 from decision_distill.personas.judge_cases import choice_cases, pair_cases
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, default=Path("metrics/personas/judge.json"))
     parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"))
     parser.add_argument("--teacher-params", type=Path, default=Path("params.yaml"),
-                        help="the judge loads with teacher.dtype, .device, .trust_remote_code (default: %(default)s)")
+                        help="the judge loads with teacher.dtype, .device, .trust_remote_code and is asked as "
+                        "teacher.chat_template says (default: %(default)s)")
     args = parser.parse_args(argv)
     params = load_persona_params(args.params)
     t = load_params(args.teacher_params).teacher
@@ -69,9 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     pairs, choices = pair_cases(chunks, profiles, embed, j.seed), choice_cases(chunks, profiles, j.seed)
     judge = load_causal_lm(judge_dir, t.dtype, t.device, t.trust_remote_code)
     start = time.perf_counter()
-    validity, check_rows = check_judge(lambda options: TokenScorer(judge, options, j.batch_size), pairs, choices, j)
+    chat = "teacher.chat_template" if t.chat_template else None
+    validity, check_rows = check_judge(lambda options: token_scorer(judge, options, j.batch_size, chat), pairs,
+                                       choices, j)
     checked = time.perf_counter()
-    report, rows = judge_all(judge, items, j, validity)
+    report, rows = judge_all(judge, items, j, validity, chat)
     report["check_seconds"], report["scoring_seconds"] = checked - start, time.perf_counter() - checked
     write_json(rows, args.rows)
     write_json(check_rows, args.check_rows)

@@ -1,6 +1,8 @@
 """persona-respond stage: one person's tuned model, the base SLM given their profile, and the
 base SLM given a few of their training chunks answer the person's reviewed questions (seeded
 sampling; every answer kept in the answer cache of generate.cache, so a rerun generates nothing).
+With agents.chat_template: true (personas/params.yaml) each question is asked inside the
+models' chat template.
 
 example:
   python stages/persona_respond.py --persona Walter_Henning --reviewed data/personas/reviewed/Walter_Henning.json \
@@ -36,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", type=Path, default=Path("models/slm"))
     parser.add_argument("--models", type=Path, default=Path("models/personas"))
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"))
+    parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"),
+                        help="reads corpus, respond and agents (default: %(default)s)")
     parser.add_argument("--slm-params", type=Path, default=Path("params.yaml"),
                         help="reads slm.* precision and generate.cache (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     store = AnswerCache(root.generate.cache)
     try:
         out = respond(reviewed, profile, load_chunks(args.chunks, [args.persona]), models, load, store,
-                      params.respond, s.dtype, pick_device(s.device).type)
+                      params.respond, s.dtype, pick_device(s.device).type,
+                      "agents.chat_template" if params.agents.chat_template else None)
     finally:
         store.close()
     write_json(out, args.out)

@@ -6,6 +6,8 @@ each arm raw, contextually calibrated, contrasted with its arm without the perso
 fitted leave-one-question-out; accuracy, balanced accuracy, AUROC, macro F1, Brier, log loss and
 the paired difference from each baseline, with intervals over questions, per person and pooled;
 the profile/question word overlaps; a plot of accuracy, balanced accuracy and AUROC.
+teacher.chat_template: true asks the teacher arms inside the teacher's chat template,
+agents.chat_template: true (personas/params.yaml) the base and tuned arms inside slm.model's.
 
 example:
   python stages/persona_votes.py --teacher models/teacher --base models/slm --models models/personas \
@@ -55,9 +57,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="every scored (person, question) with each model's P(Aye)")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/personas/votes.json"))
     parser.add_argument("--plot", type=Path, default=Path("metrics/personas/votes.png"))
-    parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"))
+    parser.add_argument("--params", type=Path, default=Path("personas/params.yaml"),
+                        help="reads corpus, chunks.words, votes and agents (default: %(default)s)")
     parser.add_argument("--slm-params", type=Path, default=Path("params.yaml"),
-                        help="reads teacher.* and slm.* precision settings and generate.cache (default: %(default)s)")
+                        help="reads teacher.* and slm.* precision settings, teacher.chat_template and generate.cache "
+                        "(default: %(default)s)")
     args = parser.parse_args(argv)
     params = load_persona_params(args.params)
     root = load_params(args.slm_params)
@@ -94,9 +98,13 @@ def main(argv: list[str] | None = None) -> None:
     models = {**profile_arms, TEACHER_NAME: lambda p: (teacher(), False), BASE_NAME: lambda p: (base(), False),
               TUNED: lambda p: (tuned(p), False), BASE_RETRIEVAL: lambda p: (base(), passages),
               TUNED_RETRIEVAL: lambda p: (tuned(p), passages)}
+    # Each model's own setting: the teacher's arms follow teacher.chat_template, the agents' agents.chat_template.
+    chat = {**({arm: "teacher.chat_template" for arm in (TEACHER, TEACHER_NAME)} if t.chat_template else {}),
+            **({arm: "agents.chat_template" for arm in (BASE, BASE_NAME, TUNED, BASE_RETRIEVAL, TUNED_RETRIEVAL)}
+               if params.agents.chat_template else {})}
     cache_store = AnswerCache(root.generate.cache)
     try:
-        scored = score_all(table, questions, corpus.profiles, models, v.batch_size, cache_store, v.content_free)
+        scored = score_all(table, questions, corpus.profiles, models, v.batch_size, cache_store, v.content_free, chat)
     finally:
         cache_store.close()
     seconds = time.perf_counter() - start

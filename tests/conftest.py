@@ -169,6 +169,18 @@ def persona_weights(tmp_path_factory) -> Path:
                                                  persona_tiny.board_texts())
 
 
+@pytest.fixture(scope="session")
+def persona_chat_model(tmp_path_factory) -> Path:
+    """persona_weights' twin whose tokenizer has Gemma's chat template and turn markers, as a
+    model directory made by the real download code (the persona stages' chat settings)."""
+    from decision_distill.lm.source import download
+
+    root = tmp_path_factory.mktemp("persona_chat")
+    weights = persona_tiny.build_tiny_persona_model(root / "weights", persona_tiny.board_texts(), chat=True)
+    download(str(weights), "main", root / "model")
+    return root / "model"
+
+
 # --- temporary git+dvc projects -----------------------------------------------------------
 
 @pytest.fixture(scope="session")

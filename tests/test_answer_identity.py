@@ -120,10 +120,10 @@ def test_cuda_asked_without_a_card_is_a_one_line_error(monkeypatch):
 
 def test_persona_keys_hold_the_resolved_runtime(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto is the CPU
-    key = persona_key("k", "fp", "auto", "auto", "prompt")
-    assert key == persona_key("k", "fp", "float32", "cpu", "prompt")
-    assert key != persona_key("k", "fp", "bfloat16", "cpu", "prompt")
-    assert key != persona_key("k", "fp", "float32", "cpu", "another prompt")
+    key = persona_key("k", "fp", "auto", "auto", "prompt", chat_template=False)
+    assert key == persona_key("k", "fp", "float32", "cpu", "prompt", chat_template=False)
+    assert key != persona_key("k", "fp", "bfloat16", "cpu", "prompt", chat_template=False)
+    assert key != persona_key("k", "fp", "float32", "cpu", "another prompt", chat_template=False)
 
 
 def test_cpu_flags_are_read_from_this_machine():

@@ -88,5 +88,10 @@ def test_token_keys_through_a_readout_copy_are_unchanged():
 
 
 def test_persona_keys_are_unchanged():
-    key = persona_keys_module.persona_key("p_yes", "fp-123", "auto", "cpu", "prompt", max_new_tokens=4)
+    # chat_template=None (text that is no prompt: perplexity's chunks) keeps the key it had before the setting.
+    key = persona_keys_module.persona_key("p_yes", "fp-123", "auto", "cpu", "prompt", chat_template=None,
+                                          max_new_tokens=4)
     assert key == "dbea37882d8c819a94b4dde2a97a4a313b7eabb299a203afc60b626768080ec6"
+    asked = {on: persona_keys_module.persona_key("p_yes", "fp-123", "auto", "cpu", "prompt", chat_template=on,
+                                                 max_new_tokens=4) for on in (False, True)}
+    assert len({key, *asked.values()}) == 3  # a prompt's key says whether the chat template was around it

@@ -17,7 +17,8 @@ from decision_distill.lm.answer_cache import AnswerCache
 from decision_distill.lm.source import download
 from decision_distill.personas.chunks import HELD_OUT, TRAIN, split_corpus
 from decision_distill.personas.corpus import load_corpus
-from decision_distill.personas.extract import OPTIONS, PREFIX, decision_suffix, extract, p_yes
+from decision_distill.personas.extract import (OPTIONS, PREFIX, cached_lines, decision_suffix, extract, first_line,
+                                               line_prompts, p_yes)
 from decision_distill.personas.reviewed_questions import load_reviewed
 from decision_distill.lm.load import load_causal_lm
 
@@ -93,16 +94,18 @@ def test_a_model_that_prefers_yes_keeps_exactly_the_cap_and_one_that_prefers_no_
     assert all(metrics["categories"][c][p]["above_threshold"] == 0 for c in CATEGORIES for p in TWO)
 
 
-def test_a_killed_extraction_resumes_without_repeating_a_generation(models, board, tmp_path, monkeypatch):
+@pytest.mark.parametrize("batch_size, kill_at, finished", [(1, 6, 5), (4, 3, 8)])
+def test_a_killed_extraction_resumes_without_repeating_a_generation(models, board, tmp_path, monkeypatch,
+                                                                    batch_size, kill_at, finished):
     chunks, cap = _chunks(board), 2
     teacher = load_causal_lm(models["yes"], device="cpu")
     whole = extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, AnswerCache(tmp_path / "a.sqlite"))
     generations = 2 * cap * len(TWO) * len(CATEGORIES)  # a summary and a question per kept chunk
-    real, calls, kill_at = teacher.model.generate, [], [6]
+    real, rows, kill = teacher.model.generate, [], [kill_at]
 
-    def generate(*args, **kwargs):  # the real generate, counted; a kill on the sixth call
-        calls.append(1)
-        if len(calls) in kill_at:
+    def generate(*args, **kwargs):  # the real generate, its prompts counted; a kill on call `kill_at`
+        rows.append(len(kwargs["input_ids"]))
+        if len(rows) in kill:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
@@ -111,13 +114,41 @@ def test_a_killed_extraction_resumes_without_repeating_a_generation(models, boar
     monkeypatch.setattr(teacher.model, "generate", generate)
     cache = AnswerCache(tmp_path / "b.sqlite")
     with pytest.raises(KeyboardInterrupt):
-        extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache)
-    calls.clear(), kill_at.clear(), forwards.clear()
-    assert extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache) == whole
-    assert len(calls) == generations - 5  # the five finished before the kill are not generated again
-    calls.clear(), forwards.clear()
-    assert extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache) == whole
-    assert calls == [] and forwards == []  # everything, P(yes) included, came from the cache
+        extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, batch_size)
+    assert rows[:-1] == [batch_size] * (kill_at - 1)
+    rows.clear(), kill.clear(), forwards.clear()
+    assert extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, batch_size) == whole
+    assert sum(rows) == generations - finished  # the batches finished before the kill are not generated again
+    rows.clear(), forwards.clear()
+    assert extract(teacher, chunks, CATEGORIES, 0.5, cap, 4, TWO, cache, batch_size) == whole
+    assert rows == [] and forwards == []  # everything, P(yes) included, came from the cache
+
+
+def test_greedy_lines_do_not_depend_on_the_batch_size(models, board, tmp_path, monkeypatch):
+    """Summaries and questions generated four at a time, left-padded beside prompts of other
+    lengths, are the text each prompt gets alone (transformers' generate on its own tokens, as
+    extraction generated before it batched). The random tiny model writes a different line for
+    almost every prompt, so equal lines are no accident of a constant output."""
+    teacher = load_causal_lm(models["random"], device="cpu")
+    held = [c for c in _chunks(board) if c.split == HELD_OUT][::7]  # both people, chunks of 56 to 63 words
+    prompts = [text for c in held for cat in CATEGORIES for text in line_prompts(c, cat)]
+    tok, real, masks = teacher.tokenizer, teacher.model.generate, []
+    alone = []
+    for prompt in prompts:
+        ids = tok(prompt, return_tensors="pt").input_ids
+        out = real(ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+        alone.append(first_line(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)))
+
+    def generate(*args, **kwargs):
+        masks.append(kwargs["attention_mask"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(teacher.model, "generate", generate)
+    lines = {b: cached_lines(teacher, prompts, 6, AnswerCache(tmp_path / f"{b}.sqlite"), b) for b in (1, 4)}
+    assert lines[1] == alone and lines[4] == alone
+    assert len(set(alone)) > len(prompts) // 2
+    batched = masks[len(prompts):]  # the batch-4 run's calls
+    assert len(batched) == -(-len(prompts) // 4) and any((m == 0).any() for m in batched)  # padding was there
 
 
 def _questions(tmp_path) -> Path:

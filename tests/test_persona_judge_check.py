@@ -247,3 +247,10 @@ def test_the_stage_says_the_judge_cannot_tell_people_apart(tmp_path, first_posit
     report = json.loads((tmp_path / "judge.json").read_text())
     assert report["interpretable"] is False and report["validity"]["validity_min"] == 0.5
     assert len(json.loads((tmp_path / "check.json").read_text())) == 8 + 8  # 8 pairs, 8 held-out chunks
+    # teacher.chat_template reaches the judge: this tokenizer has no template, which stops the stage.
+    root["teacher"]["chat_template"] = True
+    (tmp_path / "root.yaml").write_text(yaml.safe_dump(root))
+    out = call_stage("stages/persona_judge.py", *args)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.code == 2 and errors == ["error: teacher.chat_template: this tokenizer has no chat template; "
+                                        "set it to false"]

@@ -192,9 +192,10 @@ def test_a_corpus_without_profiles_reports_name_only_arms(tmp_path, aye_model, m
     for name in people:  # every arm is the Aye-preferring tiny model: this test is about the labels
         shutil.copytree(aye_model["dirs"]["aye"], tmp_path / "models" / name / "merged")
     monkeypatch.chdir(tmp_path)
-    out = call_stage("stages/persona_votes.py", "--params", "personas.yaml", "--slm-params", "params.yaml",
-                     "--teacher", str(aye_model["dirs"]["aye"]), "--base", str(aye_model["dirs"]["aye"]),
-                     "--models", "models", "--votes", "votes.json", "--metrics", "metrics.json", "--plot", "votes.png")
+    stage = ("stages/persona_votes.py", "--params", "personas.yaml", "--slm-params", "params.yaml",
+             "--teacher", str(aye_model["dirs"]["aye"]), "--base", str(aye_model["dirs"]["aye"]),
+             "--models", "models", "--votes", "votes.json", "--metrics", "metrics.json", "--plot", "votes.png")
+    out = call_stage(*stage)
     assert out.code == 0, out.stderr
     report = json.loads(Path("metrics.json").read_text())
     arms = {name.split("|")[0] for name in report["pooled"]["models"]}
@@ -206,3 +207,11 @@ def test_a_corpus_without_profiles_reports_name_only_arms(tmp_path, aye_model, m
     assert len(written) == 12 and not any("profile" in key for row in written for key in row)
     assert all(row["recorded"] == row["vote"] in ("Aye", "Nay") for row in written)
     assert Path("votes.png").read_bytes()[:4] == b"\x89PNG"
+    # Each chat setting reaches its arms: this tokenizer has no template, which stops the stage there.
+    for key, section in (("agents.chat_template", params), ("teacher.chat_template", root)):
+        section[key.split(".")[0]]["chat_template"] = True
+        (tmp_path / "personas.yaml").write_text(yaml.safe_dump(params))
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(root))
+        failed = call_stage(*stage)
+        errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+        assert failed.code == 2 and errors == [f"error: {key}: this tokenizer has no chat template; set it to false"]

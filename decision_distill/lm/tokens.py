@@ -1,6 +1,6 @@
 """A prompt as the token readouts see it: a shared prefix and, per state, a suffix in
 segments, each segment tokenized on its own and the tokens concatenated (see
-decision_distill.lm.scorer.TokenScorer), and right-padded batches of token rows.
+decision_distill.lm.scorer.TokenScorer), and padded batches of token rows.
 """
 
 from __future__ import annotations
@@ -17,6 +17,13 @@ def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
         ids[row, : len(seq)] = torch.tensor(seq)
         mask[row, : len(seq)] = 1
     return ids, mask
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one left-padded id tensor and its mask: generation continues every row
+    from the last column, where each row's own text ends."""
+    ids, mask = right_pad([s[::-1] for s in seqs], pad_id)
+    return ids.flip(1), mask.flip(1)
 
 
 Suffix = tuple[str, ...]  # a state's prompt after the shared prefix, in segments (see Scenario.describe_parts)

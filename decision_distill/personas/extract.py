@@ -12,8 +12,18 @@ never whether generated text starts with "YES" (the research's filter did that, 
 cap of 25 per person did not hold: here the cap is applied before anything is generated
 and checked again before anything is written).
 
-Resumable: every P(yes) batch and every generated line goes to the answer cache as soon
-as it is computed (keys: decision_distill.personas.cache_keys), so a killed run's rerun
+The summaries and questions are generated `batch_size` prompts at a time (lm.batch_generate,
+persona-respond's batched generation, greedy here), the prompts ordered by length so that a
+batch pads little. Greedy text does not depend on the batch beyond float rounding, so a
+line's key holds its own prompt, not its batch (as the root pipeline's greedy verbalized
+answers are keyed).
+
+With `chat` (the params key that turned it on: teacher.chat_template) every prompt is asked
+inside the teacher's chat template (lm.chat): the decision is read from the reply's first
+token ("Yes"/"No"), and the lines are the reply's first non-empty line.
+
+Resumable: every P(yes) batch and every generated batch of lines goes to the answer cache as
+soon as it is computed (keys: decision_distill.personas.cache_keys), so a killed run's rerun
 scores and generates only what is missing and writes the same files.
 """
 
@@ -22,12 +32,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from ..core.errors import UserError
 from ..lm.answer_cache import AnswerCache
+from ..lm.batch_generate import generate_batch
+from ..lm.chat import chat_prompts, chat_wrap, token_scorer
 from ..lm.load import LoadedModel
-from ..lm.scorer import TokenScorer
 from .cache_keys import persona_key
 from .chunks import HELD_OUT, Chunk
 
@@ -49,17 +59,18 @@ BATCHES_PER_COMMIT = 4  # scorer batches per cache commit: a kill loses at most 
 
 
 def p_yes(teacher: LoadedModel, chunks: list[Chunk], categories: list[str], cache: AnswerCache,
-          batch_size: int = 8) -> np.ndarray:
+          batch_size: int = 8, chat: str | None = None) -> np.ndarray:
     """[len(chunks), len(categories)] P(Yes) normalised over the Yes/No tokens, through `cache`,
     keyed by the precision and device the teacher was loaded in."""
     suffixes = [decision_suffix(c, cat) for c in chunks for cat in categories]
     # The segment boundaries are part of the key: the scorer tokenizes each segment on its own.
     keys = [persona_key("persona-extract p_yes", teacher.fingerprint, teacher.dtype, teacher.device.type,
-                        PREFIX + head + tail, options=OPTIONS, segments=[len(PREFIX), len(head)])
+                        PREFIX + head + tail, chat_template=chat is not None, options=OPTIONS,
+                        segments=[len(PREFIX), len(head)])
             for head, tail in suffixes]
     known = cache.get_many(keys)
     todo = [i for i, k in enumerate(keys) if k not in known]
-    scorer = TokenScorer(teacher, OPTIONS, batch_size)
+    scorer = token_scorer(teacher, OPTIONS, batch_size, chat)
     step = batch_size * BATCHES_PER_COMMIT
     for start in range(0, len(todo), step):
         idx = todo[start:start + step]
@@ -84,27 +95,40 @@ def select(chunks: list[Chunk], probs: np.ndarray, categories: list[str], thresh
     return chosen
 
 
-@torch.inference_mode()
-def generate_line(teacher: LoadedModel, prompt: str, max_new_tokens: int) -> str:
-    """Greedy continuation, first line only: the text is kept for a person to review, never parsed."""
-    tok = teacher.tokenizer
-    ids = tok(prompt, return_tensors="pt").input_ids.to(teacher.device)
-    out = teacher.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
-    text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+LINE_DECODING = "greedy, first non-empty line, special tokens skipped"
+
+
+def first_line(text: str) -> str:
+    """The text is kept for a person to review, never parsed: its first non-empty line."""
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
-def cached_line(teacher: LoadedModel, prompt: str, max_new_tokens: int, cache: AnswerCache) -> str:
-    """generate_line through `cache`: stored as soon as it is generated."""
-    key = persona_key("persona-extract line", teacher.fingerprint, teacher.dtype, teacher.device.type, prompt,
-                      max_new_tokens=max_new_tokens, decoding="greedy, first non-empty line, special tokens skipped")
-    hit = cache.get_many([key])
-    if key in hit:
-        return hit[key]["text"]
-    text = generate_line(teacher, prompt, max_new_tokens)
-    cache.put_many({key: {"text": text}})
-    return text
+def line_prompts(chunk: Chunk, category: str) -> tuple[str, str]:
+    """(summary prompt, question prompt) for a chunk kept under `category`."""
+    passage = f'Passage: "{chunk.text}"\n'
+    return (passage + f"In one sentence, the {category} this passage reveals about the speaker:",
+            passage + f"A question that asks the speaker about this {category}:")
+
+
+def cached_lines(teacher: LoadedModel, prompts: list[str], max_new_tokens: int, cache: AnswerCache,
+                 batch_size: int = 8, chat: str | None = None) -> list[str]:
+    """The greedy first line after each prompt, through `cache`: the missing ones are generated
+    `batch_size` at a time, shortest prompts first (a batch of similar lengths pads little),
+    and each batch is stored as soon as it is generated."""
+    keys = [persona_key("persona-extract line", teacher.fingerprint, teacher.dtype, teacher.device.type, prompt,
+                        chat_template=chat is not None, max_new_tokens=max_new_tokens, decoding=LINE_DECODING)
+            for prompt in prompts]
+    known = cache.get_many(keys)
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}  # a prompt asked twice is generated once
+    todo = sorted((i for k, i in first.items() if k not in known), key=lambda i: (len(prompts[i]), i))
+    for start in range(0, len(todo), batch_size):
+        idx = todo[start:start + batch_size]
+        sent = chat_prompts(teacher.tokenizer, [prompts[i] for i in idx], chat)
+        texts = generate_batch(teacher, sent, max_new_tokens)
+        found = {keys[i]: {"text": first_line(t)} for i, t in zip(idx, texts)}
+        cache.put_many(found)
+        known |= found
+    return [known[k]["text"] for k in keys]
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
@@ -116,25 +140,30 @@ def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
 
 
 def extract(teacher: LoadedModel, chunks: list[Chunk], categories: list[str], threshold: float, cap: int,
-            max_new_tokens: int, personas: list[str], cache: AnswerCache) -> tuple[dict, list[dict], dict]:
-    """(profiles, questions, metrics) from the held-out chunks, every model result through `cache`."""
+            max_new_tokens: int, personas: list[str], cache: AnswerCache, batch_size: int = 8,
+            chat: str | None = None) -> tuple[dict, list[dict], dict]:
+    """(profiles, questions, metrics) from the held-out chunks, every model result through `cache`.
+    `batch_size`: prompts per forward pass, scored and generated; `chat`: the params key that
+    asks for the teacher's chat template (None: completion prompts)."""
+    if chat is not None:
+        chat_wrap(teacher.tokenizer, "", chat)  # a tokenizer without a template: the error before any work
     held = [c for c in chunks if c.split == HELD_OUT]
-    probs = p_yes(teacher, held, categories, cache)
+    probs = p_yes(teacher, held, categories, cache, batch_size, chat)
     chosen = select(held, probs, categories, threshold, cap)
     if any(len(v) > cap for v in chosen.values()):  # the cap is a promise: never write past it
         raise UserError(f"persona-extract: more than extract.cap={cap} items for a person and category")
+    kept = [(persona, category, chunk, p) for (persona, category), items in sorted(chosen.items())
+            for chunk, p in items]
+    # Every summary and question prompt at once, so that they can be generated in batches.
+    lines = cached_lines(teacher, [text for _, category, chunk, _ in kept for text in line_prompts(chunk, category)],
+                         max_new_tokens, cache, batch_size, chat)
     profiles = {p: {c: [] for c in categories} for p in personas}
     questions = []
-    for (persona, category), items in sorted(chosen.items()):
-        for chunk, p in items:
-            passage = f'Passage: "{chunk.text}"\n'
-            summary = cached_line(teacher, passage + f"In one sentence, the {category} this passage reveals about "
-                                  "the speaker:", max_new_tokens, cache)
-            question = cached_line(teacher, passage + f"A question that asks the speaker about this {category}:",
-                                   max_new_tokens, cache)
-            profiles[persona][category].append({"chunk": chunk.id, "p_yes": p, "summary": summary})
-            questions.append({"id": f"{chunk.id}/{category}", "persona": persona, "category": category,
-                              "chunk": chunk.id, "p_yes": p, "summary": summary, "question": question})
+    for k, (persona, category, chunk, p) in enumerate(kept):
+        summary, question = lines[2 * k], lines[2 * k + 1]
+        profiles[persona][category].append({"chunk": chunk.id, "p_yes": p, "summary": summary})
+        questions.append({"id": f"{chunk.id}/{category}", "persona": persona, "category": category,
+                          "chunk": chunk.id, "p_yes": p, "summary": summary, "question": question})
     counts = {}
     for j, category in enumerate(categories):
         per = {}

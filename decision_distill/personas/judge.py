@@ -20,6 +20,10 @@ the share of such flips is the judge's own position bias, a diagnostic.
 
 Intervals are over questions, clustered by the held-out chunk a question came from: the
 questions drawn from one chunk share their reference.
+
+With `chat` (the params key that turned it on: teacher.chat_template, as the judge loads with
+the teacher's settings) every prompt, the check's too, is asked inside the judge's chat
+template and the rating or letter is read as the reply's first token (lm.chat.ChatScorer).
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.errors import UserError
+from ..lm.chat import token_scorer
 from ..lm.load import LoadedModel
-from ..lm.scorer import TokenScorer
 from ..stats.bootstrap import bootstrap_interval
 from .chunks import HELD_OUT, Chunk
 from .respond import TUNED
@@ -72,11 +76,11 @@ def pair_suffix(item: dict, first: str, second: str) -> tuple[str, str]:
 
 
 def ratings(judge: LoadedModel, items: list[dict], models: list[str], rubric: str, min_mass: float,
-            batch_size: int = 8) -> dict[str, np.ndarray]:
+            batch_size: int = 8, chat: str | None = None) -> dict[str, np.ndarray]:
     """Arrays over (item, model), shape [len(items), len(models)]: expected score and argmax (NaN when
     non-compliant), rating-token mass, and the five probabilities."""
     suffixes = [rating_suffix(it, it["answers"][m]) for it in items for m in models]
-    s = TokenScorer(judge, RATINGS, batch_size).score(RUBRICS[rubric], suffixes)
+    s = token_scorer(judge, RATINGS, batch_size, chat).score(RUBRICS[rubric], suffixes)
     shape = (len(items), len(models))
     compliant = s.option_mass >= min_mass
     expected = np.where(compliant, s.probs @ np.arange(1, 6), np.nan)
@@ -93,8 +97,8 @@ def pairwise_outcome(p_tuned_first: np.ndarray, p_tuned_second: np.ndarray) -> n
 
 
 def pairwise(judge: LoadedModel, items: list[dict], other: str, min_mass: float,
-             batch_size: int = 8) -> dict[str, np.ndarray]:
-    scorer = TokenScorer(judge, PAIR_OPTIONS, batch_size)
+             batch_size: int = 8, chat: str | None = None) -> dict[str, np.ndarray]:
+    scorer = token_scorer(judge, PAIR_OPTIONS, batch_size, chat)
     ab = scorer.score(PAIR_PREFIX, [pair_suffix(it, it["answers"][TUNED], it["answers"][other]) for it in items])
     ba = scorer.score(PAIR_PREFIX, [pair_suffix(it, it["answers"][other], it["answers"][TUNED]) for it in items])
     p_first, p_second = ab.probs[:, 0], ba.probs[:, 1]
@@ -166,11 +170,12 @@ def summarise(rated: dict[str, dict], pairs: dict[str, dict], models: list[str],
     return out
 
 
-def judge_all(judge: LoadedModel, items: list[dict], settings, validity: dict) -> tuple[dict, list[dict]]:
+def judge_all(judge: LoadedModel, items: list[dict], settings, validity: dict,
+              chat: str | None = None) -> tuple[dict, list[dict]]:
     """(report per person and overall, one row per answer) for every answered question;
     `validity`: judge_check's report, whose verdict marks every number interpretable or not."""
     models = list(items[0]["answers"]) if items else []
-    kw = dict(min_mass=settings.min_mass, batch_size=settings.batch_size)
+    kw = dict(min_mass=settings.min_mass, batch_size=settings.batch_size, chat=chat)
     rated = {r: ratings(judge, items, models, r, **kw) for r in RUBRICS}
     pairs = {m: pairwise(judge, items, m, **kw) for m in models if m != TUNED}
     persona = np.array([it["persona"] for it in items])

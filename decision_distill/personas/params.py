@@ -1,7 +1,8 @@
 """personas/params.yaml, validated like params.yaml: one-line errors naming the key.
 
-The persona pipeline reads the small LM settings (slm.model and its precision) from the
-project's params.yaml: both halves share the one downloaded base model."""
+The persona pipeline reads the small LM settings (slm.model and its precision) and the
+teacher's (teacher.model, its precision and teacher.chat_template) from the project's
+params.yaml: both halves share the downloaded models."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class Extract(Section):
     threshold: float = Field(0.5, gt=0.0, lt=1.0)  # P(yes) above which a chunk reveals the category
     cap: int = Field(3, ge=1)  # at most this many summaries and questions per person and category
     max_new_tokens: int = Field(32, ge=4)
+    batch_size: int = Field(8, ge=1)  # prompts per forward pass: P(yes) batches and greedy generation batches
 
 
 class Retrieval(Section):
@@ -100,6 +102,13 @@ class Votes(Section):
         return texts
 
 
+class Agents(Section):
+    """How persona-respond and persona-votes ask the agents: the base SLM (slm.model of params.yaml)
+    and each person's merged model. The teacher and the judge follow teacher.chat_template."""
+    # One setting for every agent, so that the tuned model and its baselines are asked alike.
+    chat_template: bool = False  # ask inside slm.model's chat template (an instruction-tuned slm.model)
+
+
 class Respond(Section):
     context_chunks: int = Field(2, ge=1)  # the base+chunks baseline sees this many of the person's training chunks
     max_new_tokens: int = Field(80, ge=4)
@@ -135,6 +144,7 @@ class PersonaParams(Section):
     perplexity: PersonaPerplexity = PersonaPerplexity()
     extract: Extract = Extract()
     votes: Votes = Votes()
+    agents: Agents = Agents()
     respond: Respond = Respond()
     judge: Judge = Judge()
 

@@ -36,8 +36,9 @@ def chunk_nll(model_dir: str | Path, chunks: list[Chunk], dtype: str, device: st
     """[N, 2]: summed negative log-likelihood and predicted-token count of each chunk, through
     `cache`; the model is loaded only when some chunk is missing there."""
     fingerprint = read_model_json(model_dir)["fingerprint"]
-    keys = [persona_key("persona-perplexity nll", fingerprint, dtype, device, c.text, tokens="BOS + text, all tokens")
-            for c in chunks]
+    # chat_template=None: a chunk is scored as plain text, never a prompt, so no template applies.
+    keys = [persona_key("persona-perplexity nll", fingerprint, dtype, device, c.text, chat_template=None,
+                        tokens="BOS + text, all tokens") for c in chunks]
     known = cache.get_many(keys)
     model = None
     for c, key in zip(chunks, keys):

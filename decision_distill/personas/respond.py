@@ -9,6 +9,11 @@ generates nothing twice).
 
 An answer is the sampled text up to its first line break (one speaking turn); it is kept as
 text for the judge, never parsed into a number.
+
+With `chat` (the params key that turned it on: agents.chat_template) every prompt is asked
+inside the model's chat template (lm.chat) and the answer is the reply's first line; the
+keys hold the prompt as written here and the setting (cache_keys), so a rerun still loads
+no model.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from ..lm.answer_cache import AnswerCache, answer_key
+from ..lm.batch_generate import generate_batch
+from ..lm.chat import chat_prompts
 from ..lm.load import LoadedModel
 from ..lm.source import read_model_json
 from .cache_keys import persona_key
@@ -50,26 +56,20 @@ def batch_seed(seed: int, model: str, prompts: list[str]) -> int:
     return int(digest[:8], 16) % 2**31
 
 
-@torch.inference_mode()
 def sample_answers(loaded: LoadedModel, prompts: list[str], seed: int, max_new_tokens: int, temperature: float,
                    top_p: float) -> list[str]:
-    """Seeded sampling of every prompt in one left-padded batch: the 262k-entry output layer
-    costs about the same for 9 rows as for 1, so batching is what makes this affordable on CPU."""
-    tok = loaded.tokenizer
-    tok.padding_side = "left"
-    batch = tok(prompts, return_tensors="pt", padding=True).to(loaded.device)
-    torch.manual_seed(seed)
-    out = loaded.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                                top_p=top_p, top_k=0,
-                                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
-    texts = tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    """Seeded sampling of every prompt in one left-padded batch (lm.batch_generate: the 262k-entry
+    output layer costs about the same for 9 rows as for 1), each answer up to its first line break."""
+    texts = generate_batch(loaded, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     return [t.strip().split("\n", 1)[0].strip() for t in texts]
 
 
 def respond(reviewed: dict, profile: str | None, chunks: list[Chunk], models: dict[str, Path],
-            load: Callable[[Path], LoadedModel], cache: AnswerCache, settings, dtype: str, device: str) -> dict:
+            load: Callable[[Path], LoadedModel], cache: AnswerCache, settings, dtype: str, device: str,
+            chat: str | None = None) -> dict:
     """`models`: TUNED / BASE_PROFILE / BASE_CHUNKS -> a model directory; `load` is called only
-    when an answer is missing from the cache. Returns the answers file's content."""
+    when an answer is missing from the cache. `chat`: the params key that asks for the models'
+    chat template (None: completion prompts). Returns the answers file's content."""
     persona, decoding = reviewed["persona"], {"max_new_tokens": settings.max_new_tokens,
                                               "temperature": settings.temperature, "top_p": settings.top_p}
     by_id = {c.id: c for c in chunks}
@@ -80,13 +80,14 @@ def respond(reviewed: dict, profile: str | None, chunks: list[Chunk], models: di
         batch = [p[name] for p in prompts]
         seed = batch_seed(settings.seed, name, batch)
         fingerprint = read_model_json(directory)["fingerprint"]
-        keys = [persona_key("persona-respond", fingerprint, dtype, device, prompt, batch=batch, seed=seed,
-                            decoding=decoding) for prompt in batch]
+        keys = [persona_key("persona-respond", fingerprint, dtype, device, prompt, chat_template=chat is not None,
+                            batch=batch, seed=seed, decoding=decoding) for prompt in batch]
         found = cache.get_many(keys)
         if batch and len(found) < len(keys):
             loaded = load(directory)
+            sent = chat_prompts(loaded.tokenizer, batch, chat)
             start = time.perf_counter()
-            answers = sample_answers(loaded, batch, seed, **decoding)
+            answers = sample_answers(loaded, sent, seed, **decoding)
             seconds += time.perf_counter() - start
             generated += len(answers)
             found = {k: {"text": a} for k, a in zip(keys, answers)}

@@ -17,6 +17,9 @@ soon as it is read, so a rerun reads only what is missing. Each arm is then read
 (calibration.py) and compared with the baselines (vote_stats.py), pooled and per person.
 A (person, question) pair with no recorded vote (an Abstain, Absent or blank row of votes.csv,
 or no row at all) is scored but left out of every metric, and counted as `unknown`, by reason.
+An arm may be asked inside its model's chat template (score_all's `chat`: teacher.chat_template
+for the teacher arms, agents.chat_template for the others); the vote is then the reply's first
+token, "Aye" or "Nay" (lm.chat.ChatScorer).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 from scipy.special import expit
 
 from ..lm.answer_cache import AnswerCache
+from ..lm.chat import token_scorer
 from ..lm.load import LoadedModel
 from ..lm.scorer import TokenScorer
 from .cache_keys import persona_key
@@ -108,17 +112,19 @@ class Scored:
 
 
 def cached_logodds(model: LoadedModel, suffixes: list[tuple[str, str]], cache: AnswerCache,
-                   batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+                   batch_size: int, chat: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(log-odds, option mass) of each (head, question) suffix after PREFIX, through `cache`: only
-    prompts missing there are scored, and their answers stored at once."""
+    prompts missing there are scored, and their answers stored at once. `chat`: the params key
+    that asks for the model's chat template (None: the completion prompt)."""
     # The segment boundaries are part of the key: the scorer tokenizes each segment on its own.
     keys = [persona_key("persona-votes answer", model.fingerprint, model.dtype, model.device.type,
-                        PREFIX + head + tail, options=OPTIONS, segments=[len(PREFIX), len(head)])
+                        PREFIX + head + tail, chat_template=chat is not None, options=OPTIONS,
+                        segments=[len(PREFIX), len(head)])
             for head, tail in suffixes]
     known = cache.get_many(keys)
     todo = [i for i, k in enumerate(keys) if k not in known]
     if todo:
-        scores = TokenScorer(model, OPTIONS, batch_size).score(PREFIX, [suffixes[i] for i in todo])
+        scores = token_scorer(model, OPTIONS, batch_size, chat).score(PREFIX, [suffixes[i] for i in todo])
         found = {keys[i]: {"logodds": float(lo), "mass": float(m)}
                  for i, lo, m in zip(todo, scores.logodds, scores.option_mass)}
         cache.put_many(found)
@@ -127,7 +133,8 @@ def cached_logodds(model: LoadedModel, suffixes: list[tuple[str, str]], cache: A
 
 
 def score_all(table: Table, questions: list[str], profiles: dict[str, str], models: dict[str, Callable],
-              batch_size: int, cache: AnswerCache, content_free: list[str]) -> Scored:
+              batch_size: int, cache: AnswerCache, content_free: list[str],
+              chat: dict[str, str] | None = None) -> Scored:
     """`models`: arm -> load(persona) returning (LoadedModel, prompt). `prompt` is True (the
     person's profile), False (the name only) or a Prompter (model, persona, questions) -> the
     (head, question) suffixes, for an arm that builds its own prompts (the retrieval arms). A
@@ -135,7 +142,8 @@ def score_all(table: Table, questions: list[str], profiles: dict[str, str], mode
     own (tuned). An arm that uses the profile is not asked for a person without one: its rows
     stay NaN, never a name-only prompt reported under a profile label. Real and content-free
     questions go through the same prompt, so a Prompter decides what a content-free question
-    gets (retrieval.py: passages retrieved with the content-free text itself)."""
+    gets (retrieval.py: passages retrieved with the content-free text itself). `chat`: arm -> the
+    params key that asks for that arm's chat template; an arm not in it gets the completion prompt."""
     n = len(table.truth)
     out = Scored({}, {}, {}, {})
     for name, load in models.items():
@@ -151,7 +159,7 @@ def score_all(table: Table, questions: list[str], profiles: dict[str, str], mode
                 suffixes = prompt(model, persona, asked)
             else:
                 suffixes = [vote_suffix(persona, profiles[persona] if prompt else None, q) for q in asked]
-            lo, mass = cached_logodds(model, suffixes, cache, batch_size)
+            lo, mass = cached_logodds(model, suffixes, cache, batch_size, (chat or {}).get(name))
             cf = expit(lo[len(rows):])
             lo_all[rows], mass_all[rows], cf_all[rows] = lo[:len(rows)], mass[:len(rows)], cf.mean()
             out.content_free_by_person[name][persona] = cf.tolist()

@@ -25,6 +25,7 @@ from ..core.errors import UserError
 from ..core.params import Params
 from ..data.scenario import Scenario, State
 from ..lm.answer_cache import AnswerCache, answer_key
+from ..lm.chat import chat_wrap, reply_options
 from ..lm.load import load_causal_lm
 from ..lm.runtime import resolve_dtype, software_versions
 from ..lm.source import read_model_json
@@ -93,13 +94,7 @@ def build_prompts(scenario: Scenario, states: list[State], readout: Readout, tok
     cases = [scenario.describe_parts(s) for s in states]
     if not readout.chat_template:
         return Prompts(prefix, cases)
-    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        raise UserError("teacher.chat_template: this tokenizer has no chat template; set it to false")
-    marker = "\x00STATE\x00"
-    wrapped = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prefix + marker}], add_generation_prompt=True, tokenize=False
-    )
-    head, tail = wrapped.split(marker)
+    head, tail = chat_wrap(tokenizer, prefix, "teacher.chat_template")
     return Prompts(head, [(h, t + tail) for h, t in cases])
 
 
@@ -110,14 +105,8 @@ def option_texts(scenario: Scenario, readout: Readout, tokenizer) -> list[str]:
     texts = [o.text for o in scenario.options]
     if not readout.chat_template:
         return texts
-    for i, text in enumerate(texts):
-        n = len(tokenizer(text.lstrip(), add_special_tokens=False).input_ids)
-        if n != 1:
-            raise UserError(f"teacher.chat_template: options[{i}].text {text!r} is read as the model's reply "
-                            f"{text.lstrip()!r}, which is {n} tokens for this tokenizer; the token readout needs "
-                            "one token per option: choose texts that are one token without their leading space, "
-                            "or set teacher.chat_template: false")
-    return [t.lstrip() for t in texts]
+    return reply_options(tokenizer, texts, "teacher.chat_template", [f"options[{i}].text" for i in range(len(texts))],
+                         "choose texts that are one token without their leading space")
 
 
 def answer_keys(fingerprint: str, prompts: Prompts, scenario: Scenario, readout: Readout,

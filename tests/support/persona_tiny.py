@@ -10,7 +10,12 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
 
+from .tiny_teacher import CHAT_SPECIALS, CHAT_TEMPLATE
+
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
+# After a chat template's generation prompt the model's reply starts a line: each answer the
+# persona readouts read without its leading space, to become one token of its own.
+REPLIES = ["Yes", "No", "Aye", "Nay", "A", "B", "model", "user"]
 BOARD = Path(__file__).resolve().parents[2] / "examples/board"
 
 
@@ -28,18 +33,23 @@ def board_texts() -> list[str]:
             + ["Vote: Aye Nay", "Score: 1 2 3 4 5", "Answer: A B"] * 50)
 
 
-def build_tiny_persona_model(directory: Path, texts: list[str], seed: int = 0, vocab: int = 900) -> Path:
+def build_tiny_persona_model(directory: Path, texts: list[str], seed: int = 0, vocab: int = 900,
+                             chat: bool = False) -> Path:
+    """`chat`: with Gemma's turn markers and chat template (tests/support/tiny_teacher.py)."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     # As Gemma's: newlines are tokens of their own and no space is put before a text, so the
     # scorer's piecewise tokenization equals the whole prompt's (it refuses a prompt otherwise).
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"),
                                                  pre_tokenizers.Metaspace(prepend_scheme="never")])
     tok.decoder = decoders.Metaspace(prepend_scheme="never")
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIALS, show_progress=False)
-    tok.train_from_iterator(texts, trainer)
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIALS + (CHAT_SPECIALS if chat else []),
+                                  show_progress=False)
+    tok.train_from_iterator(texts + (REPLIES * 50 if chat else []), trainer)
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
                                         bos_token="<bos>", unk_token="<unk>")
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

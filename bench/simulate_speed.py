@@ -35,7 +35,8 @@ from decision_distill.data.scenario_file import load_scenario
 from decision_distill.lm.answer_cache import AnswerCache
 from decision_distill.simulation.config import load_simulation
 from decision_distill.simulation.market import MarketModel
-from decision_distill.simulation.policy import Policy, TeacherPolicy
+from decision_distill.simulation.policy import Policy
+from decision_distill.simulation.prompt_policy import TeacherPolicy
 
 
 def evening(config, scenario, decider, visitors: int, seed: int):

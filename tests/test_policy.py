@@ -10,7 +10,8 @@ from decision_distill.lm.answer_cache import AnswerCache
 from decision_distill.core.errors import UserError
 from decision_distill.evaluation.evaluate import evaluate_students
 from decision_distill.core.params import parse_params
-from decision_distill.simulation.policy import ConstantPolicy, LookupPolicy, Policy, TeacherPolicy
+from decision_distill.simulation.policy import ConstantPolicy, LookupPolicy, Policy
+from decision_distill.simulation.prompt_policy import TeacherPolicy
 from decision_distill.data.scenario_file import load_scenario
 
 ICE = "scenarios/ice_cream.yaml"

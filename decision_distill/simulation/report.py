@@ -21,7 +21,8 @@ from ..students.models import ensemble_dir, seed_dirs
 from .config import MarketConfig, check_against_scenario, load_simulation
 from .fidelity import compare, teacher_summary
 from .market_report import generated_states, market_fqe, market_gap, prefetch_states
-from .policy import ConstantPolicy, LookupPolicy, Policy, PromptPolicy, SLMPolicy, TeacherPolicy
+from .policy import ConstantPolicy, LookupPolicy, Policy
+from .prompt_policy import PromptPolicy, SLMPolicy, TeacherPolicy
 from .run import SERIES, run_replicates
 
 

@@ -5,8 +5,9 @@ Batching is what makes generation affordable on a CPU: each decoding step reads 
 once for all rows, and the 262k-entry output layer costs about the same for 8 rows as for 1.
 Padding is masked and the positions are counted from the attention mask (generate does both),
 so a row's greedy continuation is the one it gets alone, up to float rounding: padding changes
-the shapes the kernels sum over, which can move a logit by about 1e-6 and so break a near-tie
-the other way (tests/test_persona_extract.py holds batch 1 and batch 4 to the same text).
+the shapes the kernels sum over, which can move a logit by a rounding error and so break an
+exact near-tie the other way (tests/test_persona_extract.py holds batch 1 and batch 4 to the
+same text on the tiny model).
 """
 
 from __future__ import annotations

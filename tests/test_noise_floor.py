@@ -76,14 +76,12 @@ def test_evaluate_puts_an_interval_beside_every_noise_floor_ratio(blurred_predic
 def test_the_evaluate_stage_writes_the_intervals_from_the_per_state_floor(tmp_path, monkeypatch, load_stage, write_synthetic_splits):
     """stages/evaluate.py with --stability and --noise-floor, students stood in by blurred teachers."""
     import json
-    import sys
-    import types
 
+    from decision_distill.students import models
 
-    students = types.ModuleType("decision_distill.students.models")
-    students.load_student = lambda directory: (0.2, None)
-    students.predict = lambda model, encoder, frame: (1 - model) * frame[["p_yes", "p_no"]].to_numpy() + model / 2
-    monkeypatch.setitem(sys.modules, "decision_distill.students.models", students)
+    monkeypatch.setattr(models, "load_student", lambda directory: (0.2, None))
+    monkeypatch.setattr(models, "predict",
+                        lambda model, encoder, frame: (1 - model) * frame[["p_yes", "p_no"]].to_numpy() + model / 2)
     write_synthetic_splits(tmp_path / "splits", n=200)
     for arch in ("logreg", "mlp", "encoder", "decoder"):
         (tmp_path / "students" / arch).mkdir(parents=True)

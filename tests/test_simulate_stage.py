@@ -89,9 +89,13 @@ def test_stage_end_to_end(project, simulate_stage):
     fqe = market["fqe"]
     assert set(fqe["deciders"]) == {"teacher", "constant", "lookup", "logreg", "mlp"}
     for name, block in fqe["deciders"].items():
-        assert block["fqe"] > 0 and block["monte_carlo"] > 0
+        assert block["fqe"] > 0 and block["monte_carlo"] > 0 and block["is"] > 0
         assert block["abs_error"] == pytest.approx(abs(block["fqe"] - block["monte_carlo"]))
         assert block["monte_carlo_ci"][0] <= block["monte_carlo"] <= block["monte_carlo_ci"][1]
+        assert block["fqe_days_out_of_range"] == 0 and "fqe_inside_mc_ci" not in block
+    # the teacher's days are its own log: importance weights 1, its PDIS is its Monte Carlo return
+    teacher_fqe = fqe["deciders"]["teacher"]
+    assert teacher_fqe["is"] == pytest.approx(teacher_fqe["monte_carlo"]) and teacher_fqe["is_max_weight"] == 1
     assert -1 <= fqe["rank_agreement_spearman"] <= 1
     ticks = pd.read_csv(root / "plots" / "christmas_market_ticks.csv")
     assert set(ticks["decider"]) == {"teacher", "constant", "lookup", "logreg", "mlp"} and set(ticks["seed"]) == {0, 1, 2}

@@ -145,6 +145,9 @@ class MarketDay:
         self.log = log = transitions(log)
         self.X = market_features(log, personas, context_bits, tick_hours)
         self.actions = log["buy"].to_numpy().astype(int)  # action 1 = buy
+        if self.actions.min() == self.actions.max():
+            raise ValueError(f"{where}: decision log column 'buy' is {bool(self.actions[0])} in every row; FQE "
+                             "needs both actions logged (more visitors or days)")
         self.rewards = price * self.actions
         nxt = log["next"].to_numpy()
         self.next = np.where(nxt < 0, 0, nxt)
@@ -152,6 +155,8 @@ class MarketDay:
         self.fitted = FittedQ(self.X, self.actions, self.rewards, discount, self.X[self.next])
         b = log["p"].to_numpy(float)
         self.b_taken = np.where(self.actions == 1, b, 1 - b)
+        if not (self.b_taken > 0).all():
+            raise ValueError(f"{where}: decision log column 'p' gives a logged action probability 0")
         self.first, self.gamma, self.where = log["first"].to_numpy(), gamma, where
 
     def estimates(self, prob_of, iterations: int) -> dict:
@@ -212,6 +217,5 @@ def fqe_report(teacher_logs: dict[int, pd.DataFrame], decider_logs: dict[str, di
     rho = spearmanr([out[n]["fqe"] for n in names], [out[n]["monte_carlo"] for n in names]).statistic \
         if len(names) > 2 else None
     return {"reward": f"{price} per purchase, discounted by {gamma} per tick since a visitor's first decision",
-            "days": len(seeds), "deciders": out,
-            "rank_agreement_spearman": None if rho is None or np.isnan(rho) else float(rho),
+            "deciders": out, "rank_agreement_spearman": None if rho is None or np.isnan(rho) else float(rho),
             "mean_abs_error": float(np.mean([out[n]["abs_error"] for n in names])) if names else None}

@@ -10,7 +10,10 @@ b is the behaviour (logging) policy, pi the evaluated one, k_j the ticks since t
 first decision. Both are unbiased wherever b(a | s) > 0 for every action pi may take: the
 teacher's P(buy) comes from a softmax and is never exactly 0 or 1. DR is unbiased for any Q
 (given the history, w_j * Q(s_j, a_j) has mean w_{j-1} * V(s_j)) and has lower variance the
-closer Q is to the truth; here Q is FQE's, fitted on the same day's log.
+closer Q is to the truth. Here Q is FQE's, fitted on the same day's log, which breaks that
+independence a little: far from the teacher DR then leans toward FQE. Cross-fitting (Q for
+half the visitors fitted on the other half) was tried on synthetic teachers and dropped: the
+half-day fits extrapolated so badly that DR's intervals grew ~10x.
 
 Written here rather than taken from a library: obp 0.5.7 (Open Bandit Pipeline) installs only
 on Python < 3.11 (this project runs 3.11) and its estimators are for contextual bandits, one

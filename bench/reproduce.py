@@ -46,7 +46,7 @@ are estimates sized for the default run, not measured across CPUs:
                 logreg's +54 and more than the other deciders' whole difference.
   verdict       reported, not failed: yes/no answers and counts read off numbers near a
                 threshold (values whose effect differs, CI covers 0, the effects verdict,
-                its joint test's p-value and rejection, FQE inside the MC interval, rank
+                its joint test's p-value and rejection, FQE days out of range, rank
                 agreement, the early-stopping epoch); the numbers behind them are checked.
   timing        not compared: measured by a clock.
   cache         not compared: teacher_calls counts answers missing from the answer cache
@@ -81,7 +81,7 @@ RULES = [
     (r"teacher_calls$", "cache"),
     (r"(version|versions\.[^.]+|timestamp|date)$", "version"),
     (r"[.:](dtype|device)$", "runtime"),
-    (r"(values_differing|diff_ci_covers_0|fqe_inside_mc_ci|rank_agreement_spearman|best_epoch"
+    (r"(values_differing|diff_ci_covers_0|fqe_days_out_of_range|rank_agreement_spearman|best_epoch"
      r"|epochs_run)$|^dvclive/[^/]+/metrics\.json:step$"
      r"|^metrics/effects\.json:.*\.(verdict|joint_test\.(p_value|rejects))$", "verdict"),
     (r"[.:](states|readings|missing_readings|parse_failures|parse_failure_rate|icc_states"
@@ -100,7 +100,9 @@ RULES = [
      "student-1", 0.1, 0.0, None, 1.0),
     (SIM + r".*\.deciders\.[^.]+\.)(total|total_diff)(_ci)?$", "sim", 0.03, 0.0, r"\1total_teacher"),
     (SIM + r".*\.groups\.[^.]+\.)(buy_rate|diff)(_ci)?$", "sim", 0.03, 0.0, r"\1buy_rate_teacher"),
-    (SIM + r"[^.]+\.fqe\.).*(fqe|monte_carlo|abs_error)(_ci)?$", "sim", 0.03, 0.0,
+    (SIM + r"[^.]+\.fqe\.).*relative_bias$", "sim", 0.0, 0.03),
+    (SIM + r"[^.]+\.fqe\.).*is_max_weight$", "student", 0.1),
+    (SIM + r"[^.]+\.fqe\.).*(fqe|monte_carlo|abs_error|is|dr|bias)(_ci)?$", "sim", 0.03, 0.0,
      r"\1deciders.teacher.monte_carlo"),
     (SIM + r").*(wasserstein|jsd)(_ci)?$", "sim-distance", 0.5),
     (r"^metrics/(students|effects|perplexity|simulate)\.json:|^dvclive/", "student", 0.1),

@@ -105,6 +105,10 @@ def test_a_purchase_counts_as_eating(market):
     assert hungry[first].any()  # some arrive hungry ...
     assert not hungry[~first].any()  # ... but having bought every tick, nobody is hungry again
     assert log["buy"].all()
+    # the log's clock since the last meal restarts at each purchase: one tick later it reads one tick
+    later = log.sort_values(["row", "tick"])
+    gap = later.groupby("row")["tick"].diff()
+    assert later.loc[gap == 1, "since_meal"].to_numpy() == pytest.approx(config.clock.tick_minutes / 60)
 
 
 def test_until_bought_ends_a_visitors_decisions_at_the_purchase(market):

@@ -108,8 +108,12 @@ def test_stage_end_to_end(project, simulate_stage):
     fqe = market["fqe"]
     assert set(fqe["deciders"]) == {"teacher", "constant", "lookup", "logreg", "mlp", "mlp_ensemble"}
     for name, block in fqe["deciders"].items():
-        assert block["fqe"] > 0 and block["monte_carlo"] > 0
+        assert block["fqe"] > 0 and block["monte_carlo"] > 0 and block["is"] > 0
         assert block["abs_error"] == pytest.approx(abs(block["fqe"] - block["monte_carlo"]))
+        assert block["fqe_days_out_of_range"] == 0 and "fqe_inside_mc_ci" not in block
+    # the teacher's days are its own log: importance weights 1, its PDIS is its Monte Carlo return
+    teacher_fqe = fqe["deciders"]["teacher"]
+    assert teacher_fqe["is"] == pytest.approx(teacher_fqe["monte_carlo"]) and teacher_fqe["is_max_weight"] == 1
     gap = market["gap"]  # on the teacher's logged decisions: each decider's departure from it, split
     assert gap["decisions"] == t["decisions"] and set(gap["deciders"]) == {"constant", "lookup", "logreg", "mlp", "mlp_ensemble"}
     for name, block in gap["deciders"].items():

@@ -264,7 +264,6 @@ class Simulate(Section):
                                  "logreg_ensemble", "mlp_ensemble"])
     population: int = Field(400, ge=2)   # visitors (players) per replicate
     replicates: int = Field(40, ge=1)    # seeded replicates per decider, seeds seed..seed+replicates-1
-    fqe_days: int = Field(8, ge=2)       # FQE (market) on the first days only: its fits cost seconds per decider-day
     seed: int = 0
     bootstrap: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0.0, lt=1.0)

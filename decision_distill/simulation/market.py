@@ -61,7 +61,10 @@ def states_frame(trait_sets: list[list[str]], table: list[list[str]], traits: np
 
 # One row per tick, each column holding that tick's decisions as an array: the model is
 # vectorised, and one add_table_row per decision would cost more than the decisions themselves.
-LOG_COLUMNS = ("tick", "row", "traits", "contexts", "p", "buy", "weather")
+# since_arrival (ticks) and since_meal (hours) are the visitor's clocks at the decision: the
+# contexts say whether they are hungry or after work now, these say for how much longer, and
+# how long they may stay (FQE's state, simulation.fqe).
+LOG_COLUMNS = ("tick", "row", "traits", "contexts", "p", "buy", "weather", "since_arrival", "since_meal")
 
 
 class MarketModel(mesa.Model):
@@ -161,14 +164,16 @@ class MarketModel(mesa.Model):
             self.datacollector.add_table_row("decisions", {
                 "tick": np.full(len(rows), self.steps), "row": rows, "traits": self.trait_code[rows],
                 "contexts": code[rows], "p": np.asarray(p, dtype=float), "buy": buys,
-                "weather": np.full(len(rows), self.weather, dtype=object)})
+                "weather": np.full(len(rows), self.weather, dtype=object),
+                "since_arrival": t - self.arrival[rows], "since_meal": since[rows]})
         self.datacollector.collect(self)
         if t + 1 >= self.ticks:
             self.running = False
 
     def decision_log(self) -> pd.DataFrame:
         """One row per decision (log_decisions=True): tick (Mesa's step, from 1), visitor row,
-        persona and context codes, P(buy), whether they bought, the day's weather."""
+        persona and context codes, P(buy), whether they bought, the day's weather, ticks since
+        the visitor arrived and hours since their last meal (before this decision's purchase)."""
         table = self.datacollector.get_table_dataframe("decisions")
         if not len(table):
             return pd.DataFrame({c: [] for c in LOG_COLUMNS})

@@ -81,17 +81,18 @@ def market_gap(config, scenario, deciders: dict, logs: dict, blocks: dict, gener
 
 def market_fqe(config, scenario, deciders: dict, logs: dict, sim) -> dict:
     """fqe.fqe_report for every decider (the teacher's own, on-policy, as a check), from the
-    first simulate.fqe_days teacher-driven days' logs, against each decider's own same days."""
+    teacher-driven days' logs (their P(buy) column is the behaviour policy), against each
+    decider's own days."""
     trait_sets = persona_traits(config, scenario)
 
     def prob_of(decider):
         return prob_on_log(decider, scenario, trait_sets)
 
-    by_seed = {name: dict(days[: sim.fqe_days]) for name, days in logs.items()}
+    by_seed = {name: dict(days) for name, days in logs.items()}
     fallbacks = {name: d.fallbacks for name, d in deciders.items()}
     report = fqe_report(by_seed["teacher"], by_seed, {n: prob_of(d) for n, d in deciders.items()},
-                        len(config.visitors.personas), config.clock.ticks, len(CONTEXT_BITS), config.price,
-                        config.gamma, sim.bootstrap, sim.confidence, sim.seed)
+                        len(config.visitors.personas), config.clock.ticks, len(CONTEXT_BITS),
+                        config.clock.tick_minutes / 60, config.price, config.gamma, sim.confidence)
     for name, decider in deciders.items():  # FQE's own queries are not simulation decisions
         decider.fallbacks = fallbacks[name]
     return report

@@ -1,4 +1,5 @@
-"""Percentile bootstrap intervals, the one way every report in the package computes them.
+"""Percentile bootstrap intervals, the way the package's reports compute them (except the
+market's off-policy estimates: Student t intervals over days, simulation/fqe.py).
 
 `bootstrap_interval(statistic, *samples, ...)` draws the resamples with scipy.stats.bootstrap
 (method "percentile") and covers three designs:

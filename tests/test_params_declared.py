@@ -41,7 +41,8 @@ p.student.hparams("decoder")                       # the section and the shared 
     [record] = [json.loads(p.read_text()) for p in reads.glob("*.json")]
     assert record["stage"] == "probe" and list(record["reads"]) == ["params.yaml"]
     lora = {f"lora.{k}" for k in yaml.safe_load((REPO / "params.yaml").read_text())["lora"]}
-    decoder = {f"student.decoder.{k}" for k in ("lr", "d_model", "heads", "layers", "dropout")}
+    # a dump counts every key of the section, seeds too though hparams leaves it out: over, never under
+    decoder = {f"student.decoder.{k}" for k in ("lr", "d_model", "heads", "layers", "dropout", "seeds")}
     assert set(record["reads"]["params.yaml"]) == {"slm.quantize", "student.mlp.layers", "import.path", "teacher.device",
                                                    "generate.seed", "student.hidden"} | lora | decoder
 

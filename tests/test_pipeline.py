@@ -20,7 +20,10 @@ def test_tiny_profile_runs_end_to_end(tiny_pipeline, ran, pipeline_stages, asser
     assert ran(log) == pipeline_stages
     assert_clean(root)  # dvc.lock records every stage as run; every declared output is there
     metrics = yaml.safe_load((root / "metrics/students.json").read_text())
-    assert set(metrics) == {"logreg", "mlp", "encoder", "decoder", "slm_base", "slm_tuned"}
+    # the tiny profile trains 2 seeds of logreg and mlp (the transformers keep their own 1): ensemble rows
+    assert set(metrics) == {"logreg", "mlp", "encoder", "decoder", "slm_base", "slm_tuned",
+                            "logreg_ensemble", "mlp_ensemble"}
+    assert len(metrics["mlp"]["seeds"]["kl"]) == 2
     # six LoRA steps on the teacher's answers move the small LM towards the teacher
     # Six LoRA steps on a random tiny model move its KL either way (test and validation alike);
     # that LoRA learns is asserted in tests/test_lora.py with enough steps. Here: it trained.
@@ -82,7 +85,7 @@ def test_plots_draw_one_series_per_student(tiny_pipeline, tmp_path, plots_json):
                             capture_output=True, text=True, check=True)
     drawn = json.loads(result.stdout)
     students = sorted(pd.read_csv(root / "plots/data/scatter.csv")["student"].unique())
-    assert len(students) == 6
+    assert len(students) == 8  # 4 architectures, the 2 seed ensembles (logreg, mlp), 2 small LMs
 
     def colours(marks):
         return {c for m in marks for c in m["colors"]}

@@ -35,14 +35,11 @@ def prefetch_states(config: MarketConfig, scenario, policies: list, population: 
     for rate in PREFETCH_RATES:
         run_replicates(config, scenario, ConstantPolicy(rate, scenario.schema(), "prefetch"), population, seeds, logs)
     log = pd.concat([day for _, day in logs], ignore_index=True)
+    distinct = log.drop_duplicates(["traits", "contexts", "weather"]).reset_index(drop=True)
     trait_sets = persona_traits(config, scenario)
-    frames = [states_frame(trait_sets, context_table(scenario, weather), group["traits"].to_numpy(),
-                           group["contexts"].to_numpy())
-              for weather, group in log.drop_duplicates(["traits", "contexts", "weather"]).groupby("weather")]
-    states = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    for policy in policies:
-        policy.probs(states)
-    return len(states)
+    for policy in policies:  # one batched call per weather, the rows' states as prob_on_log builds them
+        prob_on_log(policy, scenario, trait_sets)(distinct)
+    return len(distinct)
 
 
 def generated_states(decisions: Path) -> pd.DataFrame | None:
@@ -84,13 +81,9 @@ def market_fqe(config, scenario, deciders: dict, logs: dict, sim) -> dict:
     teacher-driven days' logs (their P(buy) column is the behaviour policy), against each
     decider's own days."""
     trait_sets = persona_traits(config, scenario)
-
-    def prob_of(decider):
-        return prob_on_log(decider, scenario, trait_sets)
-
     by_seed = {name: dict(days) for name, days in logs.items()}
     fallbacks = {name: d.fallbacks for name, d in deciders.items()}
-    report = fqe_report(by_seed["teacher"], by_seed, {n: prob_of(d) for n, d in deciders.items()},
+    report = fqe_report(by_seed["teacher"], by_seed, {n: prob_on_log(d, scenario, trait_sets) for n, d in deciders.items()},
                         len(config.visitors.personas), config.clock.ticks, len(CONTEXT_BITS),
                         config.clock.tick_minutes / 60, config.price, config.gamma, sim.confidence)
     for name, decider in deciders.items():  # FQE's own queries are not simulation decisions

@@ -1,13 +1,15 @@
 """Do two runs of the simulate stage agree within their intervals? Decider by decider.
 
-    python -m bench.rerun_overlap [--a REV] [--b REV | --b-dir DIR] [--file metrics/simulate.json]
+    python -m bench.rerun_overlap [--a REV] (--b REV | --b-dir DIR) [--file metrics/simulate.json]
 
 A rerun on the same machine type with the same seeds is bit-identical (bench/reproduce.py
 checks that), so the useful rerun is one that changes what a user's rerun could change:
 the students' training seeds and the simulated days, e.g.
 
     dvc exp run -n reseeded -S train.seed=1000 -S simulate.seed=1000
-    python -m bench.rerun_overlap --a HEAD --b reseeded
+    python -m bench.rerun_overlap --a HEAD --b-dir .   # the experiment's results are in the workspace
+
+(`dvc exp branch reseeded BRANCH` turns the experiment into a branch that `--b BRANCH` reads.)
 
 For every decider of every simulation, and for the teacher's own total, it prints each run's
 point estimate and interval for the headline numbers (total, total_diff, and each trait
@@ -85,7 +87,7 @@ def compare(a: dict, b: dict) -> tuple[list[str], list[str]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--a", default="HEAD", help="git revision of the first run (default HEAD)")
-    ap.add_argument("--b", help="git revision or experiment name of the second run")
+    ap.add_argument("--b", help="git revision (commit or branch) of the second run")
     ap.add_argument("--b-dir", help="directory holding the second run (instead of --b)")
     ap.add_argument("--file", default="metrics/simulate.json")
     args = ap.parse_args(argv)

@@ -60,6 +60,28 @@ class Meals(Section):
     eat_probability: float = Field(ge=0, le=1)
 
 
+class Temperature(Section):
+    at_open: tuple[float, float]   # the day's temperature at opening, uniform in this range (degrees C)
+    per_hour: float                # its change per hour after opening (negative: the evening cools)
+
+
+class Price(Section):
+    base: tuple[float, float]   # the day's price of an ice cream, uniform in this range
+    discount: float = Field(gt=0, le=1)                 # the price's factor while the discount holds
+
+
+class Numbers(Section):
+    """Number features of the scenario the market fills in at every decision (each needs a
+    number feature of that name in the scenario, and the scenario's number features all need
+    one here): values are rounded to the feature's step and clipped to its range."""
+    temperature: Temperature | None = None
+    minutes_since_meal: bool = False   # minutes since the visitor last ate (lunch, food or an ice cream)
+    price: Price | None = None
+
+    def names(self) -> list[str]:
+        return [n for n in ("temperature", "minutes_since_meal", "price") if getattr(self, n)]
+
+
 class MarketConfig(VersionedFile):
     name: str
     model: Literal["market"]
@@ -72,6 +94,7 @@ class MarketConfig(VersionedFile):
     discount: tuple[float, float]
     price: float = Field(gt=0)
     gamma: float = Field(gt=0, le=1)
+    numbers: Numbers = Numbers()   # none by default: the states repeat (christmas_market.yaml)
 
     @field_validator("stalls")
     @classmethod
@@ -144,6 +167,8 @@ def check_against_scenario(config, scenario, path) -> None:
             if v not in texts[feature]:
                 raise UserError(f"{path}: '{v}' is not a value of {scenario.name}'s feature '{feature}'; "
                                 f"use one of {', '.join(texts[feature])}")
+    if isinstance(config, MarketConfig):
+        _check_numbers(config, scenario, path)
     if isinstance(config, MarketConfig):  # a persona the scenario cannot describe would never be asked about
         traits = next(f for f in scenario.features if f.name == "traits")
         for i, persona in enumerate(config.visitors.personas):
@@ -151,3 +176,16 @@ def check_against_scenario(config, scenario, path) -> None:
                 raise UserError(f"{path}: visitors.personas[{i}]: {len(set(persona.traits))} traits, but scenario "
                                 f"'{scenario.name}' describes a person by {traits.min} to {traits.max}; "
                                 "change the persona's traits")
+
+
+def _check_numbers(config: MarketConfig, scenario, path) -> None:
+    """The market fills in exactly the scenario's number features."""
+    numbers = {f.name for f in scenario.features if f.kind == "number"}
+    filled = config.numbers.names()
+    for name in filled:
+        if name not in numbers:
+            raise UserError(f"{path}: numbers.{name}: scenario '{scenario.name}' has no number feature '{name}'; "
+                            f"drop it or set `scenario` to one that has it")
+    for name in sorted(numbers - set(filled)):
+        raise UserError(f"{path}: scenario '{scenario.name}' has a number feature '{name}' the market does not fill; "
+                        f"add numbers.{name} (the market fills {', '.join(Numbers.model_fields)})")

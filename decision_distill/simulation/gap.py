@@ -21,12 +21,13 @@ often as the simulation visits it):
 Overall, `state_shift`: where the simulated decisions lie against the generate stage's
 states (data/decisions.parquet, readable answers: the states students learn from):
 `values` (per trait and per context, its share among simulated decisions and among
-generated states), `sizes` (the same for the number of traits, and of contexts, in a state)
+generated states), `sizes` (the same for the number of traits, and of contexts, in a state),
+`numbers` (a market with number features: each one's percentiles, simulated and generated)
 and `never_generated` (share of simulated decisions on a state, as sets of traits and
-contexts, that no generated state equals; with the distinct states behind it).
+contexts and number values, that no generated state equals; with the distinct states behind it).
 
-Each decider is asked once per distinct logged state (persona, context code, weather), a few
-hundred, not once per decision: the cost is one batched call per decider plus numpy over the log.
+Each decider is asked once per distinct logged state (persona, context code, weather, numbers):
+in the discrete market a few hundred, not once per decision: the cost is one batched call per decider plus numpy over the log.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class LogStates:
     """The teacher run's decisions pooled over days, and its distinct states.
 
     rows: one per decision (seed index `day`, teacher's `p`); states: one per distinct
-    (traits, contexts, weather) code with its trait and context ids; `inverse` maps each
+    (traits, contexts, weather) code and number values, with its trait and context ids; `inverse` maps each
     decision to its state, `visits` counts decisions per state."""
 
     def __init__(self, teacher_logs: dict[int, pd.DataFrame], scenario, trait_sets: list[list[str]]):
@@ -59,10 +60,15 @@ class LogStates:
         weather_code, weathers = pd.factorize(log["weather"])
         n_contexts = int(contexts.max()) + 1 if self.n else 1
         key = (traits * n_contexts + contexts) * max(len(weathers), 1) + weather_code
+        # A state is also its number features' values (a market with `numbers`): number the distinct rows
+        self.numbers = [f.name for f in scenario.features if f.kind == "number" and f.name in log]
+        if self.numbers and self.n:
+            key = log.assign(_key=key).groupby(["_key", *self.numbers], sort=True).ngroup().to_numpy()
         unique, first, self.inverse, self.visits = np.unique(key, return_index=True, return_inverse=True,
                                                              return_counts=True)
         self.states = pd.DataFrame({"traits": traits[first], "contexts": contexts[first],
-                                    "weather": np.asarray(weathers, dtype=object)[weather_code[first]]})
+                                    "weather": np.asarray(weathers, dtype=object)[weather_code[first]],
+                                    **{n: log[n].to_numpy()[first] for n in self.numbers}})
         tables = {w: context_table(scenario, w) for w in weathers}
         self.trait_ids = [trait_sets[t] for t in self.states["traits"]]
         self.context_ids = [tables[w][c] for w, c in zip(self.states["weather"], self.states["contexts"])]
@@ -116,13 +122,15 @@ def decider_gap(states: LogStates, q_states: np.ndarray, total_diff: float | Non
     }
 
 
-def _state_key(traits, contexts) -> tuple:
-    return tuple(sorted(str(v) for v in traits)), tuple(sorted(str(v) for v in contexts))
+def _state_key(traits, contexts, numbers=()) -> tuple:
+    return (tuple(sorted(str(v) for v in traits)), tuple(sorted(str(v) for v in contexts)),
+            tuple(round(float(v), 6) for v in numbers))
 
 
 def state_shift(states: LogStates, generated: pd.DataFrame, feature_values: dict[str, list[str]]) -> dict:
-    """Simulated decisions against the generate stage's states: value and size shares, and the
-    share of decisions on a state never generated (exact match of both sets, order ignored)."""
+    """Simulated decisions against the generate stage's states: value and size shares, each
+    number feature's 5th, 50th and 95th percentiles, and the share of decisions on a state never
+    generated (exact match of both sets, order ignored, and of every number)."""
     n, g = states.n, len(generated)
     values, sizes = {}, {}
     for feature, names in feature_values.items():
@@ -136,9 +144,18 @@ def state_shift(states: LogStates, generated: pd.DataFrame, feature_values: dict
         every = sorted(set(np.flatnonzero(sim_sizes)) | set(gen_sizes.index))
         sizes[feature] = {str(k): {"simulated": float(sim_sizes[k] / n) if k < len(sim_sizes) else 0.0,
                                    "generated": float(gen_sizes.get(k, 0) / g)} for k in every}
-    known = {_state_key(t, c) for t, c in zip(generated["traits"], generated["contexts"])}
-    new = np.array([_state_key(t, c) not in known for t, c in zip(states.trait_ids, states.context_ids)])
-    return {"values": values, "sizes": sizes,
+    percentiles = [5, 50, 95]
+    numbers = {name: {"simulated": np.percentile(np.repeat(states.states[name].to_numpy(float), states.visits),
+                                                 percentiles).tolist(),
+                      "generated": np.percentile(generated[name].to_numpy(float), percentiles).tolist()}
+               for name in states.numbers}
+    generated_numbers = zip(*(generated[name] for name in states.numbers)) if states.numbers else [()] * g
+    known = {_state_key(t, c, v) for t, c, v in zip(generated["traits"], generated["contexts"], generated_numbers)}
+    simulated_numbers = zip(*(states.states[name] for name in states.numbers)) if states.numbers else [()] * len(
+        states.states)
+    new = np.array([_state_key(t, c, v) not in known
+                    for t, c, v in zip(states.trait_ids, states.context_ids, simulated_numbers)])
+    return {"values": values, "sizes": sizes, **({"numbers": numbers} if numbers else {}),
             "never_generated": float(states.visits[new].sum() / n),
             "never_generated_states": int(new.sum()), "distinct_states": len(states.states),
             "generated_states": g}

@@ -22,8 +22,12 @@ weather, no discount, not at the ice-cream stall) does not decide that tick. The
 never asked about such a moment and no student trained on one, and no context the scenario
 defines is neutral enough to stand in for "nothing"; nothing prompts an ice cream then.
 
-States are discrete on purpose (no continuous feature), so the same states recur
-across visitors, ticks and replicates and a teacher answers each one once (answer cache).
+Without `numbers` in the file the states are discrete (christmas_market.yaml), so the same
+states recur across visitors, ticks and replicates: a teacher answers each one once (answer
+cache), and a lookup of its answers would serve the market. With `numbers`
+(christmas_market_evening.yaml) the state also carries the scenario's number features, which
+change as the evening runs (the temperature falls, minutes since a meal grow, the price drops
+in the discount hour): the states then hardly repeat, and a decider must generalise.
 """
 
 from __future__ import annotations
@@ -54,9 +58,17 @@ def persona_traits(config: MarketConfig, scenario: Scenario) -> list[list[str]]:
 
 
 def states_frame(trait_sets: list[list[str]], table: list[list[str]], traits: np.ndarray,
-                 contexts: np.ndarray) -> pd.DataFrame:
-    """The scenario states behind persona and context codes."""
-    return pd.DataFrame({"traits": [trait_sets[c] for c in traits], "contexts": [table[c] for c in contexts]})
+                 contexts: np.ndarray, numbers: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """The scenario states behind persona and context codes (and the number features' values)."""
+    return pd.DataFrame({"traits": [trait_sets[c] for c in traits], "contexts": [table[c] for c in contexts],
+                         **(numbers or {})})
+
+
+def on_scale(feature, values: np.ndarray) -> np.ndarray:
+    """Values rounded to a scenario number feature's step and clipped to its range, as the
+    scenario's own states are (rounding first: the step's grid starts at `low`)."""
+    grid = feature.low + np.round((np.asarray(values, dtype=float) - feature.low) / feature.step) * feature.step
+    return np.clip(np.round(grid, 10), feature.low, feature.high)
 
 
 # One row per tick, each column holding that tick's decisions as an array: the model is
@@ -64,6 +76,7 @@ def states_frame(trait_sets: list[list[str]], table: list[list[str]], traits: np
 # since_arrival (ticks) and since_meal (hours) are the visitor's clocks at the decision: the
 # contexts say whether they are hungry or after work now, these say for how much longer, and
 # how long they may stay (FQE's state, simulation.fqe).
+# A market with `numbers` adds one column per number feature (MarketModel.log_columns).
 LOG_COLUMNS = ("tick", "row", "traits", "contexts", "p", "buy", "weather", "since_arrival", "since_meal")
 
 
@@ -92,15 +105,19 @@ class MarketModel(mesa.Model):
         self.weather = str(rng.choice(names, p=np.asarray(list(config.weather.values())) / sum(config.weather.values())))
         self.stalls = [s.sells for s in config.stalls.values()]
         self.context_table = self._contexts_by_code(scenario)
-        # askable[persona, context code]: the scenario can produce that state (see the module docstring)
-        self.askable = np.array([[scenario.state_problem({"traits": traits, "contexts": contexts}) is None
+        # askable[persona, context code]: the scenario can produce that state (see the module docstring);
+        # numbers are always on the scenario's scale (on_scale), so any in-range value stands for them here
+        numbers = {f.name: f.low for f in scenario.features if f.kind == "number"}
+        self.askable = np.array([[scenario.state_problem({"traits": traits, "contexts": contexts, **numbers}) is None
                                   for contexts in self.context_table] for traits in self.trait_sets])
+        self._draw_numbers(scenario, rng)
+        self.log_columns = (*LOG_COLUMNS, *self.number_features)
         self.sales = self.decisions = 0
         reporters = {"sales": "sales", "decisions": "decisions",
                      "present": lambda m: int(m._present().sum())}
         for j, trait in enumerate(self.trait_names):
             reporters[f"buy_rate[{trait}]"] = lambda m, j=j: m._buy_rate(j)
-        self.datacollector = mesa.DataCollector(model_reporters=reporters, tables={"decisions": list(LOG_COLUMNS)})
+        self.datacollector = mesa.DataCollector(model_reporters=reporters, tables={"decisions": list(self.log_columns)})
         self.datacollector.collect(self)  # step 0: the opening, before anyone decided
 
     # ---- population -----------------------------------------------------------
@@ -114,6 +131,30 @@ class MarketModel(mesa.Model):
         self.trait_sets = persona_traits(self.config, scenario)
         held = np.array([[t in p.traits for t in self.trait_names] for p in personas])
         self.has_trait = held[self.trait_code]
+
+    def _draw_numbers(self, scenario: Scenario, rng: np.random.Generator) -> None:
+        """The day's temperature at opening and price (drawn after everything else, so a market
+        without numbers draws exactly what it always drew)."""
+        numbers = self.config.numbers
+        self.number_features = {f.name: f for f in scenario.features if f.name in numbers.names()}
+        if numbers.temperature:
+            self.temperature_at_open = float(rng.uniform(*numbers.temperature.at_open))
+        if numbers.price:
+            self.base_price = float(rng.uniform(*numbers.price.base))
+
+    def _numbers(self, hour: float, since_meal: np.ndarray) -> dict[str, np.ndarray]:
+        """Each number feature's value for the deciding visitors (their hours since a meal)."""
+        numbers, n = self.config.numbers, len(since_meal)
+        values = {}
+        if numbers.temperature:
+            values["temperature"] = np.full(n, self.temperature_at_open
+                                            + numbers.temperature.per_hour * (hour - self.config.clock.open))
+        if numbers.minutes_since_meal:
+            values["minutes_since_meal"] = since_meal * 60
+        if numbers.price:
+            discount = self.config.discount[0] <= hour < self.config.discount[1]
+            values["price"] = np.full(n, self.base_price * (numbers.price.discount if discount else 1.0))
+        return {name: on_scale(self.number_features[name], v) for name, v in values.items()}
 
     def _contexts_by_code(self, scenario: Scenario) -> list[list[str]]:
         return context_table(scenario, self.weather)
@@ -153,7 +194,8 @@ class MarketModel(mesa.Model):
         if self.config.visitors.decide == "until_bought":
             deciding &= ~self.bought
         rows = np.flatnonzero(deciding)
-        p = self.decide(self.trait_code[rows], code[rows])
+        numbers = self._numbers(hour, since[rows])
+        p = self.decide(self.trait_code[rows], code[rows], numbers)
         buys = rng.random(len(rows)) < p
         self.last_meal[rows[buys]] = hour
         self.bought[rows[buys]] = True
@@ -165,7 +207,7 @@ class MarketModel(mesa.Model):
                 "tick": np.full(len(rows), self.steps), "row": rows, "traits": self.trait_code[rows],
                 "contexts": code[rows], "p": np.asarray(p, dtype=float), "buy": buys,
                 "weather": np.full(len(rows), self.weather, dtype=object),
-                "since_arrival": t - self.arrival[rows], "since_meal": since[rows]})
+                "since_arrival": t - self.arrival[rows], "since_meal": since[rows], **numbers})
         self.datacollector.collect(self)
         if t + 1 >= self.ticks:
             self.running = False
@@ -173,14 +215,17 @@ class MarketModel(mesa.Model):
     def decision_log(self) -> pd.DataFrame:
         """One row per decision (log_decisions=True): tick (Mesa's step, from 1), visitor row,
         persona and context codes, P(buy), whether they bought, the day's weather, ticks since
-        the visitor arrived and hours since their last meal (before this decision's purchase)."""
+        the visitor arrived and hours since their last meal (before this decision's purchase),
+        and each number feature's value in the state decided on."""
         table = self.datacollector.get_table_dataframe("decisions")
         if not len(table):
-            return pd.DataFrame({c: [] for c in LOG_COLUMNS})
-        return pd.DataFrame({c: np.concatenate(table[c].to_list()) for c in LOG_COLUMNS})
+            return pd.DataFrame({c: [] for c in self.log_columns})
+        return pd.DataFrame({c: np.concatenate(table[c].to_list()) for c in self.log_columns})
 
-    def decide(self, trait_codes: np.ndarray, context_codes: np.ndarray) -> np.ndarray:
+    def decide(self, trait_codes: np.ndarray, context_codes: np.ndarray,
+               numbers: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """P(buy) for these visitors, one batched call to the decider."""
         if not len(trait_codes):
             return np.zeros(0)
-        return self.decider.prob(states_frame(self.trait_sets, self.context_table, trait_codes, context_codes))
+        return self.decider.prob(states_frame(self.trait_sets, self.context_table, trait_codes, context_codes,
+                                              numbers))

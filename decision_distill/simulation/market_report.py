@@ -35,7 +35,7 @@ def prefetch_states(config: MarketConfig, scenario, policies: list, population: 
     for rate in PREFETCH_RATES:
         run_replicates(config, scenario, ConstantPolicy(rate, scenario.schema(), "prefetch"), population, seeds, logs)
     log = pd.concat([day for _, day in logs], ignore_index=True)
-    distinct = log.drop_duplicates(["traits", "contexts", "weather"]).reset_index(drop=True)
+    distinct = log.drop_duplicates(["traits", "contexts", "weather", *number_features(scenario)]).reset_index(drop=True)
     trait_sets = persona_traits(config, scenario)
     for policy in policies:  # one batched call per weather, the rows' states as prob_on_log builds them
         prob_on_log(policy, scenario, trait_sets)(distinct)
@@ -50,14 +50,21 @@ def generated_states(decisions: Path) -> pd.DataFrame | None:
     return usable_rows(pd.read_parquet(decisions)) if Path(decisions).exists() else None
 
 
+def number_features(scenario) -> list[str]:
+    """The scenario's number features: a market on it logs each as a column (its `numbers`)."""
+    return [f.name for f in scenario.features if f.kind == "number"]
+
+
 def prob_on_log(decider, scenario, trait_sets: list[list[str]]):
-    """`decider` as a function of decision-log rows (their traits, contexts and weather codes)
-    -> P(buy) per row, one batched call per weather."""
+    """`decider` as a function of decision-log rows (their traits, contexts and weather codes,
+    and number features) -> P(buy) per row, one batched call per weather."""
+    numbers = number_features(scenario)
+
     def on_rows(rows):
         out = np.empty(len(rows))
         for weather, idx in rows.groupby("weather").indices.items():
             frame = states_frame(trait_sets, context_table(scenario, weather), rows["traits"].to_numpy()[idx],
-                                 rows["contexts"].to_numpy()[idx])
+                                 rows["contexts"].to_numpy()[idx], {n: rows[n].to_numpy()[idx] for n in numbers})
             out[idx] = decider.prob(frame)
         return out
     return on_rows

@@ -105,7 +105,10 @@ def one_simulation(config, scenario, teacher, deciders, skipped, seeds, sim, stu
     other_seeds = other_seeds or {}
     runs, logs, block = {}, {}, {"series": series, "population": sim.population, "replicates": len(seeds)}
     prompted = [teacher, *(d for d in deciders.values() if isinstance(d, PromptPolicy))]
-    prefetched = prefetch_states(config, scenario, prompted, sim.population, seeds) if market else 0
+    # With numbers a state follows from the decider's own choices (a purchase is a meal), so other
+    # deciders' days would list states it never meets: prefetch only the discrete market's.
+    prefetch = market and not config.numbers.names()
+    prefetched = prefetch_states(config, scenario, prompted, sim.population, seeds) if prefetch else 0
     logs["teacher"] = [] if market else None
     runs["teacher"], seconds = run_replicates(config, scenario, teacher, sim.population, seeds, logs["teacher"])
     block["teacher"] = {**teacher_summary(runs["teacher"], series, sim.confidence),

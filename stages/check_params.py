@@ -20,7 +20,7 @@ from decision_distill.core.atomic import write_json
 from decision_distill.core.errors import stage_main
 from decision_distill.core.params import load_params
 from decision_distill.data.scenario_file import check_stability_settings, load_scenario
-from decision_distill.simulation.config import check_against_scenario, load_simulation
+from decision_distill.simulation.config import check_against_scenario, load_simulation, rollout_config
 
 CHECKED = {"checked": "params.yaml and the scenario files it names are valid"}  # constant: see the docstring
 
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         simulation = load_simulation(path)
         if simulation.scenario == scenario.name:  # the others it reports as skipped
             check_against_scenario(simulation, scenario, path)
+    if params.generate.rollouts.share > 0:  # the generate stage runs it first, before any student exists
+        rollout_config(params.generate.rollouts.simulation, scenario)
     check_stability_settings(params.stability, scenario)
     write_json(CHECKED, args.out)
     print(f"{args.params} and scenario {scenario.name} are valid")

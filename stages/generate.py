@@ -2,7 +2,9 @@
 
 Samples generate.states states from the scenario (seeded), asks the teacher
 through the answer cache (generate.cache) and writes a Parquet dataset, its
-feature schema and metrics/teacher.json. With generate.source: import it reads
+feature schema and metrics/teacher.json. With generate.rollouts.share above 0, that
+share of the states comes from market days the teacher drives
+(decision_distill.simulation.rollouts). With generate.source: import it reads
 import.path instead and loads no teacher. Killed at any moment, a rerun
 continues where it stopped.
 """
@@ -30,7 +32,13 @@ def main() -> None:
         metrics = import_decisions(params.import_, args.dataset, args.schema, args.metrics)
     else:
         scenario = load_scenario(params.scenario)
-        metrics = generate(params, scenario, args.teacher, args.dataset, args.schema, args.metrics)
+        rollouts = None
+        if params.generate.rollouts.share > 0:
+            from decision_distill.simulation.rollouts import rollout_states
+
+            def rollouts(n, exclude, cache):
+                return rollout_states(params, scenario, args.teacher, cache, n, exclude)
+        metrics = generate(params, scenario, args.teacher, args.dataset, args.schema, args.metrics, rollouts)
     print(" ".join(f"{k}={v}" for k, v in metrics.items()))
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from .config import Section, one_line_error, read_yaml, reject_nan
+from .config import Section, one_line_error, read_yaml, reject_nan, rule_error
 from .errors import UserError
 
 class Teacher(Section):
@@ -46,6 +46,15 @@ class Active(Section):
     pick: Literal["proportional", "top"] = "proportional"  # draw in proportion to disagreement | the k highest
 
 
+class Rollouts(Section):
+    """generate.rollouts: a share of the states drawn where a simulation goes (simulation.rollouts)."""
+    share: float = Field(0.0, ge=0.0, lt=1.0)   # of generate.states; 0: random states only
+    simulation: str = "simulations/christmas_market.yaml"   # a market written for the pipeline's scenario
+    population: int = Field(100, ge=2)          # visitors per rollout day
+    max_days: int = Field(50, ge=1)             # rollout days at most (a market of few distinct states stops here)
+    seed: int = 1_000_000                       # day seeds seed, seed+1, ...: apart from simulate's days
+
+
 class Generate(Section):
     source: Literal["teacher", "import"] = "teacher"
     states: int = Field(2000, ge=1)
@@ -55,6 +64,14 @@ class Generate(Section):
     # random: every state a seeded random draw | active: query by committee (decision_distill.teacher.active)
     strategy: Literal["random", "active"] = "random"
     active: Active = Active()
+    rollouts: Rollouts = Rollouts()
+
+    @model_validator(mode="after")
+    def _rollouts_with_random(self):
+        if self.rollouts.share > 0 and self.strategy != "random":
+            raise rule_error("rollouts.share: rollout states mix with random states only; set it to 0 or "
+                             "generate.strategy to random")
+        return self
 
 
 class Import(Section):
@@ -255,6 +272,7 @@ class Games(Section):
 class Simulate(Section):
     """simulate: the simulations (simulations/*.yaml) run with the teacher and each decider."""
     simulations: list[str] = Field(default_factory=lambda: ["simulations/christmas_market.yaml",
+                                                            "simulations/christmas_market_evening.yaml",
                                                             "simulations/repeated_dilemma.yaml"])
     # constant (training mean P(action)) and lookup (the teacher's answers by state) are references
     # ARCH_ensemble: the mean of ARCH's train.seeds students

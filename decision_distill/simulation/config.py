@@ -189,3 +189,16 @@ def _check_numbers(config: MarketConfig, scenario, path) -> None:
     for name in sorted(numbers - set(filled)):
         raise UserError(f"{path}: scenario '{scenario.name}' has a number feature '{name}' the market does not fill; "
                         f"add numbers.{name} (the market fills {', '.join(Numbers.model_fields)})")
+
+
+def rollout_config(path: str, scenario) -> MarketConfig:
+    """generate.rollouts.simulation, checked: a market written for the pipeline's scenario."""
+    config = load_simulation(path)
+    where = f"generate.rollouts.simulation: {path}"
+    if not isinstance(config, MarketConfig):
+        raise UserError(f"{where} is a {config.model}; rollouts run a market (model: market)")
+    if config.scenario != scenario.name:
+        raise UserError(f"{where} is written for scenario '{config.scenario}', the pipeline's is "
+                        f"'{scenario.name}'; name a simulation of this scenario")
+    check_against_scenario(config, scenario, path)
+    return config

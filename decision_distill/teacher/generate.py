@@ -9,13 +9,14 @@ missing, and the dataset can hold no lost or duplicated row.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 from ..core.atomic import write_json, write_parquet
 from ..core.errors import UserError
 from ..core.params import Params
-from ..data.scenario import Scenario, State
+from ..data.scenario import Scenario, State, state_key
 from ..lm.answer_cache import AnswerCache
 from ..lm.runtime import pick_device, resolve_dtype
 from .ask import teacher_answers
@@ -23,14 +24,22 @@ from .ask import teacher_answers
 MIN_USEFUL_P_STD = 0.05
 
 
+# (n, keys to leave out, answer cache) -> (up to n states, summary): simulation.rollouts.rollout_states,
+# handed in by the stage so that this package does not depend on the simulation one
+Rollouts = Callable[[int, set, AnswerCache], tuple[list[State], dict]]
+
+
 def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_dataset: str | Path,
-             out_schema: str | Path, out_metrics: str | Path) -> dict:
+             out_schema: str | Path, out_metrics: str | Path, rollouts: Rollouts | None = None) -> dict:
+    """With generate.rollouts.share above 0, `rollouts` gives that share of the states; the
+    rest are the seeded random sequence's first states (the same whatever the share)."""
     t = params.teacher
     if t.readout == "verbalized" and len(scenario.options) != 2:
         raise UserError("teacher.readout: verbalized needs a two-option scenario; use tokens")
     g = params.generate
     cache = AnswerCache(g.cache)
-    reserved = None
+    reserved = rollout_summary = None
+    from_rollouts = 0
     try:
         if g.strategy == "active":  # imported here: the default random run needs none of it
             from .active import active_states
@@ -38,7 +47,13 @@ def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_da
                 scenario, g.states, g.seed, g.active,
                 lambda some: teacher_answers(teacher_dir, scenario, some, params, cache))
         else:
-            states = scenario.sample_states(g.states, g.seed)
+            wanted = round(g.states * g.rollouts.share)
+            if wanted and rollouts is None:
+                raise UserError("generate.rollouts.share: no rollouts were handed to generate; run stages/generate.py")
+            states = scenario.sample_states(g.states - wanted, g.seed)
+            if wanted:
+                extra, rollout_summary = rollouts(wanted, {state_key(s) for s in states}, cache)
+                states, from_rollouts = states + extra, len(extra)
             answers = teacher_answers(teacher_dir, scenario, states, params, cache)
     finally:
         cache.close()
@@ -46,9 +61,13 @@ def generate(params: Params, scenario: Scenario, teacher_dir: str | Path, out_da
     frame = decisions_frame(scenario, states, questions, answers, t.readout)
     if reserved is not None:  # the split stage puts exactly these random states in test
         frame["reserved_test"] = reserved
+    if rollout_summary is not None:  # which states a simulation's rollouts gave (the last ones)
+        frame["from_rollout"] = [i >= len(states) - from_rollouts for i in range(len(states))]
     # the runtime the answers were computed in (teacher.dtype and .device as resolved on this machine)
     metrics = teacher_metrics(frame, scenario, t.readout) | {"dtype": resolve_dtype(t.dtype, t.device),
                                                              "device": pick_device(t.device).type}
+    if rollout_summary is not None:
+        metrics["rollouts"] = rollout_summary
     write_parquet(frame, out_dataset)
     scenario.schema().save(out_schema)
     write_json(metrics, out_metrics)

@@ -59,6 +59,8 @@ def rollout_states(params, scenario: Scenario, teacher_dir: str | Path, cache, n
             key = state_key(state)
             if key not in exclude:
                 visits.setdefault(key, [state, 0])[1] += 1
+        print(f"rollouts: day {days} of at most {r.max_days}: {min(len(visits), n)} of {n} states found "
+              f"({decisions} decisions)", flush=True)
     counts = np.array([v[1] for v in visits.values()], dtype=float)
     rng = np.random.default_rng([r.seed, n])
     picked = (np.sort(rng.choice(len(counts), size=min(n, len(counts)), replace=False, p=counts / counts.sum()))

@@ -65,11 +65,11 @@ def _real_stages() -> dict:
 
 
 def test_a_key_read_but_not_declared_is_named(tmp_path, sh, params_declared):
-    # The real check stage, declaring only `scenario` and `simulate.simulations` (the files it
-    # validates) instead of the whole file: the stability settings it checks are then read
-    # undeclared, and exactly those are named.
+    # The real check stage, declaring only `scenario`, `simulate.simulations` and
+    # `generate.rollouts` (the files it validates) instead of the whole file: the stability
+    # settings it checks are then read undeclared, and exactly those are named.
     check = _real_stages()["check"]
-    check["params"] = ["scenario", "simulate.simulations"]
+    check["params"] = ["scenario", "simulate.simulations", "generate.rollouts"]
     _project(tmp_path, {"check": check}, yaml.safe_load((REPO / "params.yaml").read_text()), sh)
     sh("dvc", "repro", cwd=tmp_path)
     with pytest.raises(AssertionError) as failure:

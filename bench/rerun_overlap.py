@@ -62,8 +62,8 @@ def compare(a: dict, b: dict) -> tuple[list[str], list[str]]:
     """(printed rows, failures): every simulation and decider present in both runs."""
     rows, failures, misses, checked = [], [], 0, 0
     for sim in sorted(a.keys() & b.keys()):
-        if "deciders" not in a[sim] or "deciders" not in b[sim]:
-            continue
+        if not all(isinstance(run[sim], dict) and "deciders" in run[sim] for run in (a, b)):
+            continue  # a top-level number ("seconds") or a skipped simulation
         blocks = {"teacher": (a[sim]["teacher"], b[sim]["teacher"])}
         blocks |= {d: (a[sim]["deciders"][d], b[sim]["deciders"][d])
                    for d in a[sim]["deciders"] if d in b[sim]["deciders"]}

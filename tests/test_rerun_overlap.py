@@ -14,7 +14,8 @@ def run_file(tmp_path: Path, name: str, mlp_diff_ci: list, group_ci: list) -> Pa
              "total_diff_ci": mlp_diff_ci,
              "groups": {"cheap": {"diff": sum(group_ci) / 2, "diff_ci": group_ci}}}
     doc = {"market": {"teacher": {"total": 295.0, "total_ci": [288.0, 302.0]},
-                      "deciders": {"mlp": block, "logreg": dict(block, total_diff_ci=[5.0, 9.0])}}}
+                      "deciders": {"mlp": block, "logreg": dict(block, total_diff_ci=[5.0, 9.0])}},
+           "evening": {"skipped": "written for another scenario"}, "seconds": 12.5}  # as the stage writes them
     directory = tmp_path / name
     (directory / "metrics").mkdir(parents=True)
     (directory / "metrics" / "simulate.json").write_text(json.dumps(doc))

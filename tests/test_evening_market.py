@@ -131,8 +131,8 @@ def test_gap_reads_a_state_as_its_sets_and_its_numbers(evening):
     recorder = Recorder(scenario.schema(), 0.3)
     recorder.probs = lambda states: frames.append(states) or np.tile([0.3, 0.7], (len(states), 1))
     prob_on_log(recorder, scenario, trait_sets)(log.head(20))
-    got = pd.concat(frames).sort_index()
-    np.testing.assert_array_equal(got[NUMBERS].to_numpy(), log.head(20)[NUMBERS].to_numpy())
+    got = pd.concat(frames)  # each distinct state once
+    assert set(map(tuple, got[NUMBERS].to_numpy())) == set(map(tuple, log.head(20)[NUMBERS].to_numpy()))
 
 
 def test_state_shift_counts_a_state_new_when_only_its_numbers_differ(evening):

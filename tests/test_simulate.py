@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import zlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,8 +13,8 @@ import yaml
 from decision_distill.core.errors import UserError
 from decision_distill.data.scenario_file import load_scenario, parse_scenario
 from decision_distill.simulation.config import check_against_scenario, load_simulation
-from decision_distill.simulation.market import MarketModel
-from decision_distill.simulation.policy import ConstantPolicy, Policy
+from decision_distill.simulation.market import MarketModel, context_table, persona_traits, states_frame
+from decision_distill.simulation.policy import ConstantPolicy, LookupPolicy, Policy
 from decision_distill.simulation.run import run_replicates
 
 MARKET, DILEMMA = "simulations/christmas_market.yaml", "simulations/repeated_dilemma.yaml"
@@ -60,13 +63,21 @@ class Recorder(Policy):
         return np.stack([p, 1 - p], axis=1)
 
 
+def _decided(model: MarketModel, scenario) -> pd.DataFrame:
+    """The states a model's visitors decided on (its decision log), with the clock tick (from 0)."""
+    log = model.decision_log()
+    table = context_table(scenario, model.weather)
+    return states_frame(model.trait_sets, table, log["traits"].to_numpy(), log["contexts"].to_numpy()
+                        ).assign(tick=log["tick"].to_numpy() - 1)
+
+
 def test_market_situations_follow_the_clock(market):
     config, scenario = market
-    recorder = Recorder(scenario.schema(), lambda s: 0.0)  # nobody buys: meals alone drive hunger
-    model = MarketModel(config, scenario, recorder, population=400, rng=3)
+    nobody = ConstantPolicy(0.0, scenario.schema())  # nobody buys: meals alone drive hunger
+    model = MarketModel(config, scenario, nobody, population=400, rng=3, log_decisions=True)
     model.run_model()
-    assert len(recorder.seen) == config.clock.ticks  # one batched call per tick
-    seen = pd.concat([f.assign(tick=t) for t, f in enumerate(recorder.seen)])
+    seen = _decided(model, scenario)
+    assert seen["tick"].nunique() == config.clock.ticks  # visitors decide at every tick
     hour = config.clock.open + seen["tick"] * config.clock.tick_minutes / 60
     ctx = seen["contexts"].map(set)
     has = lambda c: ctx.map(lambda s: c in s)
@@ -78,9 +89,9 @@ def test_market_situations_follow_the_clock(market):
     # without the food stall's meals (and nobody buying), "after_lunch" ends 2 h after the
     # last lunch (13:30) and everyone is hungry 4 h after their own lunch
     fasting = config.model_copy(update={"meals": config.meals.model_copy(update={"eat_probability": 0.0})})
-    recorder.seen = []
-    MarketModel(fasting, scenario, recorder, population=400, rng=3).run_model()
-    seen = pd.concat([f.assign(tick=t) for t, f in enumerate(recorder.seen)])
+    model = MarketModel(fasting, scenario, nobody, population=400, rng=3, log_decisions=True)
+    model.run_model()
+    seen = _decided(model, scenario)
     hour = config.clock.open + seen["tick"] * config.clock.tick_minutes / 60
     ctx = seen["contexts"].map(set)
     assert not ctx[hour >= 15.5].map(lambda s: "after_lunch" in s).any()
@@ -131,10 +142,12 @@ def test_workers_arrive_from_the_hour_the_file_gives(market):
     config, scenario = market
     first = {}
     for hour in (17.0, 19.5):
-        recorder = Recorder(scenario.schema(), lambda s: 0.0)
-        MarketModel(_with(config, workers_from=hour), scenario, recorder, population=400, rng=4).run_model()
-        after_work = [t for t, f in enumerate(recorder.seen) if f["contexts"].map(lambda c: "after_work" in c).any()]
-        first[hour] = config.clock.open + after_work[0] * config.clock.tick_minutes / 60
+        model = MarketModel(_with(config, workers_from=hour), scenario, ConstantPolicy(0.0, scenario.schema()),
+                            population=400, rng=4, log_decisions=True)
+        model.run_model()
+        seen = _decided(model, scenario)
+        after_work = seen["tick"][seen["contexts"].map(lambda c: "after_work" in c)].min()
+        first[hour] = config.clock.open + after_work * config.clock.tick_minutes / 60
     assert first == {17.0: 17.0, 19.5: 19.5}
 
 
@@ -150,6 +163,50 @@ def test_every_state_the_market_asks_about_is_one_the_scenario_can_produce(marke
     assert [s for s in asked if scenario.state_problem(s) is not None] == []
     rows = model.datacollector.get_model_vars_dataframe()
     assert (rows["decisions"] < rows["present"]).any()  # those without a context were not asked
+
+
+def _state_p(state) -> float:
+    """A P(buy) that differs between nearly all states, the same each time a state is asked."""
+    key = json.dumps([sorted(state["traits"]), sorted(state["contexts"])]).encode()
+    return 0.02 + 0.96 * (zlib.crc32(key) % 1000) / 1000
+
+
+def _logged_states(config, scenario, logs) -> pd.DataFrame:
+    """Every logged decision's state, rebuilt from its codes and the day's weather."""
+    trait_sets, frames = persona_traits(config, scenario), []
+    for _, log in logs:
+        table = context_table(scenario, log["weather"].iloc[0])
+        frames.append(states_frame(trait_sets, table, log["traits"].to_numpy(), log["contexts"].to_numpy())
+                      .assign(weather=log["weather"].to_numpy(), p=log["p"].to_numpy()))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_the_market_asks_each_state_once_and_answers_every_decision_for_its_own_state(market):
+    config, scenario = market
+    recorder, logs = Recorder(scenario.schema(), _state_p), []
+    run_replicates(config, scenario, recorder, 300, list(range(8)), logs)
+    decided = _logged_states(config, scenario, logs)
+    assert decided["weather"].nunique() >= 2  # a context code stands for other contexts under other weather
+    expected = [_state_p(s) for s in decided[["traits", "contexts"]].to_dict("records")]
+    np.testing.assert_array_equal(decided["p"].to_numpy(), expected)
+    asked = pd.concat(recorder.seen)
+    distinct = decided.assign(t=decided["traits"].map(tuple), c=decided["contexts"].map(tuple))
+    assert len(asked) == len(distinct.drop_duplicates(["weather", "t", "c"])) < len(decided) / 10
+
+
+def test_a_remembered_answer_still_counts_its_fallback_decisions(market):
+    config, scenario = market
+    schema = scenario.schema()
+    probe, logs = Recorder(schema, _state_p), []
+    run_replicates(config, scenario, probe, 300, [0, 1], logs)
+    states = pd.concat(probe.seen, ignore_index=True)
+    answered = states.iloc[::3].assign(**{schema.prob_columns[0]: 0.3, schema.prob_columns[1]: 0.7})
+    lookup = LookupPolicy(answered, schema)
+    logs = []
+    run_replicates(config, scenario, lookup, 300, [0, 1], logs)
+    fresh = LookupPolicy(answered, schema)  # asked about every decision, one row each
+    fresh.prob(_logged_states(config, scenario, logs)[["traits", "contexts"]])
+    assert 0 < lookup.fallbacks == fresh.fallbacks
 
 
 def test_datacollector_records_the_opening_and_every_tick(market):

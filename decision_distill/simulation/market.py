@@ -80,11 +80,53 @@ def on_scale(feature, values: np.ndarray) -> np.ndarray:
 LOG_COLUMNS = ("tick", "row", "traits", "contexts", "p", "buy", "weather", "since_arrival", "since_meal")
 
 
+class DecisionMemo:
+    """One decider's P(buy) by (persona, context) code, kept across the ticks and replicates of
+    one simulation (run.run_replicates makes one per decider). Every decider answers a state the
+    same way each time it is asked (students in eval mode, the teacher and the tuned LM through
+    the answer cache, the references by construction), and without `numbers` the market's states
+    recur thousands of times: asking once per state spares a DataFrame, an encoding and a forward
+    pass per tick, most of the stage's time. The decider's `fallbacks` still count decisions,
+    not states. A context code means other contexts under other weather (context_table), so
+    everything is kept per weather, the persona x context table of askable states included."""
+
+    def __init__(self):
+        self.askable: dict[str, np.ndarray] = {}  # weather -> [persona, context code] the scenario can produce it
+        self._p: dict[str, np.ndarray] = {}       # weather -> [persona * codes + code] P(buy), NaN: not asked yet
+        self._unseen: dict[str, np.ndarray] = {}  # the same -> the decider counted it a fallback
+
+    def answer(self, decider, weather: str, frame_of, trait_codes: np.ndarray, context_codes: np.ndarray) -> np.ndarray:
+        """P(buy) for each (persona, context code) pair on a day with `weather`, asking `decider`
+        only about pairs not asked before, in one batch (`frame_of(trait codes, context codes)`:
+        their states)."""
+        contexts = self.askable[weather].shape[1]
+        if weather not in self._p:
+            self._p[weather] = np.full(self.askable[weather].size, np.nan)
+            self._unseen[weather] = np.zeros(self.askable[weather].size, dtype=bool)
+        p, unseen = self._p[weather], self._unseen[weather]
+        keys = trait_codes * contexts + context_codes
+        before = decider.fallbacks
+        new = np.unique(keys[np.isnan(p[keys])])
+        if len(new):
+            p[new] = decider.prob(frame_of(new // contexts, new % contexts))
+            counted = decider.fallbacks - before
+            if counted == len(new):
+                unseen[new] = True
+            elif counted:  # some were fallbacks: ask which, one state at a time (rare: holdouts only)
+                for key in new:
+                    ahead = decider.fallbacks
+                    decider.prob(frame_of(np.array([key // contexts]), np.array([key % contexts])))
+                    unseen[key] = decider.fallbacks > ahead
+        decider.fallbacks = before + int(unseen[keys].sum())
+        return p[keys]
+
+
 class MarketModel(mesa.Model):
     def __init__(self, config: MarketConfig, scenario: Scenario, decider, population: int = 500,
-                 rng: int | None = None, log_decisions: bool = False):
+                 rng: int | None = None, log_decisions: bool = False, memo: DecisionMemo | None = None):
         super().__init__(rng=rng)
         self.config, self.decider, self.n, self.log_decisions = config, decider, population, log_decisions
+        self.memo = memo or DecisionMemo()
         self.ticks = config.clock.ticks
         self.hours_per_tick = config.clock.tick_minutes / 60
         rng = self.rng
@@ -108,8 +150,11 @@ class MarketModel(mesa.Model):
         # askable[persona, context code]: the scenario can produce that state (see the module docstring);
         # numbers are always on the scenario's scale (on_scale), so any in-range value stands for them here
         numbers = {f.name: f.low for f in scenario.features if f.kind == "number"}
-        self.askable = np.array([[scenario.state_problem({"traits": traits, "contexts": contexts, **numbers}) is None
-                                  for contexts in self.context_table] for traits in self.trait_sets])
+        if self.weather not in self.memo.askable:
+            self.memo.askable[self.weather] = np.array([
+                [scenario.state_problem({"traits": traits, "contexts": contexts, **numbers}) is None
+                 for contexts in self.context_table] for traits in self.trait_sets])
+        self.askable = self.memo.askable[self.weather]
         self._draw_numbers(scenario, rng)
         self.log_columns = (*LOG_COLUMNS, *self.number_features)
         self.sales = self.decisions = 0
@@ -227,5 +272,9 @@ class MarketModel(mesa.Model):
         """P(buy) for these visitors, one batched call to the decider."""
         if not len(trait_codes):
             return np.zeros(0)
-        return self.decider.prob(states_frame(self.trait_sets, self.context_table, trait_codes, context_codes,
-                                              numbers))
+        if numbers:  # the states hardly repeat: nothing to remember
+            return self.decider.prob(states_frame(self.trait_sets, self.context_table, trait_codes, context_codes,
+                                                  numbers))
+        return self.memo.answer(self.decider, self.weather,
+                                lambda t, c: states_frame(self.trait_sets, self.context_table, t, c),
+                                trait_codes, context_codes)

@@ -63,9 +63,12 @@ def prob_on_log(decider, scenario, trait_sets: list[list[str]]):
     def on_rows(rows):
         out = np.empty(len(rows))
         for weather, idx in rows.groupby("weather").indices.items():
-            frame = states_frame(trait_sets, context_table(scenario, weather), rows["traits"].to_numpy()[idx],
-                                 rows["contexts"].to_numpy()[idx], {n: rows[n].to_numpy()[idx] for n in numbers})
-            out[idx] = decider.prob(frame)
+            # each distinct state once: a day's log repeats its states many times over
+            codes = np.stack([rows[c].to_numpy(dtype=float)[idx] for c in ("traits", "contexts", *numbers)], axis=1)
+            distinct, inverse = np.unique(codes, axis=0, return_inverse=True)
+            frame = states_frame(trait_sets, context_table(scenario, weather), distinct[:, 0].astype(int),
+                                 distinct[:, 1].astype(int), {n: distinct[:, 2 + i] for i, n in enumerate(numbers)})
+            out[idx] = decider.prob(frame)[inverse.ravel()]
         return out
     return on_rows
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from .config import DilemmaConfig, MarketConfig
 from .dilemma import DilemmaModel
-from .market import MarketModel
+from .market import DecisionMemo, MarketModel
 
 # The series each simulation's fidelity report is read from: (per-tick count, evening total).
 SERIES = {"market": "sales", "dilemma": "cooperation"}
@@ -31,10 +31,13 @@ def run_replicates(config: MarketConfig | DilemmaConfig, scenario, decider, popu
     lost with the model, and in mesa 3.3.1 it drops the last collection of a model that also
     collects at step 0 (mesa issue #2514). A sweep over seeds is all that is needed here."""
     cls = model_class(config)
+    # The market asks its decider once per distinct state over all replicates (market.DecisionMemo).
+    shared = {"memo": DecisionMemo()} if cls is MarketModel else {}
     frames = []
     start = time.perf_counter()
     for seed in seeds:
-        model = cls(config, scenario, decider, population=population, rng=seed, log_decisions=logs is not None)
+        model = cls(config, scenario, decider, population=population, rng=seed, log_decisions=logs is not None,
+                    **shared)
         model.run_model()
         frame = model.datacollector.get_model_vars_dataframe()
         frames.append(frame.rename_axis("tick").reset_index().assign(seed=seed))
